@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-STAGES = ("clip",)
+STAGES = ("clip", "prior")
 
 
 def _stage(name: str):
@@ -15,6 +15,10 @@ def _stage(name: str):
         from .train.clip import ClipStage, ClipStageConfig
 
         return ClipStageConfig, ClipStage
+    if name == "prior":
+        from .train.prior import PriorStage, PriorStageConfig
+
+        return PriorStageConfig, PriorStage
     raise ValueError(f"unknown stage {name!r}; stages are {STAGES}")
 
 
@@ -60,8 +64,17 @@ def cmd_eval(args) -> None:
         from .clip import ClipEncoder
         from .evaluate.clip_retrieval import retrieval_accuracy
 
+        if args.model is None:
+            raise ValueError("eval clip needs --model DIR (a CLIP folder)")
         figures = retrieval_accuracy(ClipEncoder.from_pretrained(args.model), num=args.num)
         print_report(f"CLIP text-to-image top-1 retrieval among 100 ({args.model})", figures)
+    elif args.what == "prior":
+        from .evaluate.prior_eval import evaluate_prior
+        from .pipeline import UnCLIPPipeline, resolve_model
+
+        path = resolve_model(args.model)
+        figures = evaluate_prior(UnCLIPPipeline.from_pretrained(path), num=args.num)
+        print_report(f"prior: predicted vs true CLIP image embeddings ({path})", figures)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,14 +99,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="evaluate a trained stage", description="Print a table of figures and, "
                        "as the last line, one JSON object with all of them.")
-    e.add_argument("what", choices=["clip"], help="clip: text-to-image retrieval on the shapes eval split")
-    e.add_argument("--model", required=True, help="model folder")
+    e.add_argument("what", choices=["clip", "prior"], help="clip: text-to-image retrieval; prior: cosine "
+                   "and retrieval of sampled image embeddings against baselines (shapes eval split)")
+    e.add_argument("--model", help="model folder (a CLIP folder for clip, a pipeline folder otherwise; "
+                   "default: the shipped model)")
     e.add_argument("--num", type=int, default=500, help="eval split items (groups of 100 per subset)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # weight-loading bars would trail our tables
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     try:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .order import EpochOrder
 from .transforms import open_rgb, resize_center_crop
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ class ImageFolderSource:
                 self._index_tar(path)
         if not self.entries:
             raise ValueError(f"no captioned images found under {root} ({self.skipped} skipped)")
-        self._perm_epoch, self._perm = -1, None
+        self.order = EpochOrder(len(self.entries), seed)
 
     def _add(self, caption: str | None, name: str, path: str, offset=-1, size=0) -> None:
         if not (caption or "").strip():
@@ -89,11 +90,7 @@ class ImageFolderSource:
         return len(self.entries)
 
     def get(self, index: int) -> dict | None:
-        epoch, pos = divmod(index, len(self.entries))
-        if epoch != self._perm_epoch:  # each epoch is a fresh seeded shuffle
-            self._perm_epoch = epoch
-            self._perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.entries))
-        entry = self.entries[self._perm[pos]]
+        entry = self.entries[self.order(index)]
         try:
             img = open_rgb(entry.read())
         except (ValueError, OSError) as e:

@@ -237,6 +237,46 @@ def training_caption(scene: Scene, rng: np.random.Generator, paraphrase_prob: fl
     return pick(_PREFIXES) + text
 
 
+def hard_negative(scene: Scene, rng: np.random.Generator) -> Scene:
+    """A scene that differs from `scene` in one detail a caption states: for two objects a
+    swap of colours, shapes or places (attribute binding), or one changed attribute. Used as
+    a hard negative caption in contrastive training (NegCLIP's idea)."""
+    key, original = scene_key(scene), [(o.colour, o.shape) for o in scene.objects]
+    for _ in range(20):
+        objs = list(scene.objects)
+        bg, place, relation = scene.background, scene.place, scene.relation
+        if relation is not None and rng.random() < 0.6:
+            a, b = objs
+            how = rng.integers(3)
+            if how == 0:
+                objs = [Obj(a.shape, b.colour, a.size, a.cx, a.cy), Obj(b.shape, a.colour, b.size, b.cx, b.cy)]
+            elif how == 1:
+                objs = [Obj(b.shape, a.colour, a.size, a.cx, a.cy), Obj(a.shape, b.colour, b.size, b.cx, b.cy)]
+            else:
+                relation = INVERSE_RELATION[relation]
+        else:
+            i = rng.integers(len(objs))
+            o = objs[i]
+            what = rng.integers(4 if relation is None else 3)
+            if what == 0:
+                objs[i] = Obj(SHAPES[rng.integers(len(SHAPES))], o.colour, o.size, o.cx, o.cy)
+            elif what == 1:
+                objs[i] = Obj(o.shape, list(COLOURS)[rng.integers(len(COLOURS))], o.size, o.cx, o.cy)
+            elif what == 2:
+                bg = "black" if bg == "white" else "white"
+            elif rng.random() < 0.5:
+                objs[i] = Obj(o.shape, o.colour, "small" if o.size == "large" else "large", o.cx, o.cy)
+            else:
+                place = list(PLACES)[rng.integers(len(PLACES))]
+        neg = Scene(bg, tuple(objs), place, relation)
+        pairs = [(o.colour, o.shape) for o in objs]
+        distinct = len(set(pairs)) == len(pairs)
+        # held-out pairs stay out of training entirely, negative captions included
+        if distinct and scene_key(neg) != key and not set(pairs) & (set(HELD_OUT) - set(original)):
+            return neg
+    raise RuntimeError(f"no hard negative found for {scene}")  # each try changes the key often
+
+
 # ---------------------------------------------------------------------------- evaluation split
 
 EVAL_SEED = 20220413  # the paper's arXiv date; the split is fixed unless a user asks otherwise

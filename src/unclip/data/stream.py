@@ -27,9 +27,11 @@ class Source(Protocol):
 class ShapesSource:
     """Endless shapes-world training samples (held-out colour-shape pairs never drawn)."""
 
-    def __init__(self, image_size: int, seed: int = 0, two_prob=0.5, paraphrase_prob=0.5):
+    def __init__(self, image_size: int, seed: int = 0, two_prob=0.5, paraphrase_prob=0.5,
+                 hard_negatives=False):
         self.image_size, self.seed = image_size, seed
         self.two_prob, self.paraphrase_prob = two_prob, paraphrase_prob
+        self.hard_negatives = hard_negatives
 
     def draw(self, index: int) -> tuple[shapes.Scene, str]:
         rng = shapes.scene_rng(self.seed, index)
@@ -38,7 +40,11 @@ class ShapesSource:
 
     def get(self, index: int) -> dict:
         scene, caption = self.draw(index)
-        return {"image": shapes.render(scene, self.image_size), "caption": caption}
+        sample = {"image": shapes.render(scene, self.image_size), "caption": caption}
+        if self.hard_negatives:
+            neg = shapes.hard_negative(scene, shapes.scene_rng(self.seed, index, 1))
+            sample["negative_caption"] = shapes.canonical_caption(neg)
+        return sample
 
     def captions(self, num: int) -> list[str]:
         """The first `num` training captions, without rendering (a tokenizer corpus)."""
@@ -47,18 +53,21 @@ class ShapesSource:
 
 def make_source(cfg: DataConfig) -> Source:
     if cfg.source == "shapes":
-        return ShapesSource(cfg.image_size, cfg.seed, cfg.two_prob, cfg.paraphrase_prob)
+        return ShapesSource(cfg.image_size, cfg.seed, cfg.two_prob, cfg.paraphrase_prob, cfg.hard_negatives)
     return ImageFolderSource(cfg.path, cfg.image_size, cfg.seed)
 
 
 def collate(samples: list[dict | None]) -> dict:
-    """Stack samples into {"pixels": (B, 3, S, S) in [-1, 1], "captions": [...], "skipped": n}."""
+    """Stack samples into {"captions": [...], "skipped": n, "pixels": (B, 3, S, S) in [-1, 1]
+    if they have images}; any other key becomes a stacked tensor or a list."""
     good = [s for s in samples if s is not None]
-    return {
-        "pixels": to_tensor([s["image"] for s in good]) if good else torch.empty(0),
-        "captions": [s["caption"] for s in good],
-        "skipped": len(samples) - len(good),
-    }
+    batch = {"captions": [s["caption"] for s in good], "skipped": len(samples) - len(good)}
+    if good and "image" in good[0]:
+        batch["pixels"] = to_tensor([s["image"] for s in good])
+    for key in sorted(good[0].keys() - {"image", "caption"}) if good else ():
+        values = [s[key] for s in good]
+        batch[key] = torch.stack(values) if torch.is_tensor(values[0]) else values
+    return batch
 
 
 class BatchStream(IterableDataset):

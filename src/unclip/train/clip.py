@@ -35,11 +35,15 @@ class ContrastiveModule(nn.Module):
         self.encoder = encoder
 
     def forward(self, batch: dict) -> torch.Tensor:
-        image_embed, text_embed = self.encoder(batch["pixels"], batch["captions"])
+        negatives = batch.get("negative_caption", [])
+        image_embed, text_embed = self.encoder(batch["pixels"], batch["captions"] + negatives)
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             from torch.distributed.nn.functional import all_gather
 
-            image_embed, text_embed = torch.cat(all_gather(image_embed)), torch.cat(all_gather(text_embed))
+            gather = lambda x: torch.cat(all_gather(x.contiguous()))  # noqa: E731
+            n = len(batch["captions"])
+            image_embed = gather(image_embed)
+            text_embed = torch.cat([gather(text_embed[:n]), gather(text_embed[n:])])
         return contrastive_loss(image_embed, text_embed, self.encoder.model.logit_scale)
 
 

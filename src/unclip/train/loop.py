@@ -118,6 +118,8 @@ def train(stage: Stage, cfg: TrainConfig, resume: bool = False, run_config: dict
         if run_config is not None:
             (out / "config.yaml").write_text(yaml.safe_dump(run_config, sort_keys=False))
         _truncate_log(out / "log.jsonl", start)
+        _log(out, {"step": start, "run": {"processes": world, "micro_batch": micro,
+                                          "device": str(accelerator.device), "resumed": start > 0}})
 
     model, opt = accelerator.prepare(module, opt)  # the LR schedule counts optimizer steps itself
     loader = make_loader(stage.source(), micro, rank, world, start * cfg.grad_accum, stage.data_workers)
@@ -148,8 +150,7 @@ def train(stage: Stage, cfg: TrainConfig, resume: bool = False, run_config: dict
         if not math.isfinite(loss):
             raise FloatingPointError(f"loss became {loss} at step {step}; lower train.lr or check the data")
         done = step + 1
-        now = time.perf_counter()
-        rate, tick = cfg.batch_size / (now - tick), now
+        rate = cfg.batch_size / (time.perf_counter() - tick)
         if main:
             record = {"step": done, "loss": loss, "lr": sched.get_last_lr()[0], "samples_per_s": rate}
             if skipped:
@@ -168,6 +169,7 @@ def train(stage: Stage, cfg: TrainConfig, resume: bool = False, run_config: dict
         is_preview = cfg.sample_every and done % cfg.sample_every == 0 and done != cfg.steps
         if main and is_preview:
             _log(out, {"step": done, "preview": stage.preview(ema.copy_of(stage.module), out / "samples", done)})
+        tick = time.perf_counter()  # throughput counts training alone, not previews or checkpoints
     bar.close()
     accelerator.wait_for_everyone()
     if main:

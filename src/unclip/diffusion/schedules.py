@@ -1,0 +1,34 @@
+"""Noise schedules and samplers, from diffusers' schedulers."""
+
+from __future__ import annotations
+
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+
+SAMPLERS = ("ddpm", "ddim", "dpm++")
+BETA_SCHEDULES = {"cosine": "squaredcos_cap_v2", "linear": "linear"}
+
+
+def make_scheduler(sampler: str = "ddpm", *, num_train_timesteps: int = 1000, schedule: str = "cosine",
+                   prediction_type: str = "epsilon", clip_sample_range: float | None = None,
+                   variance_type: str = "fixed_small_log"):
+    """A diffusers scheduler over the same training betas for any sampler.
+
+    prediction_type: "epsilon" (noise), "sample" (x0, the unCLIP prior) or "v_prediction".
+    clip_sample_range: clamp predicted x0 to +-range at each step (None: no clamping).
+    Respaced sampling ("trailing" timesteps, so the last step starts from pure noise) comes
+    from `set_timesteps(steps)`."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; samplers are {SAMPLERS}")
+    if schedule not in BETA_SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; schedules are {list(BETA_SCHEDULES)}")
+    common = dict(num_train_timesteps=num_train_timesteps, beta_schedule=BETA_SCHEDULES[schedule],
+                  prediction_type=prediction_type, timestep_spacing="trailing")
+    clip = dict(clip_sample=clip_sample_range is not None, clip_sample_range=clip_sample_range or 1.0)
+    if sampler == "ddpm":
+        return DDPMScheduler(**common, **clip, variance_type=variance_type)
+    if sampler == "ddim":
+        return DDIMScheduler(**common, **clip, set_alpha_to_one=False)
+    return DPMSolverMultistepScheduler(
+        **common, algorithm_type="dpmsolver++", solver_order=2, thresholding=False,
+        lower_order_final=True,
+    )

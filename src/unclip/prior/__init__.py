@@ -1,0 +1,5 @@
+"""Priors: caption -> CLIP image embedding."""
+
+from .diffusion_prior import DiffusionPrior, PriorConfig
+
+__all__ = ["DiffusionPrior", "PriorConfig"]

@@ -1,0 +1,133 @@
+"""The diffusion prior (unCLIP Sec. 2.2): caption -> CLIP image embedding.
+
+"we train a decoder-only Transformer with a causal attention mask on a sequence consisting
+of, in order: the encoded text, the CLIP text embedding, an embedding for the diffusion
+timestep, the noised CLIP image embedding, and a final embedding whose output from the
+Transformer is used to predict the unnoised CLIP image embedding."
+
+The network is `diffusers.PriorTransformer` in exactly that layout, so Karlo's `prior/`
+folder loads as it is. Image embeddings are L2-normalised CLIP embeddings, standardised by
+the training set's per-dimension mean and std (`clip_mean`, `clip_std`, stored inside the
+network's own weights) before diffusion and un-standardised after sampling.
+
+Notation: z_i image embedding, z_t text embedding, x_t the noised standardised z_i.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from diffusers import PriorTransformer
+from torch import nn
+
+from ..config import check
+from ..diffusion.guidance import cfg, drop_cond
+from ..diffusion.objectives import training_loss
+from ..diffusion.sampling import sample
+from ..diffusion.schedules import make_scheduler
+
+TEXT_KEYS = ("text_embed", "text_encodings", "mask")  # the whole text condition, all dropped together
+
+
+@dataclass
+class PriorConfig:
+    """The prior network and its diffusion process; sampling defaults follow Karlo."""
+
+    num_layers: int = 6
+    num_heads: int = 8
+    head_dim: int = 32
+    dropout: float = 0.0
+    timesteps: int = 1000
+    schedule: Literal["cosine", "linear"] = "cosine"
+    text_drop_prob: float = 0.1  # classifier-free guidance: the paper's rate
+    clip_sample_range: float = 5.0  # clamp predicted standardised z_i at each step (Karlo)
+    guidance_scale: float = 4.0
+    sample_steps: int = 25
+    sampler: Literal["ddpm", "ddim", "dpm++"] = "ddpm"
+    best_of: int = 2
+
+    def __post_init__(self):
+        check(0 <= self.text_drop_prob < 1, "text_drop_prob", "must be in [0, 1)")
+        for name in ("num_layers", "num_heads", "head_dim", "timesteps", "sample_steps", "best_of"):
+            check(getattr(self, name) > 0, name, "must be positive")
+        check(self.sample_steps <= self.timesteps, "sample_steps", "must be at most timesteps")
+
+
+class DiffusionPrior(nn.Module):
+    """PriorTransformer plus standardisation, the x0 objective, guidance and best-of-n.
+
+    Conditions are dicts: text_embed (B, D) L2-normalised, text_encodings (B, L, D) per-token
+    CLIP states, mask (B, L) bool. `null` is the same for the empty caption (batch 1)."""
+
+    def __init__(self, transformer: PriorTransformer, cfg: PriorConfig):
+        super().__init__()
+        self.transformer, self.cfg = transformer, cfg
+        self.transformer.clip_mean.requires_grad_(False)  # statistics, not trained weights
+        self.transformer.clip_std.requires_grad_(False)
+        self.scheduler = make_scheduler(cfg.sampler, num_train_timesteps=cfg.timesteps, schedule=cfg.schedule,
+                                        prediction_type="sample", clip_sample_range=cfg.clip_sample_range)
+
+    @classmethod
+    def from_config(cls, cfg: PriorConfig, embed_dim: int, text_len: int) -> DiffusionPrior:
+        net = PriorTransformer(
+            num_attention_heads=cfg.num_heads, attention_head_dim=cfg.head_dim, num_layers=cfg.num_layers,
+            embedding_dim=embed_dim, num_embeddings=text_len, additional_embeddings=4, dropout=cfg.dropout,
+        )
+        with torch.no_grad():
+            net.clip_std.fill_(1.0)
+        return cls(net, cfg)
+
+    @classmethod
+    def from_pretrained(cls, path, cfg: PriorConfig | None = None, torch_dtype=None) -> DiffusionPrior:
+        """Load a PriorTransformer folder (ours or Karlo's `prior/`)."""
+        net = PriorTransformer.from_pretrained(path, torch_dtype=torch_dtype, local_files_only=True)
+        return cls(net.eval(), cfg or PriorConfig())
+
+    def save_pretrained(self, path) -> None:
+        self.transformer.save_pretrained(path)
+
+    def set_statistics(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Per-dimension mean and std of the training image embeddings (D,)."""
+        with torch.no_grad():
+            self.transformer.clip_mean.copy_(mean.view(1, -1))
+            self.transformer.clip_std.copy_(std.clamp_min(1e-6).view(1, -1))
+
+    def standardize(self, image_embed: torch.Tensor) -> torch.Tensor:
+        return (image_embed - self.transformer.clip_mean) / self.transformer.clip_std
+
+    def unstandardize(self, x: torch.Tensor) -> torch.Tensor:
+        return self.transformer.post_process_latents(x)
+
+    def denoise(self, x_t: torch.Tensor, t: torch.Tensor, cond: dict) -> torch.Tensor:
+        """Predicted standardised z_i (B, D) from x_t (B, D) at timesteps t (B,)."""
+        return self.transformer(
+            hidden_states=x_t, timestep=t, proj_embedding=cond["text_embed"],
+            encoder_hidden_states=cond["text_encodings"], attention_mask=cond["mask"],
+        ).predicted_image_embedding
+
+    def loss(self, image_embed: torch.Tensor, cond: dict, null: dict) -> torch.Tensor:
+        """MSE on the unnoised z_i; the text condition (and only it) is replaced by the empty
+        caption's with probability text_drop_prob, for classifier-free guidance."""
+        cond, _ = drop_cond(cond, {k: null[k] for k in TEXT_KEYS}, self.cfg.text_drop_prob)
+        x0 = self.standardize(image_embed)
+        alphas = self.scheduler.alphas_cumprod
+        return training_loss(lambda x, t: self.denoise(x, t, cond), x0, alphas, prediction_type="sample")
+
+    @torch.no_grad()
+    def sample(self, cond: dict, null: dict, *, guidance_scale: float | None = None, steps: int | None = None,
+               best_of: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Draw `best_of` image embeddings per caption and keep the one with the highest dot
+        product with its text embedding. Returns L2-normalised z_i (B, D)."""
+        scale = self.cfg.guidance_scale if guidance_scale is None else guidance_scale
+        n = self.cfg.best_of if best_of is None else best_of
+        b, d = cond["text_embed"].shape
+        rep = {k: v.repeat_interleave(n, dim=0) for k, v in cond.items()}  # (B * n, ...)
+        x_T = torch.randn((b * n, d), generator=generator, dtype=torch.float32).to(cond["text_embed"].device)
+        guided = cfg(self.denoise, rep, {k: null[k] for k in TEXT_KEYS}, scale)
+        x0 = sample(guided, x_T, self.scheduler, steps=steps or self.cfg.sample_steps, generator=generator)
+        z_i = F.normalize(self.unstandardize(x0).float(), dim=-1).view(b, n, d)
+        score = (z_i * F.normalize(cond["text_embed"].float(), dim=-1)[:, None]).sum(-1)  # (B, n)
+        return z_i[torch.arange(b), score.argmax(dim=1)]

@@ -1,0 +1,87 @@
+"""The prior stage: the diffusion prior trained on cached CLIP embeddings."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..clip import ClipEncoder
+from ..config import ConfigError, DataConfig, TrainConfig, check
+from ..data.embeddings import EmbeddingCache, build_cache
+from ..data.stream import make_source
+from ..pipeline import UnCLIPPipeline
+from ..prior import DiffusionPrior, PriorConfig
+from ..prior.diffusion_prior import TEXT_KEYS
+
+
+@dataclass
+class PriorStageConfig:
+    clip: str = "runs/clip/model"  # the CLIP folder whose embedding space the prior learns
+    cache: str = "runs/prior-cache"  # embedding cache; built on first use
+    cache_size: int = 100_000  # samples of the data stream embedded into the cache
+    model: PriorConfig = field(default_factory=PriorConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self):
+        check(self.cache_size > 0, "cache_size", "must be positive")
+
+
+class PriorModule(nn.Module):
+    """forward(batch) -> the prior's loss on a batch of cached embeddings."""
+
+    def __init__(self, prior: DiffusionPrior, null: dict[str, torch.Tensor]):
+        super().__init__()
+        self.prior = prior
+        for k in TEXT_KEYS:  # the empty caption's condition, moved with the module
+            self.register_buffer(f"null_{k}", null[k], persistent=False)
+
+    def null(self) -> dict[str, torch.Tensor]:
+        return {k: getattr(self, f"null_{k}") for k in TEXT_KEYS}
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        return self.prior.loss(batch["image_embed"], {k: batch[k] for k in TEXT_KEYS}, self.null())
+
+
+class PriorStage:
+    name = "prior"
+    data_workers = 0  # batches come from memory
+
+    def __init__(self, cfg: PriorStageConfig):
+        torch.manual_seed(cfg.train.seed)
+        self.cfg = cfg
+        self.clip = ClipEncoder.from_pretrained(cfg.clip).eval()
+        if self.clip.model.config.text_config.hidden_size != self.clip.embed_dim:
+            raise ConfigError("clip", "the prior needs a CLIP whose text width equals its embedding size")
+        self.cache = EmbeddingCache(self._cache_path(), self.clip, seed=cfg.data.seed)
+        prior = DiffusionPrior.from_config(cfg.model, self.clip.embed_dim, self.clip.max_length)
+        image_embed = self.cache.data["image_embed"]
+        prior.set_statistics(image_embed.mean(0), image_embed.std(0))
+        self.module = PriorModule(prior, self.cache.null)
+
+    def _cache_path(self) -> Path:
+        path = Path(self.cfg.cache)
+        if not (path / "manifest.json").is_file():
+            if int(os.environ.get("RANK", "0")) == 0:
+                data = replace(self.cfg.data, image_size=self.clip.image_size)
+                build_cache(self.clip, make_source(data), self.cfg.cache_size, path)
+            while not (path / "manifest.json").is_file():  # other processes wait for rank 0
+                time.sleep(1)
+        return path
+
+    def source(self):
+        return self.cache
+
+    def preview(self, module: PriorModule, folder: Path, step: int) -> dict:
+        from ..evaluate.prior_eval import evaluate_prior
+
+        figures = evaluate_prior(UnCLIPPipeline(self.clip, module.prior), num=100, methods=("prior",))
+        return {k: v["prior"] for k, v in figures.items()}
+
+    def export(self, module: PriorModule, folder: Path) -> None:
+        UnCLIPPipeline(self.clip, module.prior).save_pretrained(folder)
