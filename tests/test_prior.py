@@ -180,3 +180,26 @@ def test_pipeline_folder_round_trip_reproduces_samples(tiny_clip, tmp_path):
     assert torch.equal(a, b) and not torch.equal(a, c)
     with pytest.raises(ValueError, match="non-empty"):
         loaded.image_embeds(["  "])
+
+
+def test_train_and_eval_prior_from_the_cli(tiny_clip, tmp_path, capsys):
+    import json
+
+    from unclip.cli import main
+
+    from .conftest import TINY
+
+    run = tmp_path / "run"
+    args = ["train", "prior", "--config", str(TINY / "prior.yaml"), f"--clip={tiny_clip}",
+            f"--cache={tmp_path / 'cache'}", f"--train.out_dir={run}"]
+    assert main(args) == 0
+    assert (tmp_path / "cache" / "manifest.json").is_file()
+    assert main(args + ["--resume", "--train.steps=6"]) == 0  # resumes from step 4, reuses the cache
+    assert (run / "model" / "prior" / "config.json").is_file() and (run / "model" / "clip").is_dir()
+    capsys.readouterr()
+    assert main(["eval", "prior", "--model", str(run / "model"), "--num", "20"]) == 0
+    figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(figures) == {"in_distribution", "novel"}
+    for subset in figures.values():
+        assert set(subset) == {"prior", "text_embedding_baseline", "no_guidance"}
+        assert all(set(m) == {"cosine", "retrieval"} for m in subset.values())

@@ -184,3 +184,21 @@ def test_sampling_is_deterministic_under_a_seed():
 def test_scene_dict_round_trip():
     s = shapes.eval_split(2)[1].scene
     assert Scene.from_dict(s.to_dict()) == s
+
+
+def test_hard_negatives_differ_in_one_stated_detail_and_avoid_held_out_pairs():
+    kinds = set()
+    for i in range(1000):
+        s = shapes.sample_scene(shapes.scene_rng(5, i))
+        neg = shapes.hard_negative(s, shapes.scene_rng(5, i, 1))
+        assert shapes.scene_key(neg) != shapes.scene_key(s)
+        assert shapes.canonical_caption(neg) != shapes.canonical_caption(s)
+        assert all((o.colour, o.shape) not in shapes.HELD_OUT for o in neg.objects)
+        pairs = [(o.colour, o.shape) for o in neg.objects]
+        assert len(set(pairs)) == len(pairs)
+        if s.relation and neg.relation == s.relation and neg.background == s.background:
+            a, b = s.objects
+            na, nb = neg.objects
+            if {na.colour, nb.colour} == {a.colour, b.colour} and {na.shape, nb.shape} == {a.shape, b.shape}:
+                kinds.add("binding swap")
+    assert "binding swap" in kinds

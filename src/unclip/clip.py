@@ -157,11 +157,9 @@ class ClipEncoder(nn.Module):
 
 
 def contrastive_loss(image_embed: torch.Tensor, text_embed: torch.Tensor, logit_scale: torch.Tensor):
-    """CLIP's symmetric InfoNCE over B matching (image, caption) pairs. `text_embed` may hold
-    extra rows after the first B: hard-negative captions, which only the images compete over."""
-    image_embed = F.normalize(image_embed.float(), dim=-1)  # (B, D)
-    text_embed = F.normalize(text_embed.float(), dim=-1)  # (B + negatives, D)
-    logits = logit_scale.float().exp().clamp(max=100) * image_embed @ text_embed.T  # (B, B + N)
-    labels = torch.arange(len(image_embed), device=logits.device)
-    n = len(image_embed)
-    return (F.cross_entropy(logits, labels) + F.cross_entropy(logits[:, :n].T, labels)) / 2
+    """CLIP's symmetric InfoNCE over a batch of matching (image, caption) pairs."""
+    image_embed = F.normalize(image_embed.float(), dim=-1)
+    text_embed = F.normalize(text_embed.float(), dim=-1)
+    logits = logit_scale.float().exp().clamp(max=100) * text_embed @ image_embed.T  # (B, B)
+    labels = torch.arange(len(logits), device=logits.device)
+    return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2

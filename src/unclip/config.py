@@ -42,7 +42,7 @@ class DataConfig:
     seed: int = 0
     two_prob: float = 0.5  # shapes: share of two-object scenes
     paraphrase_prob: float = 0.5  # shapes: share of paraphrased / partial captions
-    hard_negatives: bool = False  # shapes: a near-miss caption per image, for CLIP training
+    hard_negatives: bool = False  # shapes: pair each scene with a near miss in the batch (CLIP)
     num_workers: int = 1
 
     def __post_init__(self):

@@ -9,7 +9,7 @@ and seeded: the same (seed, index) always gives the same scene, caption and pixe
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -238,41 +238,44 @@ def training_caption(scene: Scene, rng: np.random.Generator, paraphrase_prob: fl
 
 
 def hard_negative(scene: Scene, rng: np.random.Generator) -> Scene:
-    """A scene that differs from `scene` in one detail a caption states: for two objects a
-    swap of colours, shapes or places (attribute binding), or one changed attribute. Used as
-    a hard negative caption in contrastive training (NegCLIP's idea)."""
-    key, original = scene_key(scene), [(o.colour, o.shape) for o in scene.objects]
-    for _ in range(20):
+    """A valid scene that differs from `scene` in one detail a caption states: for two objects
+    most often a swap of colours, shapes or places between them (attribute binding), else one
+    changed attribute. Training batches pair scenes with these hard negatives, so CLIP must
+    bind attributes to the right object (NegCLIP's idea, applied to images and captions)."""
+    key, original = scene_key(scene), {(o.colour, o.shape) for o in scene.objects}
+    for _ in range(50):
         objs = list(scene.objects)
         bg, place, relation = scene.background, scene.place, scene.relation
         if relation is not None and rng.random() < 0.6:
             a, b = objs
             how = rng.integers(3)
-            if how == 0:
-                objs = [Obj(a.shape, b.colour, a.size, a.cx, a.cy), Obj(b.shape, a.colour, b.size, b.cx, b.cy)]
-            elif how == 1:
-                objs = [Obj(b.shape, a.colour, a.size, a.cx, a.cy), Obj(a.shape, b.colour, b.size, b.cx, b.cy)]
-            else:
+            if how == 0:  # swap colours
+                objs = [replace(a, colour=b.colour), replace(b, colour=a.colour)]
+            elif how == 1:  # swap shapes
+                objs = [replace(a, shape=b.shape), replace(b, shape=a.shape)]
+            else:  # swap places: "A left of B" becomes "A right of B"
+                objs = [replace(a, cx=b.cx, cy=b.cy), replace(b, cx=a.cx, cy=a.cy)]
                 relation = INVERSE_RELATION[relation]
         else:
-            i = rng.integers(len(objs))
+            i = int(rng.integers(len(objs)))
             o = objs[i]
             what = rng.integers(4 if relation is None else 3)
             if what == 0:
-                objs[i] = Obj(SHAPES[rng.integers(len(SHAPES))], o.colour, o.size, o.cx, o.cy)
+                objs[i] = replace(o, shape=SHAPES[rng.integers(len(SHAPES))])
             elif what == 1:
-                objs[i] = Obj(o.shape, list(COLOURS)[rng.integers(len(COLOURS))], o.size, o.cx, o.cy)
+                objs[i] = replace(o, colour=list(COLOURS)[rng.integers(len(COLOURS))])
             elif what == 2:
                 bg = "black" if bg == "white" else "white"
             elif rng.random() < 0.5:
-                objs[i] = Obj(o.shape, o.colour, "small" if o.size == "large" else "large", o.cx, o.cy)
+                objs[i] = replace(o, size="small" if o.size == "large" else "large")
             else:
                 place = list(PLACES)[rng.integers(len(PLACES))]
+                px, py = PLACES[place]
+                objs[i] = replace(o, cx=px + (o.cx - PLACES[scene.place][0]), cy=py + (o.cy - PLACES[scene.place][1]))
         neg = Scene(bg, tuple(objs), place, relation)
         pairs = [(o.colour, o.shape) for o in objs]
-        distinct = len(set(pairs)) == len(pairs)
-        # held-out pairs stay out of training entirely, negative captions included
-        if distinct and scene_key(neg) != key and not set(pairs) & (set(HELD_OUT) - set(original)):
+        # held-out pairs stay out of training entirely, negatives included
+        if len(set(pairs)) == len(pairs) and scene_key(neg) != key and not set(pairs) & (set(HELD_OUT) - original):
             return neg
     raise RuntimeError(f"no hard negative found for {scene}")  # each try changes the key often
 

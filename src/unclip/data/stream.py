@@ -34,17 +34,18 @@ class ShapesSource:
         self.hard_negatives = hard_negatives
 
     def draw(self, index: int) -> tuple[shapes.Scene, str]:
-        rng = shapes.scene_rng(self.seed, index)
-        scene = shapes.sample_scene(rng, self.two_prob)
+        """Scene and training caption of sample `index`. With hard negatives, each odd sample
+        is the hard negative of the even one before it (so batches hold both)."""
+        if self.hard_negatives and index % 2:
+            scene = shapes.hard_negative(self.draw(index - 1)[0], shapes.scene_rng(self.seed, index, 1))
+        else:
+            scene = shapes.sample_scene(shapes.scene_rng(self.seed, index), self.two_prob)
+        rng = shapes.scene_rng(self.seed, index, 2)
         return scene, shapes.training_caption(scene, rng, self.paraphrase_prob)
 
     def get(self, index: int) -> dict:
         scene, caption = self.draw(index)
-        sample = {"image": shapes.render(scene, self.image_size), "caption": caption}
-        if self.hard_negatives:
-            neg = shapes.hard_negative(scene, shapes.scene_rng(self.seed, index, 1))
-            sample["negative_caption"] = shapes.canonical_caption(neg)
-        return sample
+        return {"image": shapes.render(scene, self.image_size), "caption": caption}
 
     def captions(self, num: int) -> list[str]:
         """The first `num` training captions, without rendering (a tokenizer corpus)."""

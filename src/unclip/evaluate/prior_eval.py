@@ -11,13 +11,10 @@ paper's baseline of the normalised text embedding used in place of an image embe
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from ..data import shapes
-from ..data.embeddings import encode_image
-from ..data.transforms import to_tensor
-from .clip_retrieval import SUBSETS
+from .clip_retrieval import SUBSETS, retrieval_hits, true_image_embeds
 
 METHODS = ("prior", "text_embedding_baseline", "no_guidance")
 
@@ -33,11 +30,7 @@ def evaluate_prior(pipe, num: int = 500, group: int = 100, seed: int = 0, batch:
         chosen = [it for it in items if it.subset == subset]
         if not chosen:
             continue
-        truth = torch.cat([
-            encode_image(clip, to_tensor(np.stack([shapes.render(it.scene, clip.image_size)
-                                                   for it in chosen[i : i + batch]])))
-            for i in range(0, len(chosen), batch)
-        ])
+        truth = true_image_embeds(clip, chosen, batch)
         preds = {m: [] for m in methods}
         for i in range(0, len(chosen), batch):
             prompts = [it.prompt for it in chosen[i : i + batch]]
@@ -54,8 +47,4 @@ def evaluate_prior(pipe, num: int = 500, group: int = 100, seed: int = 0, batch:
 
 def _score(pred: torch.Tensor, truth: torch.Tensor, group: int) -> dict:
     cosine = (pred * truth).sum(-1).mean().item()  # both L2-normalised
-    hits = 0
-    for g in range(0, len(pred), group):
-        sims = pred[g : g + group] @ truth[g : g + group].T  # (G, G)
-        hits += (sims.argmax(dim=1) == torch.arange(len(sims))).sum().item()
-    return {"cosine": cosine, "retrieval": hits / len(pred)}
+    return {"cosine": cosine, "retrieval": retrieval_hits(pred, truth, group) / len(pred)}

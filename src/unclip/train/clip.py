@@ -35,15 +35,11 @@ class ContrastiveModule(nn.Module):
         self.encoder = encoder
 
     def forward(self, batch: dict) -> torch.Tensor:
-        negatives = batch.get("negative_caption", [])
-        image_embed, text_embed = self.encoder(batch["pixels"], batch["captions"] + negatives)
+        image_embed, text_embed = self.encoder(batch["pixels"], batch["captions"])
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             from torch.distributed.nn.functional import all_gather
 
-            gather = lambda x: torch.cat(all_gather(x.contiguous()))  # noqa: E731
-            n = len(batch["captions"])
-            image_embed = gather(image_embed)
-            text_embed = torch.cat([gather(text_embed[:n]), gather(text_embed[n:])])
+            image_embed, text_embed = torch.cat(all_gather(image_embed)), torch.cat(all_gather(text_embed))
         return contrastive_loss(image_embed, text_embed, self.encoder.model.logit_scale)
 
 
