@@ -72,3 +72,10 @@ def test_bad_files_are_clear_errors(tmp_path):
     (tmp_path / "l.yaml").write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="table of keys"):
         load(ClipStageConfig, tmp_path / "l.yaml")
+
+
+def test_yaml_booleans_do_not_swallow_words_in_overrides():
+    cfg = load(ClipStageConfig, None, ["train.mixed_precision=fp32", "data.path=no", "data.hard_negatives=true"])
+    assert cfg.train.mixed_precision == "fp32" and cfg.data.path == "no" and cfg.data.hard_negatives is True
+    with pytest.raises(ConfigError, match=r"train\.mixed_precision.*one of"):
+        load(ClipStageConfig, None, ["train.mixed_precision=no"])

@@ -69,7 +69,7 @@ class TrainConfig:
     eps: float = 1e-8
     grad_clip: float = 1.0
     ema_decay: float = 0.999
-    mixed_precision: Literal["no", "bf16", "fp16"] = "bf16"
+    mixed_precision: Literal["fp32", "bf16", "fp16"] = "bf16"  # bf16: autocast, fp32 weights
     seed: int = 0
     log_every: int = 10
     checkpoint_every: int = 200
@@ -178,7 +178,10 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(key, f"'{part}' is not a table")
-        node[parts[-1]] = yaml.safe_load(raw)
+        value = yaml.safe_load(raw)
+        if isinstance(value, bool) and raw.lower() not in ("true", "false"):
+            value = raw  # YAML 1.1 reads yes/no/on/off as booleans; keep the word
+        node[parts[-1]] = value
     return data
 
 

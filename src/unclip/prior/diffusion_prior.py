@@ -21,6 +21,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from diffusers import PriorTransformer
+from diffusers.models.attention_processor import AttnProcessor
 from torch import nn
 
 from ..config import check
@@ -65,6 +66,8 @@ class DiffusionPrior(nn.Module):
     def __init__(self, transformer: PriorTransformer, cfg: PriorConfig):
         super().__init__()
         self.transformer, self.cfg = transformer, cfg
+        # Plain matmul attention: SDPA's backward on the CPU is far slower for short sequences.
+        self.transformer.set_attn_processor(AttnProcessor())
         self.transformer.clip_mean.requires_grad_(False)  # statistics, not trained weights
         self.transformer.clip_std.requires_grad_(False)
         self.scheduler = make_scheduler(cfg.sampler, num_train_timesteps=cfg.timesteps, schedule=cfg.schedule,

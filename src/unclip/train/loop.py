@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import yaml
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -86,9 +87,10 @@ def _to_device(batch: dict, device) -> dict:
 
 def train(stage: Stage, cfg: TrainConfig, resume: bool = False, run_config: dict | None = None):
     """Train `stage` for `cfg.steps` optimizer steps; returns the path of the exported model."""
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum)
+    precision = "no" if cfg.mixed_precision == "fp32" else cfg.mixed_precision
+    accelerator = Accelerator(mixed_precision=precision, gradient_accumulation_steps=cfg.grad_accum)
     if cfg.mixed_precision == "fp16" and accelerator.device.type == "cpu":
-        raise ConfigError("train.mixed_precision", "fp16 needs a GPU; use 'bf16' or 'no' on the CPU")
+        raise ConfigError("train.mixed_precision", "fp16 needs a GPU; use 'bf16' or 'fp32' on the CPU")
     world, rank, main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
     if cfg.batch_size % (world * cfg.grad_accum):
         raise ConfigError("train.batch_size", f"{cfg.batch_size} does not split over {world} "
@@ -178,6 +180,7 @@ def train(stage: Stage, cfg: TrainConfig, resume: bool = False, run_config: dict
         _log(out, {"step": cfg.steps, "preview": stage.preview(final, out / "samples", cfg.steps)})
         plot_log(out)
     accelerator.end_training()
+    AcceleratorState._reset_state()  # so a later train() in this process may pick another precision
     return out / "model"
 
 
