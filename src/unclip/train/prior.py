@@ -23,7 +23,7 @@ from ..prior.diffusion_prior import TEXT_KEYS
 class PriorStageConfig:
     clip: str = "runs/clip/model"  # the CLIP folder whose embedding space the prior learns
     cache: str = "runs/prior-cache"  # embedding cache; built on first use
-    cache_size: int = 100_000  # samples of the data stream embedded into the cache
+    cache_size: int = 50_000  # samples of the data stream embedded into the cache
     model: PriorConfig = field(default_factory=PriorConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
