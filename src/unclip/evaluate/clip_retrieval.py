@@ -16,6 +16,14 @@ from ..data.transforms import to_tensor
 SUBSETS = ("in_distribution", "novel")
 
 
+def by_subset(items: list[shapes.EvalItem]):
+    """(subset, its items) for each subset that has items, in SUBSETS order."""
+    for subset in SUBSETS:
+        chosen = [it for it in items if it.subset == subset]
+        if chosen:
+            yield subset, chosen
+
+
 @torch.no_grad()
 def true_image_embeds(clip: ClipEncoder, items: list[shapes.EvalItem], batch: int = 100) -> torch.Tensor:
     """CLIP embeddings (N, D), L2-normalised, of the scenes that eval items describe."""
@@ -43,10 +51,7 @@ def retrieval_accuracy(clip: ClipEncoder, num: int = 500, group: int = 100,
     clip.eval()
     items = shapes.eval_split(num, seed)
     results = {}
-    for subset in SUBSETS:
-        chosen = [it for it in items if it.subset == subset]
-        if not chosen:
-            continue
+    for subset, chosen in by_subset(items):
         images = true_image_embeds(clip, chosen, batch)
         texts = torch.cat([encode_text(clip, [it.prompt for it in chosen[i : i + batch]])["text_embed"]
                            for i in range(0, len(chosen), batch)])

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from ..data import shapes
-from .clip_retrieval import SUBSETS, retrieval_hits, true_image_embeds
+from .clip_retrieval import by_subset, retrieval_hits, true_image_embeds
 
 METHODS = ("prior", "text_embedding_baseline", "no_guidance")
 
@@ -26,10 +26,7 @@ def evaluate_prior(pipe, num: int = 500, group: int = 100, seed: int = 0, batch:
     clip, items = pipe.clip, shapes.eval_split(num)
     generator = torch.Generator().manual_seed(seed)
     figures = {}
-    for subset in SUBSETS:
-        chosen = [it for it in items if it.subset == subset]
-        if not chosen:
-            continue
+    for subset, chosen in by_subset(items):
         truth = true_image_embeds(clip, chosen, batch)
         preds = {m: [] for m in methods}
         for i in range(0, len(chosen), batch):
