@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,7 +70,14 @@ class ClipStage:
             assert isinstance(src, ShapesSource)
             captions = src.captions(self.cfg.tokenizer_captions)
         tok = train_tokenizer(captions, self.cfg.model.vocab_size, self.cfg.model.max_length)
-        tok.save_pretrained(folder)
+        # Every process trains the same tokenizer; the folder appears whole (a rename), so no
+        # process ever reads another's half-written files.
+        tmp = folder.with_name(f".tokenizer.tmp{os.getpid()}")
+        tok.save_pretrained(tmp)
+        try:
+            tmp.rename(folder)
+        except OSError:  # another process got there first with the same files
+            shutil.rmtree(tmp)
         return tok
 
     def source(self):

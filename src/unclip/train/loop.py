@@ -99,7 +99,8 @@ def train(stage: Stage, cfg: TrainConfig, resume: bool = False, run_config: dict
     out, ckpt_dir = Path(cfg.out_dir), Path(cfg.out_dir) / "checkpoints"
 
     module = stage.module
-    opt = torch.optim.AdamW(module.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
+    trained = [p for p in module.parameters() if p.requires_grad]  # frozen parts (a CLIP) excluded
+    opt = torch.optim.AdamW(trained, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
                             weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
     ema = EMA(module, cfg.ema_decay)
@@ -142,7 +143,7 @@ def train(stage: Stage, cfg: TrainConfig, resume: bool = False, run_config: dict
                 loss = model(_to_device(batch, accelerator.device))
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and cfg.grad_clip > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                    accelerator.clip_grad_norm_(trained, cfg.grad_clip)
                 opt.step()
                 opt.zero_grad(set_to_none=True)
             losses.append(loss.detach().float())
@@ -179,6 +180,7 @@ def train(stage: Stage, cfg: TrainConfig, resume: bool = False, run_config: dict
         stage.export(final, out / "model")
         _log(out, {"step": cfg.steps, "preview": stage.preview(final, out / "samples", cfg.steps)})
         plot_log(out)
+    accelerator.wait_for_everyone()  # every process tears the process group down together
     accelerator.end_training()
     AcceleratorState._reset_state()  # so a later train() in this process may pick another precision
     return out / "model"
