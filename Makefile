@@ -5,7 +5,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test bench
+.PHONY: setup demo train test bench
 
 $(BIN)/unclip: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -16,8 +16,16 @@ $(BIN)/unclip: pyproject.toml
 setup: $(BIN)/unclip
 
 demo: setup
+	$(BIN)/unclip demo
+
+# Every stage of the shapes model from scratch with the presets (resumable), then one folder.
+train: setup
 	$(BIN)/unclip train clip --config configs/shapes/clip.yaml --resume
-	$(BIN)/unclip eval clip --model runs/clip/model
+	$(BIN)/unclip train prior --config configs/shapes/prior.yaml --resume
+	$(BIN)/unclip train decoder --config configs/shapes/decoder.yaml --resume
+	$(BIN)/unclip train upsampler --stage 1 --config configs/shapes/upsampler1.yaml --resume
+	$(BIN)/unclip train upsampler --stage 2 --config configs/shapes/upsampler2.yaml --resume
+	$(BIN)/unclip assemble runs/prior/model runs/decoder/model runs/upsampler1/model runs/upsampler2/model --out runs/model
 
 test: setup
 	$(BIN)/python -m pytest
@@ -25,3 +33,6 @@ test: setup
 bench: setup
 	$(BIN)/python benchmarks/render.py
 	$(BIN)/python benchmarks/train_clip.py
+	$(BIN)/python benchmarks/prior.py
+	$(BIN)/python benchmarks/train_cascade.py
+	$(BIN)/python benchmarks/generate.py

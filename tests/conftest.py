@@ -6,6 +6,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny"
+D, L = 16, 6  # tiny CLIP: embedding size, caption tokens (plus 2 specials)
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
@@ -20,3 +21,52 @@ def tiny_clip_cfg(tmp_path):
         return load(ClipStageConfig, TINY / "clip.yaml", [f"train.out_dir={tmp_path / 'run'}", *overrides])
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory):
+    """A folder with a random tiny CLIP (16 px images, D-dim embeddings)."""
+    from unclip.clip import ClipConfig, ClipEncoder
+    from unclip.data.stream import ShapesSource
+    from unclip.tokenizer import train_tokenizer
+
+    torch.manual_seed(0)
+    tok = train_tokenizer(ShapesSource(16).captions(300), vocab_size=150, max_length=L + 2)
+    cfg = ClipConfig(image_size=16, patch_size=4, vision_width=D, vision_layers=1, vision_heads=2,
+                     text_width=D, text_layers=1, text_heads=2, max_length=L + 2, embed_dim=D)
+    path = tmp_path_factory.mktemp("clip")
+    ClipEncoder.from_config(cfg, tok).save_pretrained(path)
+    return path
+
+
+def randomize(module):
+    """Random weights everywhere (diffusers zero-initialises output layers), so every input matters."""
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in module.parameters():
+            if p.dim() > 1:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_clip, tmp_path_factory):
+    """A folder with a whole random pipeline: 8 px base, two upsamplers to 32 px."""
+    from unclip.clip import ClipEncoder
+    from unclip.decoder import Decoder, DecoderConfig
+    from unclip.pipeline import UnCLIPPipeline
+    from unclip.prior import DiffusionPrior, PriorConfig
+    from unclip.upsampler import Upsampler, UpsamplerConfig
+
+    torch.manual_seed(0)
+    clip = ClipEncoder.from_pretrained(tiny_clip)
+    prior = DiffusionPrior.from_config(PriorConfig(num_layers=1, num_heads=2, head_dim=8, sample_steps=3), D,
+                                       clip.max_length)
+    decoder = Decoder.from_config(DecoderConfig(image_size=8, block_out_channels=(32, 32), layers_per_block=1,
+                                                attention_head_dim=8, cross_attention_dim=32, sample_steps=3), D)
+    ups = [Upsampler.from_config(UpsamplerConfig(block_out_channels=(32, 32), layers_per_block=1, sample_steps=2,
+                                                 degradation=d)) for d in ("blur", "bsr")]
+    for m in (prior, decoder, *ups):
+        randomize(m)
+    path = tmp_path_factory.mktemp("model")
+    UnCLIPPipeline(clip, prior, decoder, ups).save_pretrained(path)
+    return path

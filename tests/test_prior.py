@@ -4,14 +4,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from unclip.clip import ClipConfig, ClipEncoder
+from unclip.clip import ClipEncoder
 from unclip.data.embeddings import EmbeddingCache, build_cache, encode_text
 from unclip.data.stream import ShapesSource
 from unclip.pipeline import UnCLIPPipeline
 from unclip.prior import DiffusionPrior, PriorConfig
-from unclip.tokenizer import train_tokenizer
 
-D, L = 16, 6
+from .conftest import D, L
 
 
 def tiny_prior(**kw):
@@ -135,17 +134,6 @@ def test_best_of_n_keeps_the_highest_dot_product(trained_prior):
     cands = cands.view(8, 3, D)
     best = cands[torch.arange(8), (cands * captions["text_embed"][:, None]).sum(-1).argmax(1)]
     assert torch.allclose(picked, best, atol=1e-5)
-
-
-@pytest.fixture(scope="module")
-def tiny_clip(tmp_path_factory):
-    torch.manual_seed(0)
-    tok = train_tokenizer(ShapesSource(16).captions(300), vocab_size=150, max_length=L + 2)
-    cfg = ClipConfig(image_size=16, patch_size=4, vision_width=D, vision_layers=1, vision_heads=2,
-                     text_width=D, text_layers=1, text_heads=2, max_length=L + 2, embed_dim=D)
-    path = tmp_path_factory.mktemp("clip")
-    ClipEncoder.from_config(cfg, tok).save_pretrained(path)
-    return path
 
 
 def test_cache_round_trip_and_refuses_another_clip(tiny_clip, tmp_path):

@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-STAGES = ("clip", "prior")
+STAGES = ("clip", "prior", "decoder", "upsampler")
 
 
 def _stage(name: str):
@@ -19,6 +19,14 @@ def _stage(name: str):
         from .train.prior import PriorStage, PriorStageConfig
 
         return PriorStageConfig, PriorStage
+    if name == "decoder":
+        from .train.decoder import DecoderStage, DecoderStageConfig
+
+        return DecoderStageConfig, DecoderStage
+    if name == "upsampler":
+        from .train.upsampler import UpsamplerStage, UpsamplerStageConfig
+
+        return UpsamplerStageConfig, UpsamplerStage
     raise ValueError(f"unknown stage {name!r}; stages are {STAGES}")
 
 
@@ -47,11 +55,18 @@ def cmd_data(args) -> None:
 
 
 def cmd_train(args, overrides: list[str]) -> None:
-    from .config import load, to_dict
+    from .config import load, read_file, to_dict
     from .train.loop import train
 
     config_cls, stage_cls = _stage(args.stage)
+    if args.stage_number is not None:
+        if args.stage != "upsampler":
+            raise ValueError("--stage is for `unclip train upsampler`")
+        overrides = [f"stage={args.stage_number}", *overrides]
     cfg = load(config_cls, args.config, overrides)
+    if args.stage_number is not None and args.config and read_file(args.config).get("stage", 1) != cfg.stage:
+        raise ValueError(f"--stage {cfg.stage} disagrees with {args.config}, which is for stage "
+                         f"{read_file(args.config).get('stage', 1)}")
     stage = stage_cls(cfg)
     model = train(stage, cfg.train, resume=args.resume, run_config=to_dict(cfg))
     print(f"model written to {model}")
@@ -75,6 +90,85 @@ def cmd_eval(args) -> None:
         path = resolve_model(args.model)
         figures = evaluate_prior(UnCLIPPipeline.from_pretrained(path), num=args.num)
         print_report(f"prior: predicted vs true CLIP image embeddings ({path})", figures)
+    elif args.what == "shapes":
+        from .evaluate.shapes_eval import evaluate_manifest, evaluate_model
+        from .pipeline import UnCLIPPipeline
+
+        if args.manifest:
+            clip = UnCLIPPipeline.from_pretrained(args.model).clip if args.model else None
+            figures = evaluate_manifest(args.manifest, args.out, clip)
+            source = args.manifest
+        else:
+            pipe = UnCLIPPipeline.from_pretrained(args.model)
+            figures = evaluate_model(pipe, args.out, num=args.num, batch_size=args.batch_size)
+            source = args.model or "default model"
+        print_report(f"shapes: generated images scored against their prompts ({source}); "
+                     f"report and grid in {args.out}", figures)
+
+
+def cmd_generate(args) -> None:
+    from .generate import generate_files, parse_steps, read_prompts
+    from .pipeline import UnCLIPPipeline
+
+    prompts = read_prompts(args.prompts, args.prompts_file)
+    steps = parse_steps(args.steps)
+    pipe = UnCLIPPipeline.from_pretrained(args.model)
+    manifest = generate_files(pipe, prompts, args.out, num_images=args.num_images, seed=args.seed,
+                              batch_size=args.batch_size, prior_guidance=args.prior_guidance,
+                              decoder_guidance=args.decoder_guidance, **steps)
+    print(f"wrote {len(manifest.read_text().splitlines())} images and {manifest}")
+
+
+def cmd_demo(args) -> None:
+    from .demo import run_demo
+
+    run_demo(args.out, args.model, args.seed)
+
+
+def cmd_assemble(args) -> None:
+    import torch
+
+    from .pipeline import assemble
+
+    pipe = assemble(args.parts, args.out, torch.float16 if args.fp16 else None)
+    parts = [n for n in ("clip", "prior", "decoder") if getattr(pipe, n) is not None]
+    print(f"wrote {args.out}: {', '.join(parts + [f'{len(pipe.upsamplers)} upsamplers'])}")
+
+
+def cmd_edit(args) -> None:
+    """invert, vary, interpolate and edit: read images, manipulate, write frames + manifest."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from . import manipulate as m
+    from .data.transforms import open_rgb
+    from .generate import finish_manifest, write_images
+    from .pipeline import UnCLIPPipeline
+    from .plot import image_grid
+
+    images = [np.asarray(open_rgb(p)) for p in args.images]
+    pipe = UnCLIPPipeline.from_pretrained(args.model)
+    out, lines = Path(args.out), []
+    out.mkdir(parents=True, exist_ok=True)
+    if args.command == "invert":
+        rec, db = m.reconstruct(pipe, images[0], steps=args.steps)
+        write_images(out, [rec], [{"index": 0, "psnr": db}], lines)
+        print(f"reconstruction PSNR at {rec.shape[0]} px after {args.steps}-step DDIM inversion: {db:.2f} dB")
+    elif args.command == "vary":
+        frames = m.vary(pipe, images[0], args.num_images, eta=args.eta, seed=args.seed, steps=args.steps)
+        write_images(out, frames, [{"index": i, "eta": args.eta} for i in range(len(frames))], lines)
+    else:
+        if args.command == "interpolate":
+            frames, thetas = m.interpolate(pipe, images[0], images[1], args.frames, latent=args.latent,
+                                           seed=args.seed, steps=args.steps)
+        else:
+            frames, thetas = m.text_diff(pipe, images[0], args.to_caption, args.from_caption, args.frames,
+                                         max_theta=args.max_theta, seed=args.seed, steps=args.steps)
+        write_images(out, frames, [{"index": i, "theta": th} for i, th in enumerate(thetas)], lines)
+        strip = image_grid(frames, [f"theta {th:.2f}" for th in thetas], cols=len(frames), label_lines=1)
+        strip.save(out / "strip.png")
+    print(f"wrote {len(lines)} images and {finish_manifest(out, lines)}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,11 +190,70 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("stage", choices=STAGES, help="which stage to train")
     t.add_argument("--config", help="YAML or TOML config file (see configs/)")
     t.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in train.out_dir")
+    t.add_argument("--stage", dest="stage_number", type=int, choices=[1, 2],
+                   help="upsampler only: which upsampler (1: base to 2x, 2: 2x to 4x)")
+
+    g = sub.add_parser("generate", help="text to images", description="Generate images through prior, "
+                       "decoder and upsamplers; writes PNGs and manifest.jsonl ({prompt, file, seed} per image).")
+    g.add_argument("prompts", nargs="*", help="captions")
+    g.add_argument("--prompts-file", help="a text file with one prompt per line")
+    g.add_argument("--model", help="model folder (default: the shipped model)")
+    g.add_argument("--out", required=True, help="output folder")
+    g.add_argument("--num-images", type=int, default=1, help="images per prompt")
+    g.add_argument("--seed", type=int, default=0, help="image i gets seed SEED + i")
+    g.add_argument("--prior-guidance", type=float, help="prior guidance scale (default: the model's)")
+    g.add_argument("--decoder-guidance", type=float, help="decoder guidance scale (default: the model's)")
+    g.add_argument("--steps", nargs="+", metavar="STAGE=N", help="sampling steps, e.g. prior=25 decoder=25 upsampler=7")
+    g.add_argument("--batch-size", type=int, default=8, help="images generated together")
+
+    def editing(name, help, n_images, description):
+        c = sub.add_parser(name, help=help, description=description + " Writes PNGs and manifest.jsonl.")
+        c.add_argument("images", nargs=n_images, metavar="IMAGE", help="image files of any size and mode")
+        c.add_argument("--model", help="model folder (default: the shipped model)")
+        c.add_argument("--out", required=True, help="output folder")
+        c.add_argument("--steps", type=int, default=50, help="DDIM steps for inversion and decoding")
+        c.add_argument("--seed", type=int, default=0)
+        return c
+
+    editing("invert", "DDIM-invert an image and reconstruct it", 1,
+            "Invert IMAGE to the decoder's latent (z_i, x_T), decode it again at eta 0 and report the PSNR.")
+    c = editing("vary", "variations of an image", 1,
+                "Keep the image's CLIP embedding and inverted latent; resample with DDIM at eta > 0.")
+    c.add_argument("--num-images", type=int, default=4)
+    c.add_argument("--eta", type=float, default=1.0, help="DDIM eta; 0 reconstructs, 1 as the paper's figures")
+    c = editing("interpolate", "interpolate between two images", 2,
+                "Slerp between two images' CLIP embeddings; also writes strip.png.")
+    c.add_argument("--frames", type=int, default=5, help="frames including both ends")
+    c.add_argument("--latent", choices=["inverted", "fixed"], default="inverted",
+                   help="inverted: slerp the two inverted x_T; fixed: one random x_T for all frames")
+    c = editing("edit", "text diff: edit an image towards a caption", 1,
+                "Move the image's embedding towards normalize(z_t(--to) - z_t(--from)); also writes strip.png.")
+    c.add_argument("--to", dest="to_caption", required=True, help="target caption")
+    c.add_argument("--from", dest="from_caption", help="the image's caption (default: none)")
+    c.add_argument("--frames", type=int, default=5, help="frames from theta 0 to --max-theta")
+    c.add_argument("--max-theta", type=float, default=0.5)
+
+    dm = sub.add_parser("demo", help="draw a grid of canonical prompts with the default model",
+                        description="Generate a handful of canonical shapes prompts and save grid.png.")
+    dm.add_argument("--model", help="model folder (default: the shipped model)")
+    dm.add_argument("--out", default="unclip-demo", help="output folder")
+    dm.add_argument("--seed", type=int, default=0)
+
+    a = sub.add_parser("assemble", help="merge trained stages into one model folder",
+                       description="Merge the model folders that training runs export (CLIP + prior, "
+                       "CLIP + decoder, upsampler 1, upsampler 2; upsamplers in order) into one.")
+    a.add_argument("parts", nargs="+", help="model folders, e.g. runs/prior/model runs/decoder/model ...")
+    a.add_argument("--out", required=True, help="output folder")
+    a.add_argument("--fp16", action="store_true", help="store the weights in fp16 (half the size)")
 
     e = sub.add_parser("eval", help="evaluate a trained stage", description="Print a table of figures and, "
                        "as the last line, one JSON object with all of them.")
-    e.add_argument("what", choices=["clip", "prior"], help="clip: text-to-image retrieval; prior: cosine "
-                   "and retrieval of sampled image embeddings against baselines (shapes eval split)")
+    e.add_argument("what", choices=["clip", "prior", "shapes"], help="clip: text-to-image retrieval; prior: "
+                   "cosine and retrieval of sampled image embeddings against baselines; shapes: generated "
+                   "images scored against their prompts (all on the shapes eval split)")
+    e.add_argument("--manifest", help="shapes: score the images of this manifest.jsonl instead of generating")
+    e.add_argument("--out", default="runs/eval-shapes", help="shapes: folder for report.json and grid.png")
+    e.add_argument("--batch-size", type=int, default=16, help="shapes: images generated together")
     e.add_argument("--model", help="model folder (a CLIP folder for clip, a pipeline folder otherwise; "
                    "default: the shipped model)")
     e.add_argument("--num", type=int, default=500, help="eval split items (groups of 100 per subset)")
@@ -120,7 +273,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if extra:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
-        {"data": cmd_data, "eval": cmd_eval}[args.command](args)
+        commands = {"data": cmd_data, "eval": cmd_eval, "generate": cmd_generate, "assemble": cmd_assemble,
+                    "invert": cmd_edit, "vary": cmd_edit, "interpolate": cmd_edit, "edit": cmd_edit,
+                    "demo": cmd_demo}
+        commands[args.command](args)
     except (ValueError, FileNotFoundError, FileExistsError) as e:
         print(f"unclip: error: {e}", file=sys.stderr)
         return 2

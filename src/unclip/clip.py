@@ -89,7 +89,7 @@ class ClipEncoder(nn.Module):
         return cls(CLIPModel(cfg.to_hf(tokenizer)), tokenizer)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, torch_dtype=None) -> ClipEncoder:
+    def from_pretrained(cls, path: str | Path, torch_dtype=torch.float32) -> ClipEncoder:
         """Load a local Hugging Face CLIP folder (ours, or e.g. openai/clip-vit-large-patch14)."""
         path = Path(path)
         if not (path / "config.json").is_file():

@@ -1,10 +1,11 @@
 """The unCLIP system as one object and one folder.
 
 A pipeline folder holds a subfolder per component in diffusers' `save_pretrained` layout
-(config plus safetensors: `clip/`, `prior/`, ...) and `unclip.json` with the system
-settings (each component's sampling defaults) and the version of unclip that wrote it.
-Nothing is pickled and loading runs no code from the folder. Components are optional, so a
-stage's training run exports a partial pipeline (the prior comes with the CLIP it needs).
+(config plus safetensors): `clip/`, `prior/`, `decoder/` (`unet/`, `text_proj/`),
+`upsampler1/`, `upsampler2/`, and `unclip.json` with each component's settings (sampling
+defaults), the fingerprint of the CLIP the others were trained on, and the version of unclip
+that wrote it. Nothing is pickled and loading runs no code from the folder. Components are
+optional, so a stage's training run exports a partial pipeline and `assemble` merges them.
 """
 
 from __future__ import annotations
@@ -13,13 +14,18 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from . import __version__
 from .clip import ClipEncoder
 from .config import from_dict
-from .data.embeddings import encode_text
+from .data.embeddings import clip_fingerprint, encode_text
+from .data.transforms import to_uint8
+from .decoder import Decoder, DecoderConfig
+from .diffusion.sampling import Generators
 from .prior import DiffusionPrior, PriorConfig
+from .upsampler import Upsampler, UpsamplerConfig
 
 SETTINGS = "unclip.json"
 
@@ -38,47 +44,135 @@ def resolve_model(path: str | Path | None) -> Path:
     return path
 
 
-class UnCLIPPipeline:
-    """CLIP + prior (+ decoder and upsamplers as they are added)."""
+def read_settings(path: str | Path) -> dict:
+    path = Path(path)
+    if not (path / SETTINGS).is_file():
+        raise FileNotFoundError(f"not an unclip model folder (no {SETTINGS}): {path}")
+    return json.loads((path / SETTINGS).read_text())
 
-    def __init__(self, clip: ClipEncoder, prior: DiffusionPrior | None = None):
-        self.clip, self.prior = clip, prior
+
+class UnCLIPPipeline:
+    """CLIP, prior, decoder and upsamplers; any of them may be missing from a partial folder."""
+
+    def __init__(self, clip: ClipEncoder | None, prior: DiffusionPrior | None = None,
+                 decoder: Decoder | None = None, upsamplers: list[Upsampler] = ()):
+        self.clip, self.prior, self.decoder, self.upsamplers = clip, prior, decoder, list(upsamplers)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path | None = None, torch_dtype=None) -> UnCLIPPipeline:
+    def from_pretrained(cls, path: str | Path | None = None, torch_dtype=torch.float32) -> UnCLIPPipeline:
+        """Load a pipeline folder (default: the shipped model). Weights stored in fp16 are
+        upcast to `torch_dtype`, fp32 unless asked otherwise (CPUs are slow in fp16)."""
         path = resolve_model(path)
-        if not (path / SETTINGS).is_file():
-            raise FileNotFoundError(f"not an unclip model folder (no {SETTINGS}): {path}")
-        settings = json.loads((path / SETTINGS).read_text())
-        clip = ClipEncoder.from_pretrained(path / "clip")
-        prior = None
-        if (path / "prior").is_dir():
+        settings = read_settings(path)
+        parts = settings.get("components", [])
+        clip = ClipEncoder.from_pretrained(path / "clip", torch_dtype).eval() if "clip" in parts else None
+        prior = decoder = None
+        if "prior" in parts:
             cfg = from_dict(PriorConfig, settings.get("prior", {}), "prior.")
             prior = DiffusionPrior.from_pretrained(path / "prior", cfg, torch_dtype=torch_dtype)
-        return cls(clip.eval(), prior)
+        if "decoder" in parts:
+            cfg = from_dict(DecoderConfig, settings.get("decoder", {}), "decoder.")
+            decoder = Decoder.from_pretrained(path / "decoder", cfg, torch_dtype=torch_dtype)
+        upsamplers = []
+        for i, raw in enumerate(settings.get("upsamplers", []), start=1):
+            cfg = from_dict(UpsamplerConfig, raw, f"upsamplers[{i}].")
+            upsamplers.append(Upsampler.from_pretrained(path / f"upsampler{i}", cfg, torch_dtype=torch_dtype))
+        return cls(clip, prior, decoder, upsamplers)
 
     def save_pretrained(self, path: str | Path) -> None:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        self.clip.save_pretrained(path / "clip")
-        settings = {"unclip_version": __version__, "components": ["clip"]}
-        if self.prior is not None:
-            self.prior.save_pretrained(path / "prior")
-            settings["prior"] = asdict(self.prior.cfg)
-            settings["components"].append("prior")
+        settings: dict = {"unclip_version": __version__, "components": []}
+        if self.clip is not None:
+            self.clip.save_pretrained(path / "clip")
+            settings["components"].append("clip")
+            settings["clip_fingerprint"] = clip_fingerprint(self.clip)
+        for name in ("prior", "decoder"):
+            part = getattr(self, name)
+            if part is not None:
+                part.save_pretrained(path / name)
+                settings[name] = asdict(part.cfg)
+                settings["components"].append(name)
+        for i, up in enumerate(self.upsamplers, start=1):
+            up.save_pretrained(path / f"upsampler{i}")
+            settings["components"].append(f"upsampler{i}")
+        if self.upsamplers:
+            settings["upsamplers"] = [asdict(up.cfg) for up in self.upsamplers]
         (path / SETTINGS).write_text(json.dumps(settings, indent=2))
+
+    def require(self, *names: str) -> None:
+        missing = [n for n in names if getattr(self, n) is None]
+        if missing:
+            raise ValueError(f"this model has no {' or '.join(missing)}")
 
     @torch.no_grad()
     def text_condition(self, prompts: list[str]) -> tuple[dict, dict]:
         """The CLIP text condition of `prompts` and of the empty caption (the null)."""
-        if not prompts or any(not p.strip() for p in prompts):
+        if not prompts or any(not isinstance(p, str) or not p.strip() for p in prompts):
             raise ValueError("prompts must be non-empty strings")
+        self.require("clip")
         return encode_text(self.clip, list(prompts)), encode_text(self.clip, [""])
 
     @torch.no_grad()
-    def image_embeds(self, prompts: list[str], generator: torch.Generator | None = None, **kw) -> torch.Tensor:
+    def image_embeds(self, prompts: list[str], generator: Generators = None, **kw) -> torch.Tensor:
         """The prior's CLIP image embeddings (B, D), L2-normalised, for `prompts`."""
-        if self.prior is None:
-            raise ValueError("this model has no prior")
+        self.require("prior")
         cond, null = self.text_condition(prompts)
         return self.prior.sample(cond, null, generator=generator, **kw)
+
+    @torch.no_grad()
+    def decode(self, image_embed: torch.Tensor, prompts: list[str] | None = None, *,
+               generator: Generators = None, x_T: torch.Tensor | None = None, **kw) -> torch.Tensor:
+        """Base-resolution images (B, 3, S, S) in [-1, 1] from CLIP image embeddings, with the
+        captions as extra context when the decoder uses text (None: the empty caption)."""
+        self.require("clip", "decoder")
+        text_null = encode_text(self.clip, [""])
+        cond = {"image_embed": image_embed}
+        if self.decoder.cfg.use_text:
+            text = encode_text(self.clip, prompts) if prompts else \
+                {k: v.expand(len(image_embed), *v.shape[1:]) for k, v in text_null.items()}
+            cond.update(text)
+        return self.decoder.sample(cond, text_null, generator=generator, x_T=x_T, **kw)
+
+    @torch.no_grad()
+    def upsample(self, images: torch.Tensor, *, generator: Generators = None, steps: int | None = None):
+        """Through every upsampler in turn."""
+        for up in self.upsamplers:
+            images = up.sample(images, generator=generator, steps=steps)
+        return images
+
+    @torch.no_grad()
+    def __call__(self, prompts: list[str], *, generator: Generators = None, prior_guidance: float | None = None,
+                 decoder_guidance: float | None = None, prior_steps: int | None = None,
+                 decoder_steps: int | None = None, upsampler_steps: int | None = None) -> np.ndarray:
+        """Text to image through every stage: uint8 images (B, H, W, 3). Pass one generator per
+        prompt to make each image depend on its own seed alone."""
+        embeds = self.image_embeds(prompts, generator, guidance_scale=prior_guidance, steps=prior_steps)
+        images = self.decode(embeds, prompts, generator=generator, guidance_scale=decoder_guidance,
+                             steps=decoder_steps)
+        return to_uint8(self.upsample(images, generator=generator, steps=upsampler_steps))
+
+
+def assemble(parts: list[str | Path], out: str | Path, dtype: torch.dtype | None = None) -> UnCLIPPipeline:
+    """Merge partial pipeline folders (one per training run) into one, stored in `dtype` if
+    given (fp16 halves the size). Every part that holds a CLIP-conditioned component must have
+    been trained on the same CLIP."""
+    merged = UnCLIPPipeline(None)
+    fingerprint = None
+    for path in parts:
+        pipe = UnCLIPPipeline.from_pretrained(path)
+        if pipe.clip is not None:
+            fp = read_settings(path)["clip_fingerprint"]
+            if fingerprint is not None and fp != fingerprint:
+                raise ValueError(f"{path} was trained on another CLIP than the parts before it")
+            fingerprint, merged.clip = fp, pipe.clip
+        for name in ("prior", "decoder"):
+            if getattr(pipe, name) is not None:
+                setattr(merged, name, getattr(pipe, name))
+        merged.upsamplers += pipe.upsamplers
+    if dtype is not None:
+        for part in (merged.clip, merged.prior, merged.decoder, *merged.upsamplers):
+            if part is not None:
+                part.to(dtype)
+    merged.save_pretrained(out)
+    return merged

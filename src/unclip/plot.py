@@ -53,7 +53,12 @@ def loss_curve(steps: list[int], losses: list[float], title: str, width=640, hei
 def image_grid(images: np.ndarray, captions: list[str] | None = None, cols: int = 4,
                marks: list[bool] | None = None, label_lines: int = 3) -> Image.Image:
     """uint8 (N, H, W, 3) images in a grid, each with its caption below it and, if `marks`
-    is given, a green tick or red cross in its corner."""
+    is given, a green tick or red cross in its corner. Images under 96 px are enlarged
+    (nearest neighbour, so pixels stay visible as pixels)."""
+    scale = max(1, 96 // images.shape[1])
+    if scale > 1:
+        images = np.stack([np.asarray(Image.fromarray(im).resize((im.shape[1] * scale, im.shape[0] * scale),
+                                                                Image.NEAREST)) for im in images])
     n, h, w = len(images), images.shape[1], images.shape[2]
     cols = min(cols, n)
     rows = math.ceil(n / cols)

@@ -113,18 +113,23 @@ def _angles(n: int) -> list[float]:
 
 def render(scene: Scene, size: int) -> np.ndarray:
     """Draw a scene as a (size, size, 3) uint8 array, anti-aliased by 4x box supersampling."""
+    objects = [(o.shape, COLOURS[o.colour], SIZES[o.size], o.cx, o.cy) for o in scene.objects]
+    return draw_objects(BACKGROUNDS[scene.background], objects, size)
+
+
+def draw_objects(background: tuple[int, int, int], objects: list[tuple], size: int) -> np.ndarray:
+    """(shape, rgb, r, cx, cy) objects of any radius and colour on a uniform background, drawn
+    as the spec says (`render` for scenes; the scorer's classifier trains on other sizes too)."""
     side = size * SUPERSAMPLE
-    img = Image.new("RGB", (side, side), BACKGROUNDS[scene.background])
+    img = Image.new("RGB", (side, side), tuple(background))
     draw = ImageDraw.Draw(img)
-    for o in scene.objects:
-        r, fill = SIZES[o.size], COLOURS[o.colour]
+    for shape, fill, r, cx, cy in objects:
+        fill = tuple(fill)
         # PIL addresses pixel centres by integer coordinates, the spec pixel edges: shift by 0.5.
-        if o.shape == "circle":
-            box = [(o.cx - r) * side, (o.cy - r) * side, (o.cx + r) * side - 1, (o.cy + r) * side - 1]
-            draw.ellipse(box, fill=fill)
+        if shape == "circle":
+            draw.ellipse([(cx - r) * side, (cy - r) * side, (cx + r) * side - 1, (cy + r) * side - 1], fill=fill)
         else:
-            pts = [(x * side - 0.5, y * side - 0.5) for x, y in shape_outline(o.shape, o.cx, o.cy, r)]
-            draw.polygon(pts, fill=fill)
+            draw.polygon([(x * side - 0.5, y * side - 0.5) for x, y in shape_outline(shape, cx, cy, r)], fill=fill)
     return np.asarray(img.reduce(SUPERSAMPLE))
 
 

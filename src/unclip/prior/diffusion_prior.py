@@ -27,7 +27,7 @@ from torch import nn
 from ..config import check
 from ..diffusion.guidance import cfg, drop_cond
 from ..diffusion.objectives import training_loss
-from ..diffusion.sampling import sample
+from ..diffusion.sampling import Generators, randn, repeat_generators, sample
 from ..diffusion.schedules import make_scheduler
 
 TEXT_KEYS = ("text_embed", "text_encodings", "mask")  # the whole text condition, all dropped together
@@ -121,14 +121,16 @@ class DiffusionPrior(nn.Module):
 
     @torch.no_grad()
     def sample(self, cond: dict, null: dict, *, guidance_scale: float | None = None, steps: int | None = None,
-               best_of: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+               best_of: int | None = None, generator: Generators = None) -> torch.Tensor:
         """Draw `best_of` image embeddings per caption and keep the one with the highest dot
-        product with its text embedding. Returns L2-normalised z_i (B, D)."""
+        product with its text embedding. Returns L2-normalised z_i (B, D). `generator`: one, or
+        one per caption (see `diffusion.sampling.randn`)."""
         scale = self.cfg.guidance_scale if guidance_scale is None else guidance_scale
         n = self.cfg.best_of if best_of is None else best_of
         b, d = cond["text_embed"].shape
         rep = {k: v.repeat_interleave(n, dim=0) for k, v in cond.items()}  # (B * n, ...)
-        x_T = torch.randn((b * n, d), generator=generator, dtype=torch.float32).to(cond["text_embed"].device)
+        generator = repeat_generators(generator, n)
+        x_T = randn((b * n, d), generator, device=cond["text_embed"].device)
         guided = cfg(self.denoise, rep, {k: null[k] for k in TEXT_KEYS}, scale)
         x0 = sample(guided, x_T, self.scheduler, steps=steps or self.cfg.sample_steps, generator=generator)
         z_i = F.normalize(self.unstandardize(x0).float(), dim=-1).view(b, n, d)

@@ -1,0 +1,152 @@
+"""The decoder (unCLIP Sec. 2.1): CLIP image embedding (+ caption) -> base-resolution image.
+
+A GLIDE-style UNet (`diffusers.UNet2DConditionModel` in Karlo's layout: ResNet blocks with
+scale-shift norm, simple cross-attention blocks below the top level, an `identity` class
+embedding that carries the CLIP projection into the timestep embedding), conditioned by
+`DecoderConditioning`.
+
+Parameterisation: v-prediction (Salimans & Ho 2022) with fixed variance and DDIM sampling,
+not Karlo's epsilon with learned variance. On short CPU runs epsilon-prediction learns the
+low frequencies (flat backgrounds, solid fills) last, while v keeps a useful x0 target at
+high noise; DDIM is deterministic at eta 0, which DDIM inversion (manipulate.py) needs.
+
+Classifier-free guidance: in training the image embedding becomes the learned null with
+probability 0.1 and the caption becomes the empty caption with probability 0.5,
+independently (the paper's rates); the null pass at sampling time has both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from diffusers import UNet2DConditionModel
+from diffusers.models.attention_processor import AttnAddedKVProcessor
+from torch import nn
+
+from ..config import check
+from ..diffusion.guidance import cfg, drop_cond
+from ..diffusion.objectives import training_loss
+from ..diffusion.sampling import Generators, randn, sample
+from ..diffusion.schedules import make_scheduler
+
+TEXT_KEYS = ("text_embed", "text_encodings", "mask")
+
+
+@dataclass
+class DecoderConfig:
+    """Network size and diffusion settings; the shapes preset is in configs/shapes/decoder.yaml."""
+
+    image_size: int = 32
+    block_out_channels: tuple[int, ...] = (64, 128, 192)
+    layers_per_block: int = 2
+    attention_head_dim: int = 32
+    cross_attention_dim: int = 256
+    dropout: float = 0.0
+    use_text: bool = True  # the caption's per-token states as context beside the 4 image tokens
+    prediction_type: Literal["epsilon", "v_prediction"] = "v_prediction"
+    timesteps: int = 1000
+    schedule: Literal["cosine", "linear"] = "cosine"
+    image_drop_prob: float = 0.1
+    text_drop_prob: float = 0.5
+    guidance_scale: float = 8.0
+    sample_steps: int = 25
+    sampler: Literal["ddpm", "ddim", "dpm++"] = "ddim"
+    eta: float = 0.0
+
+    def __post_init__(self):
+        check(len(self.block_out_channels) >= 2, "block_out_channels", "needs at least two levels")
+        check(all(c % 32 == 0 for c in self.block_out_channels), "block_out_channels",
+              "must be multiples of 32 (group norm)")
+        check(self.image_size % 2 ** (len(self.block_out_channels) - 1) == 0, "image_size",
+              "must be divisible by 2 per downsampling level")
+        for name in ("image_drop_prob", "text_drop_prob"):
+            check(0 <= getattr(self, name) < 1, name, "must be in [0, 1)")
+        check(0 < self.sample_steps <= self.timesteps, "sample_steps", "must be in 1..timesteps")
+
+
+class Decoder(nn.Module):
+    """UNet + conditioning + diffusion. Conditions are dicts: image_embed (B, D) and, when the
+    text path is on, text_embed, text_encodings, mask (as `data.embeddings.encode_text`)."""
+
+    def __init__(self, unet: UNet2DConditionModel, conditioning, cfg: DecoderConfig):
+        super().__init__()
+        self.unet, self.text_proj, self.cfg = unet, conditioning, cfg
+        self.unet.set_attn_processor(AttnAddedKVProcessor())  # plain matmul: faster on the CPU
+        self.scheduler = make_scheduler(cfg.sampler, num_train_timesteps=cfg.timesteps, schedule=cfg.schedule,
+                                        prediction_type=cfg.prediction_type, clip_sample_range=1.0)
+
+    @classmethod
+    def from_config(cls, cfg: DecoderConfig, embed_dim: int) -> Decoder:
+        from .conditioning import DecoderConditioning
+
+        levels = len(cfg.block_out_channels)
+        unet = UNet2DConditionModel(
+            sample_size=cfg.image_size, in_channels=3, out_channels=3,
+            down_block_types=("ResnetDownsampleBlock2D",) + ("SimpleCrossAttnDownBlock2D",) * (levels - 1),
+            up_block_types=("SimpleCrossAttnUpBlock2D",) * (levels - 1) + ("ResnetUpsampleBlock2D",),
+            mid_block_type="UNetMidBlock2DSimpleCrossAttn", block_out_channels=cfg.block_out_channels,
+            layers_per_block=cfg.layers_per_block, attention_head_dim=cfg.attention_head_dim,
+            cross_attention_dim=cfg.cross_attention_dim, class_embed_type="identity",
+            resnet_time_scale_shift="scale_shift", dropout=cfg.dropout,
+        )
+        conditioning = DecoderConditioning(
+            clip_embeddings_dim=embed_dim, time_embed_dim=4 * cfg.block_out_channels[0],
+            cross_attention_dim=cfg.cross_attention_dim, use_text=cfg.use_text,
+        )
+        return cls(unet, conditioning, cfg)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, cfg: DecoderConfig, torch_dtype=None) -> Decoder:
+        from .conditioning import DecoderConditioning
+
+        path = Path(path)
+        unet = UNet2DConditionModel.from_pretrained(path / "unet", torch_dtype=torch_dtype, local_files_only=True)
+        proj = DecoderConditioning.from_pretrained(path / "text_proj", torch_dtype=torch_dtype, local_files_only=True)
+        return cls(unet.eval(), proj.eval(), cfg)
+
+    def save_pretrained(self, path: str | Path) -> None:
+        self.unet.save_pretrained(Path(path) / "unet")
+        self.text_proj.save_pretrained(Path(path) / "text_proj")
+
+    def null(self, text_null: dict) -> dict:
+        """The unconditional condition: the learned null image embedding and the empty caption."""
+        out = {"image_embed": self.text_proj.null_image_embed()}
+        if self.cfg.use_text:
+            out.update({k: text_null[k] for k in TEXT_KEYS})
+        return out
+
+    def denoise(self, x_t: torch.Tensor, t: torch.Tensor, cond: dict) -> torch.Tensor:
+        context, mask, time_add = self.text_proj(cond)
+        return self.unet(x_t, t, encoder_hidden_states=context, class_labels=time_add.to(x_t.dtype),
+                         attention_mask=mask).sample
+
+    def drop(self, cond: dict, text_null: dict) -> dict:
+        """Classifier-free guidance dropout: image embedding and caption, independently."""
+        null = self.null(text_null)
+        cond, _ = drop_cond(cond, {"image_embed": null["image_embed"]}, self.cfg.image_drop_prob)
+        if self.cfg.use_text:
+            cond, _ = drop_cond(cond, {k: null[k] for k in TEXT_KEYS}, self.cfg.text_drop_prob)
+        return cond
+
+    def loss(self, x0: torch.Tensor, cond: dict, text_null: dict) -> torch.Tensor:
+        """x0: images (B, 3, S, S) in [-1, 1] at the base resolution."""
+        cond = self.drop(cond, text_null)
+        return training_loss(lambda x, t: self.denoise(x, t, cond), x0, self.scheduler.alphas_cumprod,
+                             prediction_type=self.cfg.prediction_type)
+
+    @torch.no_grad()
+    def sample(self, cond: dict, text_null: dict, *, guidance_scale: float | None = None,
+               steps: int | None = None, eta: float | None = None, generator: Generators = None,
+               x_T: torch.Tensor | None = None) -> torch.Tensor:
+        """Images (B, 3, S, S) in [-1, 1]; from `x_T` if given (e.g. a DDIM inversion)."""
+        scale = self.cfg.guidance_scale if guidance_scale is None else guidance_scale
+        b, s = cond["image_embed"].shape[0], self.cfg.image_size
+        if x_T is None:
+            x_T = randn((b, 3, s, s), generator, device=cond["image_embed"].device)
+        guided = cfg(self.denoise, cond, self.null(text_null), scale)
+        x0 = sample(guided, x_T, self.scheduler, steps=steps or self.cfg.sample_steps,
+                    eta=self.cfg.eta if eta is None else eta, generator=generator)
+        return x0.clamp(-1, 1)

@@ -1,0 +1,120 @@
+"""The upsamplers (unCLIP Sec. 2.1): low-resolution image -> image at twice the side.
+
+`diffusers.UNet2DModel` with no attention anywhere, so it is purely convolutional: trained
+on random crops a quarter of the target side and applied at full size. The low-resolution
+image, upsampled bicubically to the target size, is concatenated to the noisy input; there is
+no text or embedding condition and no guidance.
+
+One deviation from the paper: the diffusion runs on the residual (target minus the bicubic
+image), and the sample is the bicubic image plus that residual. Trained on the full image
+instead, a few CPU-hours' upsampler drifted in flat colours (measured: 15.6 dB against
+bicubic's 33 dB on shapes after 1500 steps); on the residual, an untrained one is already
+bicubic and training only adds the detail. Training corrupts the low-resolution input
+(`data.degrade`: Gaussian blur for stage one, BSR for stage two) so that the upsampler
+tolerates the imperfect images of the stage below it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import UNet2DModel
+from torch import nn
+
+from .config import check
+from .data.degrade import DEGRADATIONS
+from .diffusion.objectives import training_loss
+from .diffusion.sampling import Generators, randn, sample
+from .diffusion.schedules import make_scheduler
+
+
+@dataclass
+class UpsamplerConfig:
+    factor: int = 2  # target side / input side
+    block_out_channels: tuple[int, ...] = (32, 64, 128)
+    layers_per_block: int = 2
+    dropout: float = 0.0
+    degradation: Literal["blur", "bsr"] = "blur"
+    crop_fraction: float = 0.25  # training crops: this fraction of the target side
+    prediction_type: Literal["epsilon", "v_prediction"] = "v_prediction"
+    timesteps: int = 1000
+    schedule: Literal["cosine", "linear"] = "cosine"
+    sample_steps: int = 7  # as Karlo
+    sampler: Literal["ddpm", "ddim", "dpm++"] = "ddim"
+
+    def __post_init__(self):
+        check(self.factor >= 2, "factor", "must be at least 2")
+        check(0 < self.crop_fraction <= 1, "crop_fraction", "must be in (0, 1]")
+        check(all(c % 32 == 0 for c in self.block_out_channels), "block_out_channels",
+              "must be multiples of 32 (group norm)")
+        check(0 < self.sample_steps <= self.timesteps, "sample_steps", "must be in 1..timesteps")
+
+
+def upsample(low: torch.Tensor, factor: int) -> torch.Tensor:
+    """The conditioning image: bicubic upsampling, clamped to [-1, 1]."""
+    return F.interpolate(low.float(), scale_factor=factor, mode="bicubic", align_corners=False).clamp(-1, 1)
+
+
+def random_crops(images: list[torch.Tensor], size: int, generator: torch.Generator | None = None):
+    """The same random (size x size) window of each row, applied to every tensor in `images`."""
+    b, _, h, w = images[0].shape
+    ys = torch.randint(0, h - size + 1, (b,), generator=generator).tolist()
+    xs = torch.randint(0, w - size + 1, (b,), generator=generator).tolist()
+    return [torch.stack([im[i, :, y:y + size, x:x + size] for i, (y, x) in enumerate(zip(ys, xs))])
+            for im in images]
+
+
+class Upsampler(nn.Module):
+    def __init__(self, unet: UNet2DModel, cfg: UpsamplerConfig):
+        super().__init__()
+        self.unet, self.cfg = unet, cfg
+        self.scheduler = make_scheduler(cfg.sampler, num_train_timesteps=cfg.timesteps, schedule=cfg.schedule,
+                                        prediction_type=cfg.prediction_type, clip_sample_range=2.0)
+
+    @classmethod
+    def from_config(cls, cfg: UpsamplerConfig) -> Upsampler:
+        levels = len(cfg.block_out_channels)
+        unet = UNet2DModel(
+            in_channels=6, out_channels=3, block_out_channels=cfg.block_out_channels,
+            down_block_types=("DownBlock2D",) * levels, up_block_types=("UpBlock2D",) * levels,
+            layers_per_block=cfg.layers_per_block, add_attention=False, dropout=cfg.dropout,
+            resnet_time_scale_shift="scale_shift",
+        )
+        return cls(unet, cfg)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, cfg: UpsamplerConfig, torch_dtype=None) -> Upsampler:
+        unet = UNet2DModel.from_pretrained(path, torch_dtype=torch_dtype, local_files_only=True)
+        return cls(unet.eval(), cfg)
+
+    def save_pretrained(self, path: str | Path) -> None:
+        self.unet.save_pretrained(path)
+
+    def degrade(self, low: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        """The training corruption, drawn independently for each image."""
+        fn = DEGRADATIONS[self.cfg.degradation]
+        return torch.cat([fn(low[i:i + 1], rng) for i in range(low.shape[0])])
+
+    def denoise(self, x_t: torch.Tensor, t: torch.Tensor, cond_image: torch.Tensor) -> torch.Tensor:
+        return self.unet(torch.cat([x_t, cond_image.to(x_t.dtype)], dim=1), t).sample
+
+    def loss(self, high: torch.Tensor, low: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """high: targets (B, 3, H, W); low: their corrupted (B, 3, H / factor, W / factor) versions."""
+        size = max(8, round(high.shape[-1] * self.cfg.crop_fraction))
+        high, cond = random_crops([high, upsample(low, self.cfg.factor)], size, generator)
+        return training_loss(lambda x, t: self.denoise(x, t, cond), high - cond, self.scheduler.alphas_cumprod,
+                             prediction_type=self.cfg.prediction_type, generator=generator)
+
+    @torch.no_grad()
+    def sample(self, low: torch.Tensor, *, steps: int | None = None, generator: Generators = None) -> torch.Tensor:
+        """(B, 3, h, w) in [-1, 1] -> (B, 3, h * factor, w * factor) in [-1, 1]."""
+        cond = upsample(low, self.cfg.factor)
+        x_T = randn(tuple(cond.shape), generator, device=low.device)
+        residual = sample(lambda x, t: self.denoise(x, t, cond), x_T, self.scheduler,
+                          steps=steps or self.cfg.sample_steps, generator=generator)
+        return (cond + residual).clamp(-1, 1)

@@ -1,0 +1,145 @@
+"""The whole pipeline: folder round trip, `unclip generate`, `unclip assemble`."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from unclip.cli import main
+from unclip.clip import ClipEncoder
+from unclip.pipeline import UnCLIPPipeline
+
+from .conftest import TINY, D
+
+PROMPTS = ["a large red circle on the left on a white background", "a blue square above a green star on a black background"]
+
+
+def test_folder_round_trip_is_exact_and_self_describing(tiny_model, tmp_path):
+    pipe = UnCLIPPipeline.from_pretrained(tiny_model)
+    settings = json.loads((tiny_model / "unclip.json").read_text())
+    assert settings["components"] == ["clip", "prior", "decoder", "upsampler1", "upsampler2"]
+    assert "unclip_version" in settings and settings["upsamplers"][1]["degradation"] == "bsr"
+    assert not list(tiny_model.rglob("*.bin")) and not list(tiny_model.rglob("*.pt"))  # safetensors only
+    pipe.save_pretrained(tmp_path / "again")
+    again = UnCLIPPipeline.from_pretrained(tmp_path / "again")
+    for a, b in ((pipe.decoder, again.decoder), (pipe.upsamplers[1], again.upsamplers[1]), (pipe.prior, again.prior)):
+        sa, sb = a.state_dict(), b.state_dict()
+        assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    def gens():
+        return [torch.Generator().manual_seed(i) for i in range(2)]
+
+    out = pipe(PROMPTS, generator=gens())
+    assert out.shape == (2, 32, 32, 3) and out.dtype == np.uint8
+    assert np.array_equal(out, again(PROMPTS, generator=gens()))
+
+
+def test_an_image_depends_on_its_own_seed_not_its_batch(tiny_model):
+    pipe = UnCLIPPipeline.from_pretrained(tiny_model)
+    together = pipe(PROMPTS, generator=[torch.Generator().manual_seed(s) for s in (5, 6)])
+    alone = pipe(PROMPTS[1:], generator=[torch.Generator().manual_seed(6)])
+    assert np.abs(together[1].astype(int) - alone[0].astype(int)).max() <= 1
+    other = pipe(PROMPTS[1:], generator=[torch.Generator().manual_seed(7)])
+    assert not np.array_equal(alone, other)
+
+
+def test_guidance_changes_the_images(tiny_model):
+    pipe = UnCLIPPipeline.from_pretrained(tiny_model)
+    def gens():
+        return [torch.Generator().manual_seed(0)]
+
+    base = pipe(PROMPTS[:1], generator=gens())
+    assert not np.array_equal(base, pipe(PROMPTS[:1], generator=gens(), decoder_guidance=1.0))
+    assert not np.array_equal(base, pipe(PROMPTS[:1], generator=gens(), prior_guidance=1.0))
+
+
+def test_generate_cli_writes_images_and_manifest_reproducibly(tiny_model, tmp_path, capsys):
+    prompts_file = tmp_path / "prompts.txt"
+    prompts_file.write_text("a red circle\n\na blue star\n")
+    args = ["generate", PROMPTS[0], "--prompts-file", str(prompts_file), "--model", str(tiny_model),
+            "--num-images", "2", "--seed", "10", "--steps", "prior=2", "decoder=2"]
+    assert main(args + ["--batch-size", "4", "--out", str(tmp_path / "a")]) == 0
+    lines = [json.loads(x) for x in (tmp_path / "a" / "manifest.jsonl").read_text().splitlines()]
+    assert [x["prompt"] for x in lines] == [PROMPTS[0]] * 2 + ["a red circle"] * 2 + ["a blue star"] * 2
+    assert [x["seed"] for x in lines] == list(range(10, 16))
+    for x in lines:
+        assert Image.open(tmp_path / "a" / x["file"]).size == (32, 32)
+    assert main(args + ["--batch-size", "3", "--out", str(tmp_path / "b")]) == 0
+    for x in lines:  # the same seeds give the same images, in batches of another size too
+        a = np.asarray(Image.open(tmp_path / "a" / x["file"])).astype(int)
+        b = np.asarray(Image.open(tmp_path / "b" / x["file"])).astype(int)
+        assert np.abs(a - b).max() <= 1
+
+
+@pytest.mark.parametrize("bad, message", [
+    (["   "], "empty prompt"),
+    ([], "give a prompt"),
+    (["--prompts-file", "EMPTY"], "has no prompts"),
+    (["--prompts-file", "MISSING"], "not found"),
+    (["a cat", "--steps", "prior=0"], "bad --steps"),
+])
+def test_generate_rejects_bad_input_clearly(tiny_model, tmp_path, capsys, bad, message):
+    (tmp_path / "EMPTY").write_text("\n  \n")
+    bad = [str(tmp_path / b) if b in ("EMPTY", "MISSING") else b for b in bad]
+    assert main(["generate", *bad, "--model", str(tiny_model), "--out", str(tmp_path / "o")]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_train_decoder_and_upsampler_then_assemble_and_generate(tiny_clip, tmp_path):
+    dec, up = tmp_path / "dec", tmp_path / "up"
+    assert main(["train", "decoder", "--config", str(TINY / "decoder.yaml"), f"--clip={tiny_clip}",
+                 f"--train.out_dir={dec}"]) == 0
+    assert main(["train", "upsampler", "--stage", "1", "--config", str(TINY / "upsampler.yaml"),
+                 f"--train.out_dir={up}"]) == 0
+    assert (dec / "loss.png").is_file() and list((dec / "samples").glob("*.png"))
+    assert list((up / "samples").glob("*.png"))
+    # the stage number must agree with the config file's
+    assert main(["train", "upsampler", "--stage", "2", "--config", str(TINY / "upsampler.yaml")]) == 2
+    assert main(["assemble", str(dec / "model"), str(up / "model"), "--out", str(tmp_path / "m")]) == 0
+    pipe = UnCLIPPipeline.from_pretrained(tmp_path / "m")
+    assert pipe.prior is None and len(pipe.upsamplers) == 1
+    images = pipe.decode(torch.randn(2, D), ["a red circle", "a blue star"],
+                         generator=torch.Generator().manual_seed(0))
+    assert pipe.upsample(images).shape == (2, 3, 32, 32)
+    # a new run may start from a trained model's weights
+    from unclip.config import load
+    from unclip.train.decoder import DecoderStage, DecoderStageConfig
+    from unclip.train.upsampler import UpsamplerStage, UpsamplerStageConfig
+
+    cfg = load(DecoderStageConfig, TINY / "decoder.yaml", [f"clip={tiny_clip}", f"init={tmp_path / 'm'}"])
+    start = DecoderStage(cfg).module.decoder.state_dict()
+    assert all(torch.equal(v, pipe.decoder.state_dict()[k]) for k, v in start.items())
+    cfg = load(UpsamplerStageConfig, TINY / "upsampler.yaml", [f"init={tmp_path / 'm'}"])
+    start = UpsamplerStage(cfg).module.upsampler.state_dict()
+    assert all(torch.equal(v, pipe.upsamplers[0].state_dict()[k]) for k, v in start.items())
+
+
+def test_assemble_refuses_parts_trained_on_different_clips(tiny_clip, tmp_path):
+    a = UnCLIPPipeline(ClipEncoder.from_pretrained(tiny_clip))
+    a.save_pretrained(tmp_path / "a")
+    with torch.no_grad():
+        a.clip.model.logit_scale.add_(1.0)
+    a.save_pretrained(tmp_path / "b")
+    assert main(["assemble", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "c")]) == 2
+
+
+def test_fp16_folder_is_half_the_size_and_loads_as_fp32(tiny_model, tmp_path):
+    assert main(["assemble", str(tiny_model), "--out", str(tmp_path / "half"), "--fp16"]) == 0
+
+    def weight_bytes(folder):
+        return sum(f.stat().st_size for f in folder.rglob("*.safetensors"))
+
+    assert weight_bytes(tmp_path / "half") < 0.6 * weight_bytes(tiny_model)
+    full, half = UnCLIPPipeline.from_pretrained(tiny_model), UnCLIPPipeline.from_pretrained(tmp_path / "half")
+    assert half.clip.model.dtype == torch.float32 and next(half.decoder.parameters()).dtype == torch.float32
+    z = torch.nn.functional.normalize(torch.randn(1, D), dim=-1)
+    a = full.decode(z, ["a red circle"], generator=torch.Generator().manual_seed(0))
+    b = half.decode(z, ["a red circle"], generator=torch.Generator().manual_seed(0))
+    assert (a - b).abs().mean() < 0.05
+
+
+def test_demo_draws_a_grid(tiny_model, tmp_path):
+    assert main(["demo", "--model", str(tiny_model), "--out", str(tmp_path / "demo")]) == 0
+    assert Image.open(tmp_path / "demo" / "grid.png").size[0] > 4 * 32
+    assert len((tmp_path / "demo" / "manifest.jsonl").read_text().splitlines()) == 8
