@@ -52,6 +52,30 @@ def test_q_sample_and_objective_targets():
         training_loss(lambda x, t: x, x0, abar, prediction_type="nope")
 
 
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_min_snr_weighting_is_min_snr_gamma_in_x0_terms(prediction_type):
+    abar = make_scheduler("ddim", num_train_timesteps=1000).alphas_cumprod
+    x0, seen = torch.randn(64, 3, 4, 4), {}
+
+    def denoise(x_t, t):  # predicts 0; remember the inputs to rebuild the x0 error
+        seen.update(x_t=x_t, t=t)
+        return torch.zeros_like(x_t)
+
+    loss = training_loss(denoise, x0, abar, prediction_type=prediction_type, snr_gamma=5.0,
+                         generator=torch.Generator().manual_seed(0))
+    a = abar[seen["t"]].float().view(-1, 1, 1, 1)
+    if prediction_type == "epsilon":  # x0_hat = (x_t - sqrt(1 - a) * 0) / sqrt(a)
+        x0_hat = seen["x_t"] / a.sqrt()
+    else:  # x0_hat = sqrt(a) x_t - sqrt(1 - a) * 0
+        x0_hat = a.sqrt() * seen["x_t"]
+    snr = (a / (1 - a)).flatten()
+    expect = (snr.clamp(max=5.0) * ((x0_hat - x0) ** 2).flatten(1).mean(1)).mean()
+    assert loss.item() == pytest.approx(expect.item(), rel=1e-4)
+    plain = training_loss(denoise, x0, abar, prediction_type=prediction_type,
+                          generator=torch.Generator().manual_seed(0))
+    assert plain.item() != pytest.approx(loss.item(), rel=1e-2)
+
+
 @pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpm++"])
 def test_samplers_are_deterministic_and_finite(sampler):
     sched = make_scheduler(sampler, num_train_timesteps=1000, prediction_type="epsilon")

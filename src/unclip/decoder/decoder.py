@@ -47,6 +47,7 @@ class DecoderConfig:
     dropout: float = 0.0
     use_text: bool = True  # the caption's per-token states as context beside the 4 image tokens
     prediction_type: Literal["epsilon", "v_prediction"] = "v_prediction"
+    snr_gamma: float | None = None  # Min-SNR-gamma loss weighting (diffusion/objectives.py); None: plain MSE
     timesteps: int = 1000
     schedule: Literal["cosine", "linear"] = "cosine"
     image_drop_prob: float = 0.1
@@ -65,6 +66,7 @@ class DecoderConfig:
         for name in ("image_drop_prob", "text_drop_prob"):
             check(0 <= getattr(self, name) < 1, name, "must be in [0, 1)")
         check(0 < self.sample_steps <= self.timesteps, "sample_steps", "must be in 1..timesteps")
+        check(self.snr_gamma is None or self.snr_gamma > 0, "snr_gamma", "must be positive (or null)")
 
 
 class Decoder(nn.Module):
@@ -135,7 +137,7 @@ class Decoder(nn.Module):
         """x0: images (B, 3, S, S) in [-1, 1] at the base resolution."""
         cond = self.drop(cond, text_null)
         return training_loss(lambda x, t: self.denoise(x, t, cond), x0, self.scheduler.alphas_cumprod,
-                             prediction_type=self.cfg.prediction_type)
+                             prediction_type=self.cfg.prediction_type, snr_gamma=self.cfg.snr_gamma)
 
     @torch.no_grad()
     def sample(self, cond: dict, text_null: dict, *, guidance_scale: float | None = None,
