@@ -143,3 +143,16 @@ def test_demo_draws_a_grid(tiny_model, tmp_path):
     assert main(["demo", "--model", str(tiny_model), "--out", str(tmp_path / "demo")]) == 0
     assert Image.open(tmp_path / "demo" / "grid.png").size[0] > 4 * 32
     assert len((tmp_path / "demo" / "manifest.jsonl").read_text().splitlines()) == 8
+
+
+def test_demo_train_trains_every_stage_and_scores_it(tmp_path, capsys):
+    out = tmp_path / "demo-train"
+    args = ["demo", "--train", "--configs", str(TINY), "--out", str(out), "--eval-num", "4"]
+    assert main(args) == 0
+    pipe = UnCLIPPipeline.from_pretrained(out / "model")
+    assert pipe.prior is not None and pipe.decoder is not None and len(pipe.upsamplers) == 1
+    assert Image.open(out / "grid" / "grid.png").size[0] > 4 * 32
+    report = json.loads((out / "eval" / "report.json").read_text())
+    assert report["in_distribution"]["single"]["images"] + report["in_distribution"]["two"]["images"] == 4
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-2]) == report  # printed as JSON too
+    assert main(["demo", "--train", "--model", str(out / "model")]) == 2  # --train makes its own model

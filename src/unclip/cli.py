@@ -6,28 +6,7 @@ import argparse
 import logging
 import sys
 
-STAGES = ("clip", "prior", "decoder", "upsampler")
-
-
-def _stage(name: str):
-    """(config class, stage class) for a stage name; imported lazily to keep --help fast."""
-    if name == "clip":
-        from .train.clip import ClipStage, ClipStageConfig
-
-        return ClipStageConfig, ClipStage
-    if name == "prior":
-        from .train.prior import PriorStage, PriorStageConfig
-
-        return PriorStageConfig, PriorStage
-    if name == "decoder":
-        from .train.decoder import DecoderStage, DecoderStageConfig
-
-        return DecoderStageConfig, DecoderStage
-    if name == "upsampler":
-        from .train.upsampler import UpsamplerStage, UpsamplerStageConfig
-
-        return UpsamplerStageConfig, UpsamplerStage
-    raise ValueError(f"unknown stage {name!r}; stages are {STAGES}")
+from .train import STAGES
 
 
 def _overrides(extra: list[str], parser: argparse.ArgumentParser) -> list[str]:
@@ -56,9 +35,10 @@ def cmd_data(args) -> None:
 
 def cmd_train(args, overrides: list[str]) -> None:
     from .config import load, read_file, to_dict
+    from .train import stage_classes
     from .train.loop import train
 
-    config_cls, stage_cls = _stage(args.stage)
+    config_cls, stage_cls = stage_classes(args.stage)
     if args.stage_number is not None:
         if args.stage != "upsampler":
             raise ValueError("--stage is for `unclip train upsampler`")
@@ -120,9 +100,14 @@ def cmd_generate(args) -> None:
 
 
 def cmd_demo(args) -> None:
-    from .demo import run_demo
+    from .demo import run_demo, train_demo
 
-    run_demo(args.out, args.model, args.seed)
+    if args.train:
+        if args.model:
+            raise ValueError("--train trains its own model; leave out --model")
+        train_demo(args.out or "unclip-demo-train", args.configs, args.eval_num)
+    else:
+        run_demo(args.out or "unclip-demo", args.model, args.seed)
 
 
 def cmd_assemble(args) -> None:
@@ -236,8 +221,12 @@ def build_parser() -> argparse.ArgumentParser:
     dm = sub.add_parser("demo", help="draw a grid of canonical prompts with the default model",
                         description="Generate a handful of canonical shapes prompts and save grid.png.")
     dm.add_argument("--model", help="model folder (default: the shipped model)")
-    dm.add_argument("--out", default="unclip-demo", help="output folder")
+    dm.add_argument("--out", help="output folder (default: unclip-demo, or unclip-demo-train with --train)")
     dm.add_argument("--seed", type=int, default=0)
+    dm.add_argument("--train", action="store_true", help="first train a small model of every stage "
+                    "from scratch (about 20 min on 2 CPU cores), then draw its grid and score it")
+    dm.add_argument("--configs", help="with --train: folder of stage presets (default: configs/demo)")
+    dm.add_argument("--eval-num", type=int, default=48, help="with --train: eval prompts to score")
 
     a = sub.add_parser("assemble", help="merge trained stages into one model folder",
                        description="Merge the model folders that training runs export (CLIP + prior, "

@@ -1,4 +1,5 @@
-"""`unclip demo`: a grid of canonical prompts drawn by the shipped default model."""
+"""`unclip demo`: a grid of canonical prompts drawn by the shipped default model, or, with
+`--train`, by a small model of every stage trained here from scratch (configs/demo)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .config import load, to_dict
 from .generate import generate_files
-from .pipeline import UnCLIPPipeline
+from .pipeline import UnCLIPPipeline, assemble
 from .plot import image_grid
+
+DEMO_CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "demo"
 
 PROMPTS = [
     "a large red circle on the left on a white background",
@@ -36,3 +40,39 @@ def run_demo(out: str | Path = "unclip-demo", model: str | Path | None = None, s
     image_grid(images, [r["prompt"] for r in records], cols=4).save(out / "grid.png")
     print(f"{len(records)} images in {time.perf_counter() - start:.1f} s; grid: {out / 'grid.png'}")
     return out / "grid.png"
+
+
+def train_demo(out: str | Path = "unclip-demo-train", configs: str | Path | None = None,
+               eval_num: int = 48) -> dict:
+    """Train every stage from scratch with the presets in `configs` (clip.yaml, prior.yaml,
+    decoder.yaml and the upsampler*.yaml files in name order), assemble them into out/model,
+    draw the demo grid and score `eval_num` eval prompts. Rerunning resumes where it stopped."""
+    from .evaluate.report import print_report
+    from .evaluate.shapes_eval import evaluate_model
+    from .train import stage_classes
+    from .train.loop import train
+
+    start, out = time.perf_counter(), Path(out)
+    configs = Path(configs) if configs else DEMO_CONFIGS
+    upsamplers = sorted(p.stem for p in configs.glob("upsampler*.yaml"))
+    stages = ["clip", "prior", "decoder", *upsamplers]
+    missing = [n for n in stages[:3] if not (configs / f"{n}.yaml").is_file()]
+    if missing:
+        raise FileNotFoundError(f"{configs} lacks {', '.join(m + '.yaml' for m in missing)}")
+    clip = out / "clip" / "model"
+    for name in stages:
+        overrides = [f"train.out_dir={out / name}"]
+        overrides += {"clip": [], "prior": [f"clip={clip}", f"cache={out / 'prior-cache'}"],
+                      "decoder": [f"clip={clip}"]}.get(name, [])
+        config_cls, stage_cls = stage_classes("upsampler" if name.startswith("upsampler") else name)
+        cfg = load(config_cls, configs / f"{name}.yaml", overrides)
+        print(f"[{time.perf_counter() - start:5.0f} s] training {name}", flush=True)
+        train(stage_cls(cfg), cfg.train, resume=True, run_config=to_dict(cfg))
+    parts = [out / n / "model" for n in stages[1:]]
+    assemble(parts, out / "model")
+    grid = run_demo(out / "grid", out / "model")
+    figures = evaluate_model(UnCLIPPipeline.from_pretrained(out / "model"), out / "eval", num=eval_num)
+    print_report(f"shapes scores of the demo model on {eval_num} eval prompts (report in {out / 'eval'})",
+                 figures)
+    print(f"trained and evaluated in {(time.perf_counter() - start) / 60:.1f} min; grid: {grid}")
+    return figures

@@ -1,0 +1,26 @@
+"""Training: one loop (loop.py) and one module per stage."""
+
+from __future__ import annotations
+
+STAGES = ("clip", "prior", "decoder", "upsampler")
+
+
+def stage_classes(name: str):
+    """(config class, stage class) for a stage name; imported lazily to keep --help fast."""
+    if name == "clip":
+        from .clip import ClipStage, ClipStageConfig
+
+        return ClipStageConfig, ClipStage
+    if name == "prior":
+        from .prior import PriorStage, PriorStageConfig
+
+        return PriorStageConfig, PriorStage
+    if name == "decoder":
+        from .decoder import DecoderStage, DecoderStageConfig
+
+        return DecoderStageConfig, DecoderStage
+    if name == "upsampler":
+        from .upsampler import UpsamplerStage, UpsamplerStageConfig
+
+        return UpsamplerStageConfig, UpsamplerStage
+    raise ValueError(f"unknown stage {name!r}; stages are {STAGES}")
