@@ -1,12 +1,17 @@
-"""`unclip generate` speed on this machine: seconds per image at batch 1 and 16, split by
-stage, with the network evaluations each stage makes (calls, and rows: guidance doubles the
-rows of a call, best-of-n multiplies the prior's).
+"""`unclip generate` speed on this machine. First the cold start: a fresh `unclip generate`
+process, from its start until its first image is on disk. Then warm seconds per image at
+batch 1 and 16, split by stage, with the network evaluations each stage makes (calls, and
+rows: guidance doubles the rows of a call, best-of-n multiplies the prior's).
 
     python benchmarks/generate.py [--model DIR] [--batches 1 16]
 """
 
 import argparse
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -27,11 +32,28 @@ def count_calls(module, tally: dict) -> None:
     module.denoise = counted
 
 
+def cold_start(model: str | None) -> float:
+    """Seconds from launching `unclip generate PROMPT` until its first PNG exists."""
+    with tempfile.TemporaryDirectory() as out:
+        cmd = [sys.executable, "-m", "unclip", "generate", PROMPT, "--out", out]
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd + (["--model", model] if model else []),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while not any(Path(out).glob("*.png")):
+            if proc.poll() not in (None, 0):
+                raise RuntimeError(f"{' '.join(cmd)} failed with exit code {proc.returncode}")
+            time.sleep(0.02)
+        seconds = time.perf_counter() - start
+        proc.wait()
+    return seconds
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--model", help="pipeline folder (default: the shipped model)")
     p.add_argument("--batches", type=int, nargs="+", default=[1, 16])
     args = p.parse_args()
+    print(f"cold start (process start to first image written): {cold_start(args.model):.1f} s")
     pipe = UnCLIPPipeline.from_pretrained(args.model)
     stages = [("prior", pipe.prior), ("decoder", pipe.decoder)] + \
              [(f"upsampler{i}", up) for i, up in enumerate(pipe.upsamplers, start=1)]
