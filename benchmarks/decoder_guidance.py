@@ -1,7 +1,8 @@
 """Decoder guidance sweep: shapes scores of base-resolution images at several guidance
 scales, from the same prior samples and the same decoder noise, so only the scale differs.
 
-    python benchmarks/decoder_guidance.py --model DIR [--num 96] [--scales 1 2 3 5 8] [--embeds true] [--steps N]
+    python benchmarks/decoder_guidance.py --model DIR [--num 96] [--scales 1 2 3 5 8] [--null text] [--embeds true]
+        [--steps N]
 
 `--embeds true` decodes the CLIP image embeddings of the prompts' own renders instead of the
 prior's samples, which separates the decoder's errors from the prior's.
@@ -28,9 +29,11 @@ def main():
     p.add_argument("--scales", type=float, nargs="+", default=[1, 2, 3, 5, 8])
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--steps", type=int, help="decoder sampling steps (default: the model's)")
+    p.add_argument("--null", choices=["both", "text"], help="what guidance's null pass drops (default: the model's)")
     p.add_argument("--embeds", choices=["prior", "true"], default="prior")
     args = p.parse_args()
     pipe = UnCLIPPipeline.from_pretrained(args.model)
+    pipe.decoder.cfg.guidance_null = args.null or pipe.decoder.cfg.guidance_null
     items = shapes.eval_split(args.num)
     prompts, scenes = [it.prompt for it in items], [it.scene for it in items]
     detector = Detector()
@@ -44,7 +47,8 @@ def main():
                                                for j in range(len(prompts[i:i + args.batch]))])
                             for i in range(0, args.num, args.batch)])
     print(f"{args.num} eval prompts, {args.embeds} embeddings, base resolution {pipe.decoder.cfg.image_size} px, "
-          f"{args.steps or pipe.decoder.cfg.sample_steps} {pipe.decoder.cfg.sampler} steps")
+          f"{args.steps or pipe.decoder.cfg.sample_steps} {pipe.decoder.cfg.sampler} steps, "
+          f"guidance null: {pipe.decoder.cfg.guidance_null}")
     print(f"{'scale':>6}{'single all':>11}{'shape':>7}{'colour':>7}{'size':>6}{'place':>7}{'bg':>6}"
           f"{'two all':>8}{'s/img':>7}")
     for scale in args.scales:

@@ -94,6 +94,24 @@ def test_null_pass_of_guidance_sees_both_nulls_in_one_batched_call():
         assert torch.equal(got[k][3:], null[k].expand_as(cond[k]))
 
 
+def test_text_only_guidance_keeps_the_image_embedding_in_the_null_pass():
+    dec = tiny_decoder(guidance_null="text")
+    seen = spy_on(dec)
+    cond, null = condition(3), text_null()
+    out = dec.sample(cond, null, guidance_scale=5.0, steps=2, generator=torch.Generator().manual_seed(0))
+    _, _, got = seen[0]
+    assert torch.equal(got["image_embed"][3:], cond["image_embed"])
+    for k in TEXT_KEYS:
+        assert torch.equal(got[k][3:], null[k].expand_as(cond[k]))
+    both = tiny_decoder().sample(cond, null, guidance_scale=5.0, steps=2, generator=torch.Generator().manual_seed(0))
+    assert not torch.allclose(out, both)
+
+
+def test_text_only_guidance_needs_the_text_path():
+    with pytest.raises(ValueError, match="guidance_null"):
+        DecoderConfig(use_text=False, guidance_null="text")
+
+
 def test_guidance_formula():
     dec = tiny_decoder()
     cond, null = condition(2), text_null()

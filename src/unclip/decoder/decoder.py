@@ -12,7 +12,8 @@ high noise; DDIM is deterministic at eta 0, which DDIM inversion (manipulate.py)
 
 Classifier-free guidance: in training the image embedding becomes the learned null with
 probability 0.1 and the caption becomes the empty caption with probability 0.5,
-independently (the paper's rates); the null pass at sampling time has both.
+independently (the paper's rates); the null pass at sampling time has both, or with
+`guidance_null: text` only the empty caption.
 """
 
 from __future__ import annotations
@@ -53,6 +54,10 @@ class DecoderConfig:
     image_drop_prob: float = 0.1
     text_drop_prob: float = 0.5
     guidance_scale: float = 8.0
+    # What the null pass of guidance drops: "both" (image embedding and caption, the paper) or
+    # "text" (the caption only, keeping the image embedding): guidance then pushes along what
+    # the caption adds to the embedding, e.g. which shape goes with which colour.
+    guidance_null: Literal["both", "text"] = "both"
     sample_steps: int = 25
     sampler: Literal["ddpm", "ddim", "dpm++"] = "ddim"
     eta: float = 0.0
@@ -66,6 +71,8 @@ class DecoderConfig:
         for name in ("image_drop_prob", "text_drop_prob"):
             check(0 <= getattr(self, name) < 1, name, "must be in [0, 1)")
         check(0 < self.sample_steps <= self.timesteps, "sample_steps", "must be in 1..timesteps")
+        check(self.guidance_null == "both" or self.use_text, "guidance_null",
+              '"text" needs use_text: true')
         check(self.snr_gamma is None or self.snr_gamma > 0, "snr_gamma", "must be positive (or null)")
 
 
@@ -113,9 +120,11 @@ class Decoder(nn.Module):
         self.unet.save_pretrained(Path(path) / "unet")
         self.text_proj.save_pretrained(Path(path) / "text_proj")
 
-    def null(self, text_null: dict) -> dict:
-        """The unconditional condition: the learned null image embedding and the empty caption."""
-        out = {"image_embed": self.text_proj.null_image_embed()}
+    def null(self, text_null: dict, guidance_null: str = "both") -> dict:
+        """The condition of guidance's null pass: the empty caption and, unless
+        `guidance_null` is "text", the learned null image embedding. Keys left out are shared
+        with the conditional pass."""
+        out = {"image_embed": self.text_proj.null_image_embed()} if guidance_null == "both" else {}
         if self.cfg.use_text:
             out.update({k: text_null[k] for k in TEXT_KEYS})
         return out
@@ -148,7 +157,7 @@ class Decoder(nn.Module):
         b, s = cond["image_embed"].shape[0], self.cfg.image_size
         if x_T is None:
             x_T = randn((b, 3, s, s), generator, device=cond["image_embed"].device)
-        guided = cfg(self.denoise, cond, self.null(text_null), scale)
+        guided = cfg(self.denoise, cond, self.null(text_null, self.cfg.guidance_null), scale)
         x0 = sample(guided, x_T, self.scheduler, steps=steps or self.cfg.sample_steps,
                     eta=self.cfg.eta if eta is None else eta, generator=generator)
         return x0.clamp(-1, 1)
