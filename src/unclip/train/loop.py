@@ -52,6 +52,10 @@ class EMA:
         self.decay = decay
         self.shadow = {k: v.detach().float().clone() for k, v in _float_state(module).items()}
 
+    def to(self, device) -> "EMA":
+        self.shadow = {k: v.to(device) for k, v in self.shadow.items()}
+        return self
+
     @torch.no_grad()
     def update(self, module: nn.Module, step: int) -> None:
         decay = min(self.decay, (1 + step) / (10 + step))
@@ -59,8 +63,9 @@ class EMA:
             self.shadow[k].lerp_(v.detach().float(), 1 - decay)
 
     def copy_of(self, module: nn.Module) -> nn.Module:
-        """A copy of `module` carrying the averaged weights, in eval mode."""
-        ema = copy.deepcopy(module)
+        """A CPU copy of `module` carrying the averaged weights, in eval mode (previews and
+        exports then run the same wherever training ran)."""
+        ema = copy.deepcopy(module).cpu()
         ema.load_state_dict(self.shadow, strict=False)
         return ema.eval()
 
@@ -125,6 +130,7 @@ def train(stage: Stage, cfg: TrainConfig, resume: bool = False, run_config: dict
                                           "device": str(accelerator.device), "resumed": start > 0}})
 
     model, opt = accelerator.prepare(module, opt)  # the LR schedule counts optimizer steps itself
+    ema.to(accelerator.device)  # the average lives beside the weights (a GPU, when there is one)
     loader = make_loader(stage.source(), micro, rank, world, start * cfg.grad_accum, stage.data_workers)
     batches = iter(loader)
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=f"train {stage.name}",
