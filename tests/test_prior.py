@@ -189,5 +189,5 @@ def test_train_and_eval_prior_from_the_cli(tiny_clip, tmp_path, capsys):
     figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(figures) == {"in_distribution", "novel"}
     for subset in figures.values():
-        assert set(subset) == {"prior", "text_embedding_baseline", "no_guidance"}
+        assert set(subset) == {"prior", "text_embedding_baseline", "no_guidance", "another_render"}
         assert all(set(m) == {"cosine", "retrieval"} for m in subset.values())

@@ -202,3 +202,17 @@ def test_hard_negatives_differ_in_one_stated_detail_and_avoid_held_out_pairs():
             if {na.colour, nb.colour} == {a.colour, b.colour} and {na.shape, nb.shape} == {a.shape, b.shape}:
                 kinds.add("binding swap")
     assert "binding swap" in kinds
+
+
+def test_resample_scene_keeps_the_caption_and_redraws_what_it_leaves_open():
+    """eval prior's `another_render` reference: same canonical caption, another scene."""
+    items = shapes.eval_split(40)
+    rng = np.random.default_rng(0)
+    sizes_changed = 0
+    for it in items:
+        other = shapes.resample_scene(it.scene, rng)
+        assert shapes.canonical_caption(other) == it.prompt
+        assert other != it.scene  # positions are jittered afresh
+        if it.scene.relation is not None:
+            sizes_changed += [o.size for o in other.objects] != [o.size for o in it.scene.objects]
+    assert sizes_changed > 0  # two-object captions leave sizes open

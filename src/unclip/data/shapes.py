@@ -242,6 +242,22 @@ def training_caption(scene: Scene, rng: np.random.Generator, paraphrase_prob: fl
     return pick(_PREFIXES) + text
 
 
+def resample_scene(scene: Scene, rng: np.random.Generator) -> Scene:
+    """Another scene with the same canonical caption: what the caption leaves open (positions
+    within their jitter, and the sizes of two objects) drawn afresh."""
+    key = canonical_caption(scene)
+    for _ in range(1000):  # a two-object scene keeps its relation one time in four
+        if scene.relation is None:
+            (o,) = scene.objects
+            new = sample_single(rng, [(o.colour, o.shape)], scene.background)
+        else:
+            a, b = scene.objects
+            new = sample_two(rng, [(a.colour, a.shape)], [(b.colour, b.shape)], scene.background)
+        if canonical_caption(new) == key:
+            return new
+    raise RuntimeError(f"could not resample {key!r}")
+
+
 def hard_negative(scene: Scene, rng: np.random.Generator) -> Scene:
     """A valid scene that differs from `scene` in one detail a caption states: for two objects
     most often a swap of colours, shapes or places between them (attribute binding), else one

@@ -7,16 +7,23 @@ prompt describes. Figures per subset and method:
   (distinct captions) is the right one.
 Methods: the prior with its default sampling, the prior without guidance (scale 1), and the
 paper's baseline of the normalised text embedding used in place of an image embedding.
+A reference, `another_render`: the true embedding of another render of the same caption
+(positions and unstated sizes drawn afresh), i.e. what a prior sampling exactly from the
+true distribution of image embeddings given the caption would score.
 """
 
 from __future__ import annotations
 
 import torch
 
+import dataclasses
+
+import numpy as np
+
 from ..data import shapes
 from .clip_retrieval import by_subset, retrieval_hits, true_image_embeds
 
-METHODS = ("prior", "text_embedding_baseline", "no_guidance")
+METHODS = ("prior", "text_embedding_baseline", "no_guidance", "another_render")
 
 
 @torch.no_grad()
@@ -28,16 +35,21 @@ def evaluate_prior(pipe, num: int = 500, group: int = 100, seed: int = 0, batch:
     figures = {}
     for subset, chosen in by_subset(items):
         truth = true_image_embeds(clip, chosen, batch)
-        preds = {m: [] for m in methods}
+        sampled = [m for m in methods if m != "another_render"]
+        preds = {m: [] for m in sampled}
         for i in range(0, len(chosen), batch):
             prompts = [it.prompt for it in chosen[i : i + batch]]
             cond, null = pipe.text_condition(prompts)
-            for m in methods:
+            for m in sampled:
                 if m == "text_embedding_baseline":
                     preds[m].append(cond["text_embed"])
                 else:
                     scale = 1.0 if m == "no_guidance" else None
                     preds[m].append(pipe.prior.sample(cond, null, guidance_scale=scale, generator=generator))
+        if "another_render" in methods:
+            rng = np.random.default_rng(seed)
+            others = [dataclasses.replace(it, scene=shapes.resample_scene(it.scene, rng)) for it in chosen]
+            preds["another_render"] = [true_image_embeds(clip, others, batch)]
         figures[subset] = {m: _score(torch.cat(p), truth, group) for m, p in preds.items()}
     return figures
 
