@@ -14,11 +14,10 @@ true distribution of image embeddings given the caption would score.
 
 from __future__ import annotations
 
-import torch
-
 import dataclasses
 
 import numpy as np
+import torch
 
 from ..data import shapes
 from .clip_retrieval import by_subset, retrieval_hits, true_image_embeds

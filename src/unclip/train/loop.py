@@ -52,7 +52,7 @@ class EMA:
         self.decay = decay
         self.shadow = {k: v.detach().float().clone() for k, v in _float_state(module).items()}
 
-    def to(self, device) -> "EMA":
+    def to(self, device) -> EMA:
         self.shadow = {k: v.to(device) for k, v in self.shadow.items()}
         return self
 
