@@ -30,17 +30,17 @@ def test_folder_round_trip_is_exact_and_self_describing(tiny_model, tmp_path):
     def gens():
         return [torch.Generator().manual_seed(i) for i in range(2)]
 
-    out = pipe(PROMPTS, generator=gens())
+    out = pipe(PROMPTS, generator=gens(), output_type="uint8").images
     assert out.shape == (2, 32, 32, 3) and out.dtype == np.uint8
-    assert np.array_equal(out, again(PROMPTS, generator=gens()))
+    assert np.array_equal(out, again(PROMPTS, generator=gens(), output_type="uint8").images)
 
 
 def test_an_image_depends_on_its_own_seed_not_its_batch(tiny_model):
     pipe = UnCLIPPipeline.from_pretrained(tiny_model)
-    together = pipe(PROMPTS, generator=[torch.Generator().manual_seed(s) for s in (5, 6)])
-    alone = pipe(PROMPTS[1:], generator=[torch.Generator().manual_seed(6)])
+    together = pipe(PROMPTS, generator=[torch.Generator().manual_seed(s) for s in (5, 6)], output_type="uint8").images
+    alone = pipe(PROMPTS[1:], generator=[torch.Generator().manual_seed(6)], output_type="uint8").images
     assert np.abs(together[1].astype(int) - alone[0].astype(int)).max() <= 1
-    other = pipe(PROMPTS[1:], generator=[torch.Generator().manual_seed(7)])
+    other = pipe(PROMPTS[1:], generator=[torch.Generator().manual_seed(7)], output_type="uint8").images
     assert not np.array_equal(alone, other)
 
 
@@ -49,9 +49,12 @@ def test_guidance_changes_the_images(tiny_model):
     def gens():
         return [torch.Generator().manual_seed(0)]
 
-    base = pipe(PROMPTS[:1], generator=gens())
-    assert not np.array_equal(base, pipe(PROMPTS[:1], generator=gens(), decoder_guidance=1.0))
-    assert not np.array_equal(base, pipe(PROMPTS[:1], generator=gens(), prior_guidance=1.0))
+    def run(**kw):
+        return pipe(PROMPTS[:1], generator=gens(), output_type="np", **kw).images
+
+    base = run()
+    assert not np.array_equal(base, run(decoder_guidance_scale=1.0))
+    assert not np.array_equal(base, run(prior_guidance_scale=1.0))
 
 
 def test_generate_cli_writes_images_and_manifest_reproducibly(tiny_model, tmp_path, capsys):

@@ -48,7 +48,7 @@ def exact_pipe(tiny_model):
     """The tiny pipeline with its decoder replaced by the exact denoiser of one shapes image."""
     pipe = UnCLIPPipeline.from_pretrained(tiny_model)
     image = shapes.render(shapes.eval_split(1)[0].scene, 32)
-    x_star = m._pixels(image, pipe.decoder.cfg.image_size)
+    x_star = pipe.decoder_input(image)
     pipe.decoder.denoise = oracle(x_star, pipe.decoder.scheduler)
     return pipe, image
 
@@ -67,7 +67,7 @@ def test_variations_differ_from_each_other_and_depend_on_eta(exact_pipe, tiny_mo
     z_i, x_T, _ = m.invert(pipe, image, steps=4)
     gens = [torch.Generator().manual_seed(i) for i in range(2)]
     for eta, same in ((0.0, True), (1.0, False)):  # at the base size, only eta > 0 varies
-        base = m.decode_latents(pipe, z_i.expand(2, -1), x_T.expand(2, -1, -1, -1), eta=eta, steps=4, generator=gens)
+        base = pipe.decode_latents(z_i.expand(2, -1), x_T.expand(2, -1, -1, -1), eta=eta, steps=4, generator=gens)
         assert torch.equal(base[0], base[1]) == same
 
 

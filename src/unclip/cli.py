@@ -68,34 +68,43 @@ def cmd_eval(args) -> None:
         from .pipeline import UnCLIPPipeline, resolve_model
 
         path = resolve_model(args.model)
+        if not (path / "unclip.json").is_file():
+            raise ValueError(f"eval prior compares a prior with the true embeddings of its own CLIP's image "
+                             f"tower on the shapes world; {path} is not an unclip model folder")
         figures = evaluate_prior(UnCLIPPipeline.from_pretrained(path), num=args.num)
         print_report(f"prior: predicted vs true CLIP image embeddings ({path})", figures)
     elif args.what == "shapes":
         from .evaluate.shapes_eval import evaluate_manifest, evaluate_model
-        from .pipeline import UnCLIPPipeline
+        from .pipeline import load_pipeline
 
         if args.manifest:
-            clip = UnCLIPPipeline.from_pretrained(args.model).clip if args.model else None
-            figures = evaluate_manifest(args.manifest, args.out, clip)
+            scorer = load_pipeline(args.model, image_encoder=args.image_encoder) if args.model else None
+            figures = evaluate_manifest(args.manifest, args.out, scorer)
             source = args.manifest
         else:
-            pipe = UnCLIPPipeline.from_pretrained(args.model)
+            pipe = load_pipeline(args.model, dtype_of(args), image_encoder=args.image_encoder)
             figures = evaluate_model(pipe, args.out, num=args.num, batch_size=args.batch_size)
             source = args.model or "default model"
         print_report(f"shapes: generated images scored against their prompts ({source}); "
                      f"report and grid in {args.out}", figures)
 
 
+def dtype_of(args):
+    import torch
+
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
+
+
 def cmd_generate(args) -> None:
     from .generate import generate_files, parse_steps, read_prompts
-    from .pipeline import UnCLIPPipeline
+    from .pipeline import load_pipeline
 
     prompts = read_prompts(args.prompts, args.prompts_file)
     steps = parse_steps(args.steps)
-    pipe = UnCLIPPipeline.from_pretrained(args.model)
+    pipe = load_pipeline(args.model, dtype_of(args))
     manifest = generate_files(pipe, prompts, args.out, num_images=args.num_images, seed=args.seed,
-                              batch_size=args.batch_size, prior_guidance=args.prior_guidance,
-                              decoder_guidance=args.decoder_guidance, **steps)
+                              batch_size=args.batch_size, prior_guidance_scale=args.prior_guidance,
+                              decoder_guidance_scale=args.decoder_guidance, **steps)
     print(f"wrote {len(manifest.read_text().splitlines())} images and {manifest}")
 
 
@@ -129,11 +138,11 @@ def cmd_edit(args) -> None:
     from . import manipulate as m
     from .data.transforms import open_rgb
     from .generate import finish_manifest, write_images
-    from .pipeline import UnCLIPPipeline
+    from .pipeline import load_pipeline
     from .plot import image_grid
 
     images = [np.asarray(open_rgb(p)) for p in args.images]
-    pipe = UnCLIPPipeline.from_pretrained(args.model)
+    pipe = load_pipeline(args.model, dtype_of(args), image_encoder=args.image_encoder)
     out, lines = Path(args.out), []
     out.mkdir(parents=True, exist_ok=True)
     if args.command == "invert":
@@ -182,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "decoder and upsamplers; writes PNGs and manifest.jsonl ({prompt, file, seed} per image).")
     g.add_argument("prompts", nargs="*", help="captions")
     g.add_argument("--prompts-file", help="a text file with one prompt per line")
-    g.add_argument("--model", help="model folder (default: the shipped model)")
+    g.add_argument("--model", help=MODEL_HELP)
     g.add_argument("--out", required=True, help="output folder")
     g.add_argument("--num-images", type=int, default=1, help="images per prompt")
     g.add_argument("--seed", type=int, default=0, help="image i gets seed SEED + i")
@@ -190,14 +199,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--decoder-guidance", type=float, help="decoder guidance scale (default: the model's)")
     g.add_argument("--steps", nargs="+", metavar="STAGE=N", help="sampling steps, e.g. prior=25 decoder=25 upsampler=7")
     g.add_argument("--batch-size", type=int, default=8, help="images generated together")
+    dtype_flag(g)
 
     def editing(name, help, n_images, description):
         c = sub.add_parser(name, help=help, description=description + " Writes PNGs and manifest.jsonl.")
         c.add_argument("images", nargs=n_images, metavar="IMAGE", help="image files of any size and mode")
-        c.add_argument("--model", help="model folder (default: the shipped model)")
+        c.add_argument("--model", help=MODEL_HELP)
         c.add_argument("--out", required=True, help="output folder")
         c.add_argument("--steps", type=int, default=50, help="DDIM steps for inversion and decoding")
         c.add_argument("--seed", type=int, default=0)
+        image_encoder_flag(c)
+        dtype_flag(c)
         return c
 
     editing("invert", "DDIM-invert an image and reconstruct it", 1,
@@ -246,7 +258,23 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--model", help="model folder (a CLIP folder for clip, a pipeline folder otherwise; "
                    "default: the shipped model)")
     e.add_argument("--num", type=int, default=500, help="eval split items (groups of 100 per subset)")
+    image_encoder_flag(e)
+    dtype_flag(e)
     return p
+
+
+MODEL_HELP = ("model folder: unclip's own, or a Karlo diffusers folder (karlo-v1-alpha, "
+              "karlo-v1-alpha-image-variations) as downloaded (default: the shipped model)")
+
+
+def image_encoder_flag(parser) -> None:
+    parser.add_argument("--image-encoder", metavar="DIR", help="Karlo only: a karlo-v1-alpha-image-variations "
+                        "folder whose CLIP image tower to add to a karlo-v1-alpha --model")
+
+
+def dtype_flag(parser) -> None:
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32",
+                        help="compute precision of the networks (latents stay float32)")
 
 
 def main(argv: list[str] | None = None) -> int:

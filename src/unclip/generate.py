@@ -9,9 +9,8 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .pipeline import UnCLIPPipeline
-
-STEP_KEYS = {"prior": "prior_steps", "decoder": "decoder_steps", "upsampler": "upsampler_steps"}
+STEP_KEYS = {"prior": "prior_num_inference_steps", "decoder": "decoder_num_inference_steps",
+             "upsampler": "super_res_num_inference_steps"}
 
 
 def read_prompts(prompts: list[str], prompts_file: str | Path | None = None) -> list[str]:
@@ -33,7 +32,7 @@ def read_prompts(prompts: list[str], prompts_file: str | Path | None = None) -> 
 
 
 def parse_steps(items: list[str] | None) -> dict[str, int]:
-    """["prior=25", "decoder=50"] -> {"prior_steps": 25, "decoder_steps": 50}."""
+    """["prior=25", "decoder=50"] -> {"prior_num_inference_steps": 25, "decoder_num_inference_steps": 50}."""
     out = {}
     for item in items or []:
         stage, _, value = item.partition("=")
@@ -58,10 +57,12 @@ def finish_manifest(out: Path, lines: list[str]) -> Path:
     return path
 
 
-def generate_files(pipe: UnCLIPPipeline, prompts: list[str], out: str | Path, *, num_images: int = 1,
+def generate_files(pipe, prompts: list[str], out: str | Path, *, num_images: int = 1,
                    seed: int = 0, batch_size: int = 8, **sampling) -> Path:
     """Write `num_images` PNGs per prompt and `manifest.jsonl` ({prompt, file, seed} per image)
-    to `out`. Image i has seed `seed + i` and depends on it alone, whatever the batch size."""
+    to `out`. Image i has seed `seed + i` and depends on it alone, whatever the batch size.
+    `pipe`: any pipeline (unclip's own or Karlo's); `sampling`: its call's keyword arguments,
+    None meaning the pipeline's default."""
     if num_images < 1 or batch_size < 1:
         raise ValueError("--num-images and --batch-size must be at least 1")
     out = Path(out)
@@ -72,7 +73,8 @@ def generate_files(pipe: UnCLIPPipeline, prompts: list[str], out: str | Path, *,
         for start in range(0, len(jobs), batch_size):
             chunk = jobs[start:start + batch_size]
             generators = [torch.Generator().manual_seed(s) for _, s in chunk]
-            images = pipe([p for p, _ in chunk], generator=generators, **sampling)
+            images = pipe([p for p, _ in chunk], generator=generators, output_type="uint8",
+                          **{k: v for k, v in sampling.items() if v is not None}).images
             write_images(out, images, [{"prompt": p, "seed": s} for p, s in chunk], lines)
             bar.update(len(chunk))
     return finish_manifest(out, lines)

@@ -16,14 +16,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from . import __version__
 from .clip import ClipEncoder
 from .config import from_dict
 from .data.embeddings import clip_fingerprint, encode_text
-from .data.transforms import to_uint8
+from .data.embeddings import encode_image
+from .data.transforms import center_square, to_tensor
 from .decoder import Decoder, DecoderConfig
-from .diffusion.sampling import Generators
+from .diffusion.guidance import cfg
+from .diffusion.sampling import Generators, ddim_invert
+from .output import UnCLIPOutput, check_prompts, to_output
 from .prior import DiffusionPrior, PriorConfig
 from .upsampler import Upsampler, UpsamplerConfig
 
@@ -37,7 +41,10 @@ def default_model_dir() -> Path:
 
 def resolve_model(path: str | Path | None) -> Path:
     if path is not None:
-        return Path(path)
+        path = Path(path)
+        if not path.is_dir():
+            raise FileNotFoundError(f"model folder not found: {path}")
+        return path
     path = default_model_dir()
     if not (path / SETTINGS).is_file():
         raise FileNotFoundError(f"no default model is installed at {path}; pass --model DIR")
@@ -47,8 +54,26 @@ def resolve_model(path: str | Path | None) -> Path:
 def read_settings(path: str | Path) -> dict:
     path = Path(path)
     if not (path / SETTINGS).is_file():
-        raise FileNotFoundError(f"not an unclip model folder (no {SETTINGS}): {path}")
-    return json.loads((path / SETTINGS).read_text())
+        raise FileNotFoundError(f"not a model folder (no {SETTINGS} of unclip's own, no model_index.json "
+                                f"of a diffusers UnCLIPPipeline): {path}")
+    try:
+        return json.loads((path / SETTINGS).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path / SETTINGS} is not valid JSON: {e}") from None
+
+
+def load_pipeline(path: str | Path | None = None, torch_dtype=torch.float32, image_encoder: str | Path | None = None):
+    """The pipeline a folder holds, chosen by what the folder says: unclip's own (`unclip.json`)
+    or Karlo's diffusers layout (`model_index.json`); default: the shipped model.
+    `image_encoder`: for Karlo, a variations folder whose image tower to add."""
+    from .karlo import KarloPipeline, folder_kind
+
+    path = resolve_model(path)
+    if folder_kind(path) is not None:
+        return KarloPipeline.from_pretrained(path, torch_dtype=torch_dtype, image_encoder=image_encoder)
+    if image_encoder is not None:
+        raise ValueError("--image-encoder adds a Karlo image tower to a Karlo folder; this is an unclip folder")
+    return UnCLIPPipeline.from_pretrained(path, torch_dtype=torch_dtype)
 
 
 class UnCLIPPipeline:
@@ -142,15 +167,80 @@ class UnCLIPPipeline:
         return images
 
     @torch.no_grad()
-    def __call__(self, prompts: list[str], *, generator: Generators = None, prior_guidance: float | None = None,
-                 decoder_guidance: float | None = None, prior_steps: int | None = None,
-                 decoder_steps: int | None = None, upsampler_steps: int | None = None) -> np.ndarray:
-        """Text to image through every stage: uint8 images (B, H, W, 3). Pass one generator per
-        prompt to make each image depend on its own seed alone."""
-        embeds = self.image_embeds(prompts, generator, guidance_scale=prior_guidance, steps=prior_steps)
-        images = self.decode(embeds, prompts, generator=generator, guidance_scale=decoder_guidance,
-                             steps=decoder_steps)
-        return to_uint8(self.upsample(images, generator=generator, steps=upsampler_steps))
+    def __call__(self, prompt: str | list[str] | None = None, *, image_embeddings: torch.Tensor | None = None,
+                 num_images_per_prompt: int = 1, generator: Generators = None,
+                 prior_num_inference_steps: int | None = None, decoder_num_inference_steps: int | None = None,
+                 super_res_num_inference_steps: int | None = None, prior_guidance_scale: float | None = None,
+                 decoder_guidance_scale: float | None = None, output_type: str = "pil",
+                 return_dict: bool = True):
+        """Text to image through every stage, in diffusers' conventions. Settings left None are
+        the model's own. `image_embeddings` (B, D) skip the prior (with the prompt as the
+        decoder's caption, or the empty caption). `generator`: one, or one per image, so that
+        each image depends on its own seed alone. Returns UnCLIPOutput(images, image_embeds)."""
+        n = num_images_per_prompt
+        if image_embeddings is not None:
+            prompts = None if prompt is None else check_prompts(prompt, len(image_embeddings))
+            z = F.normalize(image_embeddings.float(), dim=-1).repeat_interleave(n, dim=0)
+        else:
+            prompts = check_prompts(prompt)
+            z = self.image_embeds([p for p in prompts for _ in range(n)], generator,
+                                  guidance_scale=prior_guidance_scale, steps=prior_num_inference_steps)
+        captions = None if prompts is None else [p for p in prompts for _ in range(n)]
+        images = self.decode(z, captions, generator=generator, guidance_scale=decoder_guidance_scale,
+                             steps=decoder_num_inference_steps)
+        images = to_output(self.upsample(images, generator=generator, steps=super_res_num_inference_steps),
+                           output_type)
+        return UnCLIPOutput(images, z) if return_dict else (images,)
+
+    # -- what the manipulations need (unclip.manipulate) -------------------------------------------
+    @property
+    def default_decoder_guidance(self) -> float:
+        return self.decoder.cfg.guidance_scale
+
+    @torch.no_grad()
+    def embed_images(self, images) -> torch.Tensor:
+        """L2-normalised CLIP image embeddings (B, D) of uint8 arrays (H, W, 3) of any size."""
+        self.require("clip")
+        squares = [center_square(np.asarray(im)) for im in images]
+        if len({sq.shape for sq in squares}) == 1:  # one batch; the CLIP resizes it
+            return encode_image(self.clip, to_tensor(squares))
+        return torch.cat([encode_image(self.clip, to_tensor(sq)) for sq in squares])
+
+    @torch.no_grad()
+    def embed_captions(self, captions: list[str]) -> torch.Tensor:
+        self.require("clip")
+        return encode_text(self.clip, list(captions))["text_embed"]
+
+    def decoder_input(self, image: np.ndarray) -> torch.Tensor:
+        """An image (uint8, any size) at the decoder's base size, (1, 3, S, S) in [-1, 1]."""
+        from PIL import Image
+
+        from .data.transforms import resize_center_crop
+
+        return to_tensor(np.array(resize_center_crop(Image.fromarray(image), self.decoder.cfg.image_size)))
+
+    def _decoder_cond(self, z_i: torch.Tensor, caption: str | None) -> dict:
+        cond = {"image_embed": z_i}
+        if self.decoder.cfg.use_text:
+            text = encode_text(self.clip, [caption or ""])
+            cond.update({k: v.expand(len(z_i), *v.shape[1:]) for k, v in text.items()})
+        return cond
+
+    @torch.no_grad()
+    def invert_decoder(self, z_i: torch.Tensor, x0: torch.Tensor, *, steps: int, caption: str | None = None):
+        """DDIM inversion of the unguided decoder (scale 1, as reconstruction decodes)."""
+        self.require("clip", "decoder")
+        null = self.decoder.null(encode_text(self.clip, [""]))
+        denoise = cfg(self.decoder.denoise, self._decoder_cond(z_i, caption), null, 1.0)
+        return ddim_invert(denoise, x0, self.decoder.scheduler, steps=steps)
+
+    @torch.no_grad()
+    def decode_latents(self, z_i: torch.Tensor, x_T: torch.Tensor, *, steps: int, eta: float = 0.0,
+                       guidance_scale: float = 1.0, caption: str | None = None, generator: Generators = None):
+        """DDIM from (z_i, x_T) at the base size, (B, 3, S, S) in [-1, 1]."""
+        return self.decoder.sample(self._decoder_cond(z_i, caption), encode_text(self.clip, [""]),
+                                   guidance_scale=guidance_scale, steps=steps, eta=eta, generator=generator,
+                                   x_T=x_T)
 
 
 def assemble(parts: list[str | Path], out: str | Path, dtype: torch.dtype | None = None) -> UnCLIPPipeline:

@@ -38,6 +38,14 @@ def resize_center_crop(img: Image.Image, size: int) -> Image.Image:
     return img.crop((left, top, left + size, top + size))
 
 
+def center_square(image: np.ndarray) -> np.ndarray:
+    """The centre square of a uint8 (H, W, 3) image, at its own resolution."""
+    h, w = image.shape[:2]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    return image[top:top + side, left:left + side]
+
+
 def to_tensor(images: np.ndarray | list) -> torch.Tensor:
     """uint8 (H, W, 3) or (B, H, W, 3) -> float (B, 3, H, W) in [-1, 1]."""
     arr = np.stack(images) if isinstance(images, list) else np.asarray(images)
@@ -47,6 +55,7 @@ def to_tensor(images: np.ndarray | list) -> torch.Tensor:
 
 
 def to_uint8(pixels: torch.Tensor) -> np.ndarray:
-    """float (B, 3, H, W) in [-1, 1] -> uint8 (B, H, W, 3)."""
-    x = ((pixels.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).cpu().numpy()
+    """float (B, 3, H, W) in [-1, 1] -> uint8 (B, H, W, 3), rounded as diffusers rounds."""
+    from ..output import to_output
+
+    return to_output(pixels.detach(), "uint8")

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..data import shapes
-from ..data.embeddings import encode_image, encode_text
-from ..data.transforms import open_rgb, to_tensor
+from ..data.transforms import open_rgb
 from ..plot import image_grid
 from .detector import Detector, parse_prompt, score
 
@@ -50,9 +50,10 @@ def summarize(scenes: list[shapes.Scene], verdicts: list[dict], clip_scores: lis
 
 
 @torch.no_grad()
-def clip_score(clip, images: np.ndarray, prompts: list[str]) -> list[float]:
-    img = encode_image(clip, to_tensor(images))
-    txt = encode_text(clip, prompts)["text_embed"]
+def clip_score(pipe, images: np.ndarray, prompts: list[str]) -> list[float]:
+    """Cosine of each image's and prompt's CLIP embeddings, by the pipeline's own CLIP."""
+    img = F.normalize(pipe.embed_images(list(images)), dim=-1)
+    txt = F.normalize(pipe.embed_captions(prompts), dim=-1)
     return (img * txt).sum(-1).tolist()
 
 
@@ -74,14 +75,19 @@ def evaluate_model(pipe, out: str | Path, num: int = 500, batch_size: int = 16, 
     for start in tqdm(range(0, num, batch_size), desc="generate eval images"):
         chunk = prompts[start:start + batch_size]
         gens = [torch.Generator().manual_seed(seed + start + i) for i in range(len(chunk))]
-        images.append(pipe(chunk, generator=gens, **sampling))
+        images.append(pipe(chunk, generator=gens, output_type="uint8", **sampling).images)
     images = np.concatenate(images)
-    return _score_and_report(images, prompts, out, pipe.clip)
+    return _score_and_report(images, prompts, out, pipe if _can_embed_images(pipe) else None)
 
 
-def evaluate_manifest(manifest: str | Path, out: str | Path, clip=None) -> dict:
+def _can_embed_images(pipe) -> bool:
+    return getattr(pipe, "clip", None) is not None or getattr(pipe, "image_encoder", None) is not None
+
+
+def evaluate_manifest(manifest: str | Path, out: str | Path, scorer=None) -> dict:
     """Score the images a manifest.jsonl lists ({"prompt", "file"} per line, file relative
-    to the manifest), e.g. the output of `unclip generate` or of another model."""
+    to the manifest), e.g. the output of `unclip generate` or of another model; `scorer`: a
+    pipeline whose CLIP gives the CLIP score (None: no CLIP score)."""
     manifest = Path(manifest)
     if not manifest.is_file():
         raise FileNotFoundError(f"manifest not found: {manifest}")
@@ -90,16 +96,16 @@ def evaluate_manifest(manifest: str | Path, out: str | Path, clip=None) -> dict:
         raise ValueError(f"manifest {manifest} lists no images")
     prompts = [r["prompt"] for r in records]
     images = [np.asarray(open_rgb(manifest.parent / r["file"]).resize((128, 128))) for r in records]
-    return _score_and_report(np.stack(images), prompts, out, clip)
+    return _score_and_report(np.stack(images), prompts, out, scorer)
 
 
-def _score_and_report(images: np.ndarray, prompts: list[str], out, clip) -> dict:
+def _score_and_report(images: np.ndarray, prompts: list[str], out, scorer) -> dict:
     detector = Detector()
     scenes = [parse_prompt(p) for p in prompts]
     verdicts = [score(detector(img), scene) for img, scene in zip(images, scenes)]
     scores = None
-    if clip is not None:
-        scores = sum((clip_score(clip, images[i:i + 100], prompts[i:i + 100]) for i in range(0, len(images), 100)), [])
+    if scorer is not None:
+        scores = sum((clip_score(scorer, images[i:i + 100], prompts[i:i + 100]) for i in range(0, len(images), 100)), [])
     figures = summarize(scenes, verdicts, scores)
     write_report(Path(out), figures, images, prompts, verdicts)
     return figures

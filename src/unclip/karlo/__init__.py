@@ -1,0 +1,6 @@
+"""Karlo (Kakao Brain's pretrained unCLIP) from its diffusers folders: loading and sampling."""
+
+from .folder import TEXT_TO_IMAGE, VARIATIONS, folder_kind
+from .pipeline import KarloPipeline
+
+__all__ = ["KarloPipeline", "folder_kind", "TEXT_TO_IMAGE", "VARIATIONS"]

@@ -1,0 +1,214 @@
+"""Karlo's diffusers folders, read component by component.
+
+Kakao Brain published Karlo, the one public pretrained unCLIP, as two diffusers pipeline
+folders: `kakaobrain/karlo-v1-alpha` (`UnCLIPPipeline`: text to image) and
+`kakaobrain/karlo-v1-alpha-image-variations` (`UnCLIPImageVariationPipeline`: no prior, an
+image tower instead). Their `model_index.json` names the classes to import, one of them from a
+library called "unclip" (the old home of `UnCLIPTextProjModel`) that no longer exists; so every
+component is loaded here by the class this module assigns it, never by a name the folder gives.
+Weights load from safetensors only (no pickle), from local files only, and a folder's code is
+never run. A component that is missing, unreadable or of the wrong shape is an error that
+names it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+INDEX = "model_index.json"
+TEXT_TO_IMAGE, VARIATIONS = "UnCLIPPipeline", "UnCLIPImageVariationPipeline"
+SCHEDULERS = ("prior_scheduler", "decoder_scheduler", "super_res_scheduler")
+# The components of each kind of folder.
+LAYOUT = {
+    TEXT_TO_IMAGE: ("tokenizer", "text_encoder", "prior", "text_proj", "decoder", "super_res_first",
+                    "super_res_last", "prior_scheduler", "decoder_scheduler", "super_res_scheduler"),
+    VARIATIONS: ("tokenizer", "text_encoder", "image_encoder", "feature_extractor", "text_proj", "decoder",
+                 "super_res_first", "super_res_last", "decoder_scheduler", "super_res_scheduler"),
+}
+# What each scheduler must say for the sampler here to be Karlo's (the rest we do not implement).
+SCHEDULER_RULES = {
+    "prior_scheduler": {"variance_type": ("fixed_small_log",), "prediction_type": ("sample", "epsilon")},
+    "decoder_scheduler": {"variance_type": ("learned_range", "fixed_small_log"), "prediction_type": ("epsilon",)},
+    "super_res_scheduler": {"variance_type": ("fixed_small_log",), "prediction_type": ("epsilon",)},
+}
+WEIGHT_NAMES = ("diffusion_pytorch_model", "model")
+
+
+def folder_kind(path: str | Path) -> str | None:
+    """TEXT_TO_IMAGE or VARIATIONS for a Karlo folder, None for a folder without `model_index.json`."""
+    index = Path(path) / INDEX
+    if not index.is_file():
+        return None
+    try:
+        name = json.loads(index.read_text()).get("_class_name")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
+        raise ValueError(f"{index} is not valid JSON: {e}") from None
+    if name not in LAYOUT:
+        raise ValueError(f"{index} describes a {name!r}; unclip reads UnCLIPPipeline and "
+                         "UnCLIPImageVariationPipeline folders (Karlo) and its own folders")
+    return name
+
+
+def _variant(folder: Path) -> str | None:
+    """None for plain weights; "fp16" (or another variant) when only a variant is stored."""
+    plain = [folder / f"{n}.safetensors" for n in WEIGHT_NAMES]
+    if any(p.is_file() for p in plain):
+        return None
+    variants = sorted({p.name.split(".")[-2] for n in WEIGHT_NAMES for p in folder.glob(f"{n}.*.safetensors")})
+    if variants:
+        return "fp16" if "fp16" in variants else variants[0]
+    if any(folder.glob("*.bin")):
+        raise ValueError(f"{folder.name}/ holds pickled .bin weights only; unclip loads safetensors "
+                         "(convert with safetensors.torch.save_file, or download the repo's .safetensors files)")
+    raise FileNotFoundError(f"{folder.name}/ has no weights (*.safetensors)")
+
+
+def _stored_shapes(folder: Path, variant: str | None) -> dict[str, tuple]:
+    """Every tensor's shape from the safetensors headers (one file or an index of shards)."""
+    from safetensors import safe_open
+
+    suffix = (f".{variant}" if variant else "") + ".safetensors"
+    files = []
+    for stem in WEIGHT_NAMES:
+        index = folder / f"{stem}{suffix}.index.json"
+        if index.is_file():
+            files += sorted({folder / f for f in json.loads(index.read_text())["weight_map"].values()})
+        elif (folder / f"{stem}{suffix}").is_file():
+            files.append(folder / f"{stem}{suffix}")
+    shapes = {}
+    for f in files:
+        try:
+            with safe_open(str(f), "pt") as fh:
+                shapes.update({k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()})
+        except Exception as e:  # safetensors raises its own error types for damaged files
+            raise ValueError(f"{folder.name}/{f.name} is not a readable safetensors file ({e})") from None
+    return shapes
+
+
+def _check_weights(name: str, folder: Path, variant: str | None, model: torch.nn.Module) -> None:
+    """Every weight the model (built on the meta device from its config) needs is stored, with
+    its shape; extra stored tensors (e.g. old buffers) are ignored, as the loaders do."""
+    stored = _stored_shapes(folder, variant)
+    need = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = sorted(set(need) - set(stored))
+    if missing:
+        raise ValueError(f"{name}/: weights missing for its config: {', '.join(missing[:5])}"
+                         + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
+    for k, shape in need.items():
+        if stored[k] != shape:
+            raise ValueError(f"{name}/: weight {k} has shape {list(stored[k])}, its config needs {list(shape)}")
+
+
+def _meta_model(name: str, folder: Path) -> torch.nn.Module:
+    cls = _loader(name)
+    with torch.device("meta"):
+        if name in ("text_encoder", "image_encoder"):
+            return cls(cls.config_class.from_pretrained(folder))
+        return cls.from_config(cls.load_config(folder))
+
+
+def _check_scheduler(name: str, folder: Path) -> None:
+    cfg_path = folder / "scheduler_config.json"
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{name}/scheduler_config.json is missing")
+    cfg = json.loads(cfg_path.read_text())
+    if cfg.get("beta_schedule", "squaredcos_cap_v2") != "squaredcos_cap_v2":
+        raise ValueError(f"{name}: beta_schedule {cfg['beta_schedule']!r} is not supported (squaredcos_cap_v2 only)")
+    for key, allowed in SCHEDULER_RULES[name].items():
+        value = cfg.get(key, allowed[0])
+        if value not in allowed:
+            raise ValueError(f"{name}: {key} {value!r} is not supported here (supported: {', '.join(allowed)})")
+
+
+def _load_text_proj(folder: Path, variant: str | None, dtype: torch.dtype):
+    """`UnCLIPTextProjModel` weights into `DecoderConditioning`, which has the same parameters."""
+    from safetensors.torch import load_file
+
+    from ..decoder.conditioning import DecoderConditioning
+
+    cfg = json.loads((folder / "config.json").read_text())
+    for key in ("time_embed_dim", "cross_attention_dim"):
+        if key not in cfg:
+            raise ValueError(f"text_proj/config.json has no {key}")
+    model = DecoderConditioning(
+        clip_embeddings_dim=cfg.get("clip_embeddings_dim", 768), time_embed_dim=cfg["time_embed_dim"],
+        cross_attention_dim=cfg["cross_attention_dim"],
+        clip_extra_context_tokens=cfg.get("clip_extra_context_tokens", 4), use_text=True)
+    _check_weights("text_proj", folder, variant, model)
+    name = "diffusion_pytorch_model" + (f".{variant}" if variant else "") + ".safetensors"
+    state = load_file(folder / name)
+    model.load_state_dict({k: state[k] for k in model.state_dict()})
+    return torch.nn.Module.to(model, dtype).eval()
+
+
+def _loader(name: str):
+    """(class, how to call it) for each component: nothing here comes from the folder's index."""
+    if name in SCHEDULERS:
+        from diffusers import UnCLIPScheduler
+        return UnCLIPScheduler
+    if name == "prior":
+        from diffusers import PriorTransformer
+        return PriorTransformer
+    if name == "decoder":
+        from diffusers import UNet2DConditionModel
+        return UNet2DConditionModel
+    if name in ("super_res_first", "super_res_last"):
+        from diffusers import UNet2DModel
+        return UNet2DModel
+    if name == "text_encoder":
+        from transformers import CLIPTextModelWithProjection
+        return CLIPTextModelWithProjection
+    if name == "image_encoder":
+        from transformers import CLIPVisionModelWithProjection
+        return CLIPVisionModelWithProjection
+    if name == "tokenizer":
+        from transformers import CLIPTokenizer
+        return CLIPTokenizer
+    if name == "feature_extractor":
+        # The PIL processor: the default one needs torchvision, which this project never installs.
+        from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+        return CLIPImageProcessorPil
+    raise KeyError(name)
+
+
+def load_component(root: Path, name: str, dtype: torch.dtype):
+    """One component of a Karlo folder, in `dtype` where it has weights."""
+    folder = root / name
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{root}: the component {name}/ is missing")
+    try:
+        if name in SCHEDULERS:
+            _check_scheduler(name, folder)
+            return _loader(name).from_pretrained(folder, local_files_only=True)
+        if name in ("tokenizer", "feature_extractor"):
+            return _loader(name).from_pretrained(folder, local_files_only=True)
+        if not (folder / "config.json").is_file():
+            raise FileNotFoundError(f"{name}/config.json is missing")
+        variant = _variant(folder)
+        if name == "text_proj":
+            return _load_text_proj(folder, variant, dtype)
+        _check_weights(name, folder, variant, _meta_model(name, folder))
+        cls = _loader(name)
+        kw = dict(local_files_only=True, use_safetensors=True, variant=variant)
+        if name in ("text_encoder", "image_encoder"):
+            kw["dtype"] = dtype
+        else:
+            kw.update(torch_dtype=dtype, low_cpu_mem_usage=True)
+        return cls.from_pretrained(folder, **kw).eval()
+    except (ValueError, OSError, RuntimeError, KeyError, TypeError, json.JSONDecodeError, EnvironmentError) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if msg.startswith(f"{name}/") or msg.startswith(f"{name}:"):
+            raise ValueError(f"{root}: {msg}") from None
+        raise ValueError(f"{root}: cannot load the component {name}/: {msg}") from None
+
+
+def load_folder(path: str | Path, dtype: torch.dtype = torch.float32) -> tuple[str, dict]:
+    """(kind, {component name: loaded object}) for a Karlo folder."""
+    root = Path(path)
+    kind = folder_kind(root)
+    if kind is None:
+        raise FileNotFoundError(f"not a diffusers pipeline folder (no {INDEX}): {root}")
+    return kind, {name: load_component(root, name, dtype) for name in LAYOUT[kind]}

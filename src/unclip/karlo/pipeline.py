@@ -1,0 +1,316 @@
+"""Karlo's unCLIP, sampled exactly as diffusers' (deprecated) `UnCLIPPipeline` samples it.
+
+Stages: CLIP text tower -> diffusion prior (x0-prediction, fixed small variance) -> decoder
+(epsilon with a learned variance range, guidance on the 3 epsilon channels) -> one 64->256
+super-resolution stage whose last step uses a separate UNet. Every random number is drawn from
+the caller's generator in diffusers' order: prior latents, one noise per prior step after its
+model call (none at t = 0), decoder latents and step noises, super-res latents and step noises.
+`../shared/guides/karlo-sampling.md` lists the details; tests/test_karlo.py pins equality.
+
+Beyond diffusers: image embeddings in and out, DDIM inversion of the decoder and DDIM decoding
+at any eta (what the manipulations in `unclip.manipulate` need), and compute in bf16/fp16 with
+the latents and the scheduler's arithmetic kept in fp32.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..diffusion.sampling import Generators, ddim_invert, sample
+from ..diffusion.schedules import make_scheduler
+from ..output import UnCLIPOutput, check_prompts, to_output
+from .folder import TEXT_TO_IMAGE, VARIATIONS, load_component, load_folder
+
+NETWORKS = ("text_encoder", "image_encoder", "prior", "text_proj", "decoder", "super_res_first", "super_res_last")
+
+
+def _randn(shape, generator: Generators, device) -> torch.Tensor:
+    """diffusers' `randn_tensor` in float32: one generator for the batch, or one per row."""
+    from diffusers.utils.torch_utils import randn_tensor
+
+    gen = list(generator) if isinstance(generator, (list, tuple)) else generator
+    return randn_tensor(shape, generator=gen, device=torch.device(device), dtype=torch.float32)
+
+
+def _step(scheduler, model_out: torch.Tensor, t, x: torch.Tensor, prev_t, generator: Generators):
+    """One UnCLIPScheduler step in float32 (its noise is then drawn in float32 too)."""
+    gen = list(generator) if isinstance(generator, (list, tuple)) else generator
+    return scheduler.step(model_out.float(), t, x, prev_timestep=prev_t, generator=gen).prev_sample
+
+
+class KarloPipeline:
+    """A Karlo folder (text to image, or image variations) behind unclip's pipeline interface."""
+
+    kind = "karlo"
+
+    def __init__(self, components: dict, folder_class: str = TEXT_TO_IMAGE):
+        self.folder_class = folder_class
+        self.tokenizer = components["tokenizer"]
+        self.text_encoder = components["text_encoder"]
+        self.prior = components.get("prior")
+        self.prior_scheduler = components.get("prior_scheduler")
+        self.text_proj, self.decoder = components["text_proj"], components["decoder"]
+        self.decoder_scheduler = components["decoder_scheduler"]
+        self.super_res_first, self.super_res_last = components["super_res_first"], components["super_res_last"]
+        self.super_res_scheduler = components["super_res_scheduler"]
+        self.image_encoder = components.get("image_encoder")
+        self.feature_extractor = components.get("feature_extractor")
+        # DDIM over the decoder's own training betas, for inversion and eta-controlled decoding.
+        self.ddim = make_scheduler("ddim", num_train_timesteps=self.decoder_scheduler.config.num_train_timesteps,
+                                   prediction_type="epsilon", clip_sample_range=1.0)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, torch_dtype: torch.dtype = torch.float32,
+                        image_encoder: str | Path | None = None) -> KarloPipeline:
+        """Load a Karlo folder. `image_encoder`: a variations folder whose image tower (and
+        feature extractor) to add, so that a text-to-image folder can also edit images."""
+        folder_class, parts = load_folder(path, torch_dtype)
+        if image_encoder is not None:
+            extra = Path(image_encoder)
+            parts["image_encoder"] = load_component(extra, "image_encoder", torch_dtype)
+            parts["feature_extractor"] = load_component(extra, "feature_extractor", torch_dtype)
+            dim, need = parts["image_encoder"].config.projection_dim, parts["text_encoder"].config.projection_dim
+            if dim != need:
+                raise ValueError(f"{extra}: its image tower embeds in {dim} dimensions, the model in {need}")
+        return cls(parts, folder_class)
+
+    # -- devices and dtypes -------------------------------------------------------------------
+    def networks(self):
+        return [(n, getattr(self, n)) for n in NETWORKS if getattr(self, n) is not None]
+
+    @property
+    def device(self) -> torch.device:
+        return self.decoder.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.decoder.dtype
+
+    def to(self, device=None, dtype: torch.dtype | None = None) -> KarloPipeline:
+        for _, net in self.networks():
+            net.to(device=device, dtype=dtype)
+        return self
+
+    @property
+    def image_size(self) -> int:
+        """The side of the final images."""
+        return self.super_res_first.config.sample_size
+
+    @property
+    def base_size(self) -> int:
+        return self.decoder.config.sample_size
+
+    def require(self, *names: str) -> None:
+        for name in names:
+            if getattr(self, name) is None:
+                hint = {"prior": "text to image needs the prior: use the karlo-v1-alpha folder",
+                        "image_encoder": "reading images needs an image tower: use the "
+                        "karlo-v1-alpha-image-variations folder, or add its tower with --image-encoder DIR"}
+                raise ValueError(f"this Karlo folder ({self.folder_class}) has no {name}; {hint.get(name, '')}")
+
+    # -- conditioning -------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode_prompt(self, prompts: list[str]) -> dict:
+        """text_embed (B, D) as projected (not normalised), text_encodings (B, 77, W), mask (B, 77).
+        The text tower runs without an attention mask, as in Karlo."""
+        tok = self.tokenizer(list(prompts), padding="max_length", max_length=self.tokenizer.model_max_length,
+                             truncation=True, return_tensors="pt")
+        out = self.text_encoder(tok.input_ids.to(self.device))
+        return {"text_embed": out.text_embeds, "text_encodings": out.last_hidden_state,
+                "mask": tok.attention_mask.bool().to(self.device)}
+
+    def _text_condition(self, prompts: list[str], n: int) -> tuple[dict, dict]:
+        """The prompts' condition and the empty caption's, each row repeated n times. The empty
+        caption is encoded once per prompt, as diffusers does (a batch's size can change the
+        last bits of a matmul)."""
+        return _repeat(self.encode_prompt(prompts), n), _repeat(self.encode_prompt([""] * len(prompts)), n)
+
+    @torch.no_grad()
+    def embed_images(self, images) -> torch.Tensor:
+        """CLIP image embeddings (B, D), as projected (Karlo's decoder takes them unnormalised),
+        of uint8 arrays (H, W, 3) or PIL images."""
+        from PIL import Image
+
+        self.require("image_encoder")
+        pil = [im if isinstance(im, Image.Image) else Image.fromarray(np.asarray(im)) for im in images]
+        pixels = self.feature_extractor(images=pil, return_tensors="pt").pixel_values
+        return self.image_encoder(pixels.to(self.device, self.image_encoder.dtype)).image_embeds.float()
+
+    @torch.no_grad()
+    def embed_captions(self, captions: list[str]) -> torch.Tensor:
+        return self.encode_prompt(captions)["text_embed"].float()
+
+    # -- the three stages -----------------------------------------------------------------------
+    @torch.no_grad()
+    def sample_prior(self, cond: dict, null: dict, *, guidance_scale: float, steps: int, guided: bool,
+                     generator: Generators = None, latents: torch.Tensor | None = None) -> torch.Tensor:
+        """Karlo's image embeddings (B, D) for a text condition (B rows; `null` the empty caption's)."""
+        self.require("prior")
+        sched, net = self.prior_scheduler, self.prior
+        sched.set_timesteps(steps, device=self.device)
+        b, d = cond["text_embed"].shape[0], net.config.embedding_dim
+        x = _randn((b, d), generator, self.device) if latents is None else latents.float().to(self.device)
+        both = _with_null(cond, null, guided)
+        dtype = net.dtype
+        ts = sched.timesteps
+        for i, t in enumerate(ts):
+            inp = torch.cat([x, x]) if guided else x
+            out = net(inp.to(dtype), timestep=t, proj_embedding=both["text_embed"].to(dtype),
+                      encoder_hidden_states=both["text_encodings"].to(dtype),
+                      attention_mask=both["mask"]).predicted_image_embedding
+            if guided:
+                uncond, text = out.float().chunk(2)
+                out = uncond + guidance_scale * (text - uncond)
+            x = _step(sched, out, t, x, ts[i + 1] if i + 1 < len(ts) else None, generator)
+        return net.post_process_latents(x.to(dtype)).float()
+
+    def _decoder_context(self, image_embeds: torch.Tensor, cond: dict, null: dict, guided: bool):
+        """(context tokens, mask, class labels) for the decoder; rows [null; cond] when guided,
+        the null row using the learned unconditional image embedding."""
+        dtype = self.decoder.dtype
+        z = image_embeds.to(self.device, dtype)
+        if guided:
+            z = torch.cat([self.text_proj.null_image_embed().to(dtype).expand(len(z), -1), z])
+        text = _with_null(cond, null, guided)
+        tokens, mask, time_add = self.text_proj({"image_embed": z, "text_embed": text["text_embed"].to(dtype),
+                                                 "text_encodings": text["text_encodings"].to(dtype),
+                                                 "mask": text["mask"]})
+        return tokens, mask, time_add
+
+    def _decoder_out(self, x: torch.Tensor, t, context, guidance_scale: float, guided: bool) -> torch.Tensor:
+        """The decoder's output (B, 6, S, S) in float32, guided on the epsilon channels; the
+        variance channels come from the conditional rows."""
+        tokens, mask, time_add = context
+        dtype = self.decoder.dtype
+        inp = torch.cat([x, x]) if guided else x
+        out = self.decoder(sample=inp.to(dtype), timestep=t, encoder_hidden_states=tokens, class_labels=time_add,
+                           attention_mask=mask).sample.float()
+        if not guided:
+            return out
+        uncond, text = out.chunk(2)
+        c = x.shape[1]
+        eps = uncond[:, :c] + guidance_scale * (text[:, :c] - uncond[:, :c])
+        return torch.cat([eps, text[:, c:]], dim=1)
+
+    @torch.no_grad()
+    def sample_decoder(self, image_embeds: torch.Tensor, cond: dict, null: dict, *, guidance_scale: float,
+                       steps: int, guided: bool, generator: Generators = None,
+                       latents: torch.Tensor | None = None) -> torch.Tensor:
+        """Base-resolution images (B, 3, 64, 64) in [-1, 1], Karlo's ancestral sampler."""
+        sched = self.decoder_scheduler
+        context = self._decoder_context(image_embeds, cond, null, guided)
+        sched.set_timesteps(steps, device=self.device)
+        b, s = len(image_embeds), self.base_size
+        shape = (b, self.decoder.config.in_channels, s, s)
+        x = _randn(shape, generator, self.device) if latents is None else latents.float().to(self.device)
+        ts = sched.timesteps
+        for i, t in enumerate(ts):
+            out = self._decoder_out(x, t, context, guidance_scale, guided)
+            x = _step(sched, out, t, x, ts[i + 1] if i + 1 < len(ts) else None, generator)
+        return x.clamp(-1, 1)
+
+    @torch.no_grad()
+    def upsample(self, images: torch.Tensor, *, generator: Generators = None, steps: int = 7,
+                 latents: torch.Tensor | None = None) -> torch.Tensor:
+        """Karlo's super-resolution: (B, 3, 64, 64) -> (B, 3, 256, 256) in [-1, 1]. The input is
+        enlarged by antialiased bicubic interpolation (in float32: it has no bf16 kernel)."""
+        sched, first, last = self.super_res_scheduler, self.super_res_first, self.super_res_last
+        sched.set_timesteps(steps, device=self.device)
+        b, s = images.shape[0], self.image_size
+        shape = (b, first.config.in_channels // 2, s, s)
+        x = _randn(shape, generator, self.device) if latents is None else latents.float().to(self.device)
+        up = F.interpolate(images.float(), size=[s, s], mode="bicubic", align_corners=False, antialias=True)
+        ts = sched.timesteps
+        for i, t in enumerate(ts):
+            net = last if i == len(ts) - 1 else first
+            out = net(torch.cat([x, up], dim=1).to(net.dtype), t).sample
+            x = _step(sched, out, t, x, ts[i + 1] if i + 1 < len(ts) else None, generator)
+        return x
+
+    # -- the pipeline call --------------------------------------------------------------------
+    @torch.no_grad()
+    def __call__(self, prompt: str | list[str] | None = None, *, image=None, image_embeddings: torch.Tensor | None = None,
+                 num_images_per_prompt: int = 1, prior_num_inference_steps: int = 25,
+                 decoder_num_inference_steps: int = 25, super_res_num_inference_steps: int = 7,
+                 generator: Generators = None, prior_guidance_scale: float = 4.0,
+                 decoder_guidance_scale: float = 8.0, prior_latents: torch.Tensor | None = None,
+                 decoder_latents: torch.Tensor | None = None, super_res_latents: torch.Tensor | None = None,
+                 output_type: str = "pil", return_dict: bool = True):
+        """Text to image as diffusers' `UnCLIPPipeline`, or, given `image` (PIL images or uint8
+        arrays) or `image_embeddings` (B, D) without a prompt, as `UnCLIPImageVariationPipeline`
+        (empty caption, decoder guidance only). Returns `UnCLIPOutput(images, image_embeds)`."""
+        if image is not None or image_embeddings is not None:
+            if image is not None and image_embeddings is not None:
+                raise ValueError("give image or image_embeddings, not both")
+            if image is not None:
+                image_embeddings = self.embed_images(image if isinstance(image, list) else [image])
+            b = image_embeddings.shape[0]
+            prompts = [""] * b if prompt is None else check_prompts(prompt, b)
+            guided = decoder_guidance_scale > 1.0 if prompt is None else \
+                prior_guidance_scale > 1.0 or decoder_guidance_scale > 1.0
+            n = num_images_per_prompt
+            cond, null = self._text_condition(prompts, n)
+            z = image_embeddings.float().to(self.device).repeat_interleave(n, dim=0)
+        else:
+            prompts = check_prompts(prompt)
+            n = num_images_per_prompt
+            guided = prior_guidance_scale > 1.0 or decoder_guidance_scale > 1.0
+            cond, null = self._text_condition(prompts, n)
+            z = self.sample_prior(cond, null, guidance_scale=prior_guidance_scale, steps=prior_num_inference_steps,
+                                  guided=guided, generator=generator, latents=prior_latents)
+        small = self.sample_decoder(z, cond, null, guidance_scale=decoder_guidance_scale,
+                                    steps=decoder_num_inference_steps, guided=guided, generator=generator,
+                                    latents=decoder_latents)
+        big = self.upsample(small, generator=generator, steps=super_res_num_inference_steps, latents=super_res_latents)
+        images = to_output(big, output_type)
+        return UnCLIPOutput(images, z) if return_dict else (images,)
+
+    # -- what the manipulations need (unclip.manipulate) -------------------------------------------
+    @property
+    def default_decoder_guidance(self) -> float:
+        return 8.0
+
+    def decoder_input(self, image: np.ndarray) -> torch.Tensor:
+        from ..data.transforms import resize_center_crop, to_tensor
+        from PIL import Image
+
+        return to_tensor(np.array(resize_center_crop(Image.fromarray(image), self.base_size))).to(self.device)
+
+    def _ddim_denoiser(self, z_i: torch.Tensor, caption: str | None, guidance_scale: float):
+        """eps(x, t) of the decoder for DDIM, guided (on epsilon) when guidance_scale != 1."""
+        cond = _repeat(self.encode_prompt([caption or ""]), len(z_i))
+        guided = guidance_scale != 1.0
+        context = self._decoder_context(z_i, cond, self.encode_prompt([""]), guided)
+        c = self.decoder.config.in_channels
+        return lambda x, t: self._decoder_out(x.float(), t[0], context, guidance_scale, guided)[:, :c]
+
+    @torch.no_grad()
+    def invert_decoder(self, z_i: torch.Tensor, x0: torch.Tensor, *, steps: int, caption: str | None = None):
+        """DDIM inversion of the unguided decoder: the x_T that DDIM at eta 0 decodes to x0."""
+        return ddim_invert(self._ddim_denoiser(z_i, caption, 1.0), x0.float(), self.ddim, steps=steps)
+
+    @torch.no_grad()
+    def decode_latents(self, z_i: torch.Tensor, x_T: torch.Tensor, *, steps: int, eta: float = 0.0,
+                       guidance_scale: float = 1.0, caption: str | None = None, generator: Generators = None):
+        """DDIM from (z_i, x_T) at the base size, (B, 3, S, S) in [-1, 1]."""
+        denoise = self._ddim_denoiser(z_i, caption, guidance_scale)
+        return sample(denoise, x_T.float(), self.ddim, steps=steps, eta=eta, generator=generator).clamp(-1, 1)
+
+
+def _repeat(cond: dict, n: int) -> dict:
+    return {k: v.repeat_interleave(n, dim=0) for k, v in cond.items()} if n > 1 else cond
+
+
+def _with_null(cond: dict, null: dict, guided: bool) -> dict:
+    """Rows [null; cond] as diffusers batches them, or cond alone; `null` has one row or as many as cond."""
+    if not guided:
+        return cond
+    b = cond["text_embed"].shape[0]
+    return {k: torch.cat([null[k].expand(b, *null[k].shape[1:]), v]) for k, v in cond.items()}
+
+
+__all__ = ["KarloPipeline", "VARIATIONS", "TEXT_TO_IMAGE"]
