@@ -12,7 +12,7 @@ from PIL import Image
 
 from .config import load, to_dict
 from .generate import generate_files
-from .pipeline import UnCLIPPipeline, assemble
+from .pipeline import UnCLIPPipeline, assemble, load_pipeline
 from .plot import image_grid
 
 DEMO_CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "demo"
@@ -32,7 +32,7 @@ PROMPTS = [
 def run_demo(out: str | Path = "unclip-demo", model: str | Path | None = None, seed: int = 0) -> Path:
     """Generate PROMPTS once each and save `grid.png` beside the images; returns the grid path."""
     start = time.perf_counter()
-    pipe = UnCLIPPipeline.from_pretrained(model)
+    pipe = load_pipeline(model)
     out = Path(out)
     manifest = generate_files(pipe, PROMPTS, out, seed=seed, batch_size=len(PROMPTS))
     records = [json.loads(line) for line in manifest.read_text().splitlines()]

@@ -123,20 +123,25 @@ def _check_scheduler(name: str, folder: Path) -> None:
             raise ValueError(f"{name}: {key} {value!r} is not supported here (supported: {', '.join(allowed)})")
 
 
-def _load_text_proj(folder: Path, variant: str | None, dtype: torch.dtype):
-    """`UnCLIPTextProjModel` weights into `DecoderConditioning`, which has the same parameters."""
-    from safetensors.torch import load_file
-
+def conditioning_from(cfg: dict):
+    """An empty `DecoderConditioning` for an `UnCLIPTextProjModel` config: the same parameters
+    under the same names, and the same arithmetic."""
     from ..decoder.conditioning import DecoderConditioning
 
-    cfg = json.loads((folder / "config.json").read_text())
     for key in ("time_embed_dim", "cross_attention_dim"):
         if key not in cfg:
             raise ValueError(f"text_proj/config.json has no {key}")
-    model = DecoderConditioning(
+    return DecoderConditioning(
         clip_embeddings_dim=cfg.get("clip_embeddings_dim", 768), time_embed_dim=cfg["time_embed_dim"],
         cross_attention_dim=cfg["cross_attention_dim"],
         clip_extra_context_tokens=cfg.get("clip_extra_context_tokens", 4), use_text=True)
+
+
+def _load_text_proj(folder: Path, variant: str | None, dtype: torch.dtype):
+    """`UnCLIPTextProjModel` weights into `DecoderConditioning`."""
+    from safetensors.torch import load_file
+
+    model = conditioning_from(json.loads((folder / "config.json").read_text()))
     _check_weights("text_proj", folder, variant, model)
     name = "diffusion_pytorch_model" + (f".{variant}" if variant else "") + ".safetensors"
     state = load_file(folder / name)

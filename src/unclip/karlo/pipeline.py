@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from ..diffusion.sampling import Generators, ddim_invert, sample
 from ..diffusion.schedules import make_scheduler
 from ..output import UnCLIPOutput, check_prompts, to_output
-from .folder import TEXT_TO_IMAGE, VARIATIONS, load_component, load_folder
+from ..decoder.conditioning import DecoderConditioning
+from .folder import TEXT_TO_IMAGE, VARIATIONS, conditioning_from, load_component, load_folder
 
 NETWORKS = ("text_encoder", "image_encoder", "prior", "text_proj", "decoder", "super_res_first", "super_res_last")
 
@@ -48,12 +49,18 @@ class KarloPipeline:
     kind = "karlo"
 
     def __init__(self, components: dict, folder_class: str = TEXT_TO_IMAGE):
+        """`components`: as `karlo.folder.load_folder` returns them, or a diffusers pipeline's
+        `.components`."""
         self.folder_class = folder_class
         self.tokenizer = components["tokenizer"]
         self.text_encoder = components["text_encoder"]
         self.prior = components.get("prior")
         self.prior_scheduler = components.get("prior_scheduler")
         self.text_proj, self.decoder = components["text_proj"], components["decoder"]
+        if not isinstance(self.text_proj, DecoderConditioning):  # diffusers' UnCLIPTextProjModel, in memory
+            proj = conditioning_from(dict(self.text_proj.config))
+            proj.load_state_dict(self.text_proj.state_dict())
+            self.text_proj = proj.to(self.decoder.dtype).eval()
         self.decoder_scheduler = components["decoder_scheduler"]
         self.super_res_first, self.super_res_last = components["super_res_first"], components["super_res_last"]
         self.super_res_scheduler = components["super_res_scheduler"]
