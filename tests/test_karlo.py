@@ -274,3 +274,14 @@ def test_loading_never_runs_code_from_the_folder(karlo, tmp_path):
     (bad / "decoder" / "config.json").write_text(json.dumps({**cfg, "auto_map": {"AutoModel": "decoder.Net"}}))
     load_pipeline(bad)
     assert not marker.exists()
+
+
+def test_readme_karlo_example_runs(tmp_path, monkeypatch, capsys):
+    from .conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("<!-- karlo-example -->\n```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    exec(compile(block, "README.md", "exec"), {})
+    assert "(1, 32, 32, 3)" in capsys.readouterr().out
+    assert Image.open(tmp_path / "horse.png").size == (32, 32)

@@ -21,8 +21,7 @@ import torch.nn.functional as F
 from . import __version__
 from .clip import ClipEncoder
 from .config import from_dict
-from .data.embeddings import clip_fingerprint, encode_text
-from .data.embeddings import encode_image
+from .data.embeddings import clip_fingerprint, encode_image, encode_text
 from .data.transforms import center_square, to_tensor
 from .decoder import Decoder, DecoderConfig
 from .diffusion.guidance import cfg
@@ -124,6 +123,12 @@ class UnCLIPPipeline:
         if self.upsamplers:
             settings["upsamplers"] = [asdict(up.cfg) for up in self.upsamplers]
         (path / SETTINGS).write_text(json.dumps(settings, indent=2))
+
+    def to(self, device=None, dtype: torch.dtype | None = None) -> UnCLIPPipeline:
+        for part in (self.clip, self.prior, self.decoder, *self.upsamplers):
+            if part is not None:
+                part.to(device=device, dtype=dtype)
+        return self
 
     def require(self, *names: str) -> None:
         missing = [n for n in names if getattr(self, n) is None]

@@ -101,7 +101,8 @@ class Upsampler(nn.Module):
         return torch.cat([fn(low[i:i + 1], rng) for i in range(low.shape[0])])
 
     def denoise(self, x_t: torch.Tensor, t: torch.Tensor, cond_image: torch.Tensor) -> torch.Tensor:
-        return self.unet(torch.cat([x_t, cond_image.to(x_t.dtype)], dim=1), t).sample
+        dtype = self.unet.dtype  # output in float32; the network runs in its own dtype
+        return self.unet(torch.cat([x_t.to(dtype), cond_image.to(dtype)], dim=1), t).sample.float()
 
     def loss(self, high: torch.Tensor, low: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """high: targets (B, 3, H, W); low: their corrupted (B, 3, H / factor, W / factor) versions."""

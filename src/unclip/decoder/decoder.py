@@ -130,9 +130,12 @@ class Decoder(nn.Module):
         return out
 
     def denoise(self, x_t: torch.Tensor, t: torch.Tensor, cond: dict) -> torch.Tensor:
-        context, mask, time_add = self.text_proj(cond)
-        return self.unet(x_t, t, encoder_hidden_states=context, class_labels=time_add.to(x_t.dtype),
-                         attention_mask=mask).sample
+        """The UNet's output in float32; the networks run in their own dtype."""
+        dtype = self.unet.dtype
+        context, mask, time_add = self.text_proj({k: v.to(dtype) if v.is_floating_point() else v
+                                                  for k, v in cond.items()})
+        return self.unet(x_t.to(dtype), t, encoder_hidden_states=context, class_labels=time_add.to(dtype),
+                         attention_mask=mask).sample.float()
 
     def drop(self, cond: dict, text_null: dict) -> dict:
         """Classifier-free guidance dropout: image embedding and caption, independently."""

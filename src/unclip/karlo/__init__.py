@@ -3,4 +3,4 @@
 from .folder import TEXT_TO_IMAGE, VARIATIONS, folder_kind
 from .pipeline import KarloPipeline
 
-__all__ = ["KarloPipeline", "folder_kind", "TEXT_TO_IMAGE", "VARIATIONS"]
+__all__ = ["TEXT_TO_IMAGE", "VARIATIONS", "KarloPipeline", "folder_kind"]

@@ -82,8 +82,8 @@ def _stored_shapes(folder: Path, variant: str | None) -> dict[str, tuple]:
     for f in files:
         try:
             with safe_open(str(f), "pt") as fh:
-                shapes.update({k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()})
-        except Exception as e:  # safetensors raises its own error types for damaged files
+                shapes.update({k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}  # noqa: SIM118 (a safetensors handle, not a dict))
+        except Exception as e:  # noqa: BLE001 (safetensors raises its own types for damaged files)
             raise ValueError(f"{folder.name}/{f.name} is not a readable safetensors file ({e})") from None
     return shapes
 
@@ -203,9 +203,9 @@ def load_component(root: Path, name: str, dtype: torch.dtype):
         else:
             kw.update(torch_dtype=dtype, low_cpu_mem_usage=True)
         return cls.from_pretrained(folder, **kw).eval()
-    except (ValueError, OSError, RuntimeError, KeyError, TypeError, json.JSONDecodeError, EnvironmentError) as e:
+    except (ValueError, OSError, RuntimeError, KeyError, TypeError, json.JSONDecodeError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if msg.startswith(f"{name}/") or msg.startswith(f"{name}:"):
+        if msg.startswith((f"{name}/", f"{name}:")):
             raise ValueError(f"{root}: {msg}") from None
         raise ValueError(f"{root}: cannot load the component {name}/: {msg}") from None
 

@@ -20,10 +20,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..decoder.conditioning import DecoderConditioning
 from ..diffusion.sampling import Generators, ddim_invert, sample
 from ..diffusion.schedules import make_scheduler
 from ..output import UnCLIPOutput, check_prompts, to_output
-from ..decoder.conditioning import DecoderConditioning
 from .folder import TEXT_TO_IMAGE, VARIATIONS, conditioning_from, load_component, load_folder
 
 NETWORKS = ("text_encoder", "image_encoder", "prior", "text_proj", "decoder", "super_res_first", "super_res_last")
@@ -282,8 +282,9 @@ class KarloPipeline:
         return 8.0
 
     def decoder_input(self, image: np.ndarray) -> torch.Tensor:
-        from ..data.transforms import resize_center_crop, to_tensor
         from PIL import Image
+
+        from ..data.transforms import resize_center_crop, to_tensor
 
         return to_tensor(np.array(resize_center_crop(Image.fromarray(image), self.base_size))).to(self.device)
 
@@ -320,4 +321,4 @@ def _with_null(cond: dict, null: dict, guided: bool) -> dict:
     return {k: torch.cat([null[k].expand(b, *null[k].shape[1:]), v]) for k, v in cond.items()}
 
 
-__all__ = ["KarloPipeline", "VARIATIONS", "TEXT_TO_IMAGE"]
+__all__ = ["TEXT_TO_IMAGE", "VARIATIONS", "KarloPipeline"]

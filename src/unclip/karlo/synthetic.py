@@ -71,12 +71,17 @@ def _randomize(module: torch.nn.Module, generator: torch.Generator, scale: float
                 p.copy_(torch.randn(p.shape, generator=generator) * scale)
 
 
-def random_components(sizes: KarloSizes = KarloSizes(), seed: int = 0, variations: bool = False) -> dict:
+def random_components(sizes: KarloSizes | None = None, seed: int = 0, variations: bool = False) -> dict:
     """Every component of a Karlo folder (text to image, or variations), random and seeded."""
+    sizes = sizes or KarloSizes()
     from diffusers import PriorTransformer, UnCLIPScheduler, UNet2DConditionModel, UNet2DModel
     from diffusers.pipelines.deprecated.unclip.text_proj import UnCLIPTextProjModel
-    from transformers import (CLIPTextConfig, CLIPTextModelWithProjection, CLIPVisionConfig,
-                              CLIPVisionModelWithProjection)
+    from transformers import (
+        CLIPTextConfig,
+        CLIPTextModelWithProjection,
+        CLIPVisionConfig,
+        CLIPVisionModelWithProjection,
+    )
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
     s, g = sizes, torch.Generator().manual_seed(seed)

@@ -99,17 +99,21 @@ class DiffusionPrior(nn.Module):
             self.transformer.clip_std.copy_(std.clamp_min(1e-6).view(1, -1))
 
     def standardize(self, image_embed: torch.Tensor) -> torch.Tensor:
-        return (image_embed - self.transformer.clip_mean) / self.transformer.clip_std
+        net = self.transformer
+        return (image_embed.float() - net.clip_mean.float()) / net.clip_std.float()
 
     def unstandardize(self, x: torch.Tensor) -> torch.Tensor:
-        return self.transformer.post_process_latents(x)
+        """`PriorTransformer.post_process_latents`, in float32 whatever the network's dtype."""
+        return x.float() * self.transformer.clip_std.float() + self.transformer.clip_mean.float()
 
     def denoise(self, x_t: torch.Tensor, t: torch.Tensor, cond: dict) -> torch.Tensor:
-        """Predicted standardised z_i (B, D) from x_t (B, D) at timesteps t (B,)."""
+        """Predicted standardised z_i (B, D), float32, from x_t (B, D) at timesteps t (B,);
+        the network runs in its own dtype."""
+        dtype = self.transformer.dtype
         return self.transformer(
-            hidden_states=x_t, timestep=t, proj_embedding=cond["text_embed"],
-            encoder_hidden_states=cond["text_encodings"], attention_mask=cond["mask"],
-        ).predicted_image_embedding
+            hidden_states=x_t.to(dtype), timestep=t, proj_embedding=cond["text_embed"].to(dtype),
+            encoder_hidden_states=cond["text_encodings"].to(dtype), attention_mask=cond["mask"],
+        ).predicted_image_embedding.float()
 
     def loss(self, image_embed: torch.Tensor, cond: dict, null: dict) -> torch.Tensor:
         """MSE on the unnoised z_i; the text condition (and only it) is replaced by the empty
