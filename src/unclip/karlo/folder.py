@@ -82,7 +82,8 @@ def _stored_shapes(folder: Path, variant: str | None) -> dict[str, tuple]:
     for f in files:
         try:
             with safe_open(str(f), "pt") as fh:
-                shapes.update({k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}  # noqa: SIM118 (a safetensors handle, not a dict))
+                names = fh.keys()  # a safetensors handle, not a dict
+                shapes.update({k: tuple(fh.get_slice(k).get_shape()) for k in names})
         except Exception as e:  # noqa: BLE001 (safetensors raises its own types for damaged files)
             raise ValueError(f"{folder.name}/{f.name} is not a readable safetensors file ({e})") from None
     return shapes
