@@ -98,8 +98,9 @@ class KarloPipeline:
         return self.decoder.dtype
 
     def to(self, device=None, dtype: torch.dtype | None = None) -> KarloPipeline:
+        kw = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
         for _, net in self.networks():
-            net.to(device=device, dtype=dtype)
+            torch.nn.Module.to(net, **kw)  # diffusers' own .to warns about fp32 modules Karlo lacks
         return self
 
     @property
