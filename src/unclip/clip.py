@@ -94,7 +94,10 @@ class ClipEncoder(nn.Module):
         path = Path(path)
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"not a CLIP model folder (no config.json): {path}")
-        model = CLIPModel.from_pretrained(path, local_files_only=True, torch_dtype=torch_dtype)
+        from .weights import check_weights, meta_model
+
+        check_weights(path.name, path, None, meta_model(CLIPModel, path))
+        model = CLIPModel.from_pretrained(path, local_files_only=True, use_safetensors=True, dtype=torch_dtype)
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         mean, std = OPENAI_MEAN, OPENAI_STD
         if (path / "preprocessor_config.json").is_file():

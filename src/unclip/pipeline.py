@@ -29,6 +29,7 @@ from .diffusion.sampling import Generators, ddim_invert
 from .output import UnCLIPOutput, check_prompts, to_output
 from .prior import DiffusionPrior, PriorConfig
 from .upsampler import Upsampler, UpsamplerConfig
+from .weights import component_error
 
 SETTINGS = "unclip.json"
 
@@ -89,18 +90,27 @@ class UnCLIPPipeline:
         path = resolve_model(path)
         settings = read_settings(path)
         parts = settings.get("components", [])
-        clip = ClipEncoder.from_pretrained(path / "clip", torch_dtype).eval() if "clip" in parts else None
+
+        def load(name: str, fn):
+            try:
+                return fn()
+            except (ValueError, OSError, RuntimeError, KeyError, TypeError) as e:
+                raise component_error(path, name, e) from None
+
+        clip = load("clip", lambda: ClipEncoder.from_pretrained(path / "clip", torch_dtype).eval()) \
+            if "clip" in parts else None
         prior = decoder = None
         if "prior" in parts:
             cfg = from_dict(PriorConfig, settings.get("prior", {}), "prior.")
-            prior = DiffusionPrior.from_pretrained(path / "prior", cfg, torch_dtype=torch_dtype)
+            prior = load("prior", lambda: DiffusionPrior.from_pretrained(path / "prior", cfg, torch_dtype=torch_dtype))
         if "decoder" in parts:
             cfg = from_dict(DecoderConfig, settings.get("decoder", {}), "decoder.")
-            decoder = Decoder.from_pretrained(path / "decoder", cfg, torch_dtype=torch_dtype)
+            decoder = load("decoder", lambda: Decoder.from_pretrained(path / "decoder", cfg, torch_dtype=torch_dtype))
         upsamplers = []
         for i, raw in enumerate(settings.get("upsamplers", []), start=1):
             cfg = from_dict(UpsamplerConfig, raw, f"upsamplers[{i}].")
-            upsamplers.append(Upsampler.from_pretrained(path / f"upsampler{i}", cfg, torch_dtype=torch_dtype))
+            upsamplers.append(load(f"upsampler{i}", lambda: Upsampler.from_pretrained(
+                path / f"upsampler{i}", cfg, torch_dtype=torch_dtype)))
         return cls(clip, prior, decoder, upsamplers)
 
     def save_pretrained(self, path: str | Path) -> None:

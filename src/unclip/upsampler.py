@@ -89,7 +89,10 @@ class Upsampler(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | Path, cfg: UpsamplerConfig, torch_dtype=None) -> Upsampler:
-        unet = UNet2DModel.from_pretrained(path, torch_dtype=torch_dtype, local_files_only=True)
+        from .weights import check_weights, meta_model
+
+        check_weights(Path(path).name, Path(path), None, meta_model(UNet2DModel, Path(path)))
+        unet = UNet2DModel.from_pretrained(path, torch_dtype=torch_dtype, local_files_only=True, use_safetensors=True)
         return cls(unet.eval(), cfg)
 
     def save_pretrained(self, path: str | Path) -> None:

@@ -11,21 +11,42 @@ from PIL import Image
 
 
 def open_rgb(source: str | Path | bytes) -> Image.Image:
-    """Decode an image of any mode (RGBA, greyscale, palette...) as RGB; transparency is
-    composited onto white. Raises ValueError naming the file when it cannot be decoded."""
+    """Decode an image of any mode PIL reads as 8-bit RGB: 16- and 32-bit greyscale scaled to
+    0..255 (not clipped), CMYK and palettes converted, transparency composited onto white, EXIF
+    orientation applied. Raises ValueError naming the file when it cannot be decoded."""
+    from PIL import ImageOps
+
     name = "<bytes>" if isinstance(source, bytes) else str(source)
     try:
         img = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
         img.load()
+        img = ImageOps.exif_transpose(img)
     except FileNotFoundError:
         raise
+    except IsADirectoryError:
+        raise ValueError(f"cannot read image {name}: it is a folder") from None
     except Exception as e:  # PIL raises many types for truncated or foreign files
         raise ValueError(f"cannot read image {name}: {e}") from None
+    if img.mode.startswith("I") or img.mode == "F":
+        img = Image.fromarray(_to_8bit(np.asarray(img), img.mode))
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         img = img.convert("RGBA")
         canvas = Image.new("RGBA", img.size, (255, 255, 255, 255))
         return Image.alpha_composite(canvas, img).convert("RGB")
     return img.convert("RGB")
+
+
+def _to_8bit(arr: np.ndarray, mode: str) -> np.ndarray:
+    """Greyscale of more than 8 bits -> uint8: 16-bit ranges scale by 255/65535; float images
+    in [0, 1] by 255; 32-bit integers by their type's range when they exceed 16 bits."""
+    arr = arr.astype(np.float64)
+    if mode == "F":
+        top = 1.0 if arr.max(initial=0) <= 1.0 else 255.0
+    elif mode.startswith("I;16") or arr.max(initial=0) <= 65535:
+        top = 65535.0 if mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
+    else:
+        top = 2.0 ** 32 - 1
+    return np.clip(np.rint(arr / top * 255), 0, 255).astype(np.uint8)
 
 
 def resize_center_crop(img: Image.Image, size: int) -> Image.Image:

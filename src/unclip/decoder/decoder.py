@@ -111,9 +111,15 @@ class Decoder(nn.Module):
     def from_pretrained(cls, path: str | Path, cfg: DecoderConfig, torch_dtype=None) -> Decoder:
         from .conditioning import DecoderConditioning
 
+        from ..weights import check_weights, meta_model
+
         path = Path(path)
-        unet = UNet2DConditionModel.from_pretrained(path / "unet", torch_dtype=torch_dtype, local_files_only=True)
-        proj = DecoderConditioning.from_pretrained(path / "text_proj", torch_dtype=torch_dtype, local_files_only=True)
+        check_weights("decoder/unet", path / "unet", None, meta_model(UNet2DConditionModel, path / "unet"))
+        check_weights("decoder/text_proj", path / "text_proj", None, meta_model(DecoderConditioning, path / "text_proj"))
+        unet = UNet2DConditionModel.from_pretrained(path / "unet", torch_dtype=torch_dtype, local_files_only=True,
+                                                    use_safetensors=True)
+        proj = DecoderConditioning.from_pretrained(path / "text_proj", torch_dtype=torch_dtype, local_files_only=True,
+                                                   use_safetensors=True)
         return cls(unet.eval(), proj.eval(), cfg)
 
     def save_pretrained(self, path: str | Path) -> None:

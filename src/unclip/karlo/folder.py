@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from ..weights import WEIGHT_NAMES, check_weights, component_error, meta_model
+
 INDEX = "model_index.json"
 TEXT_TO_IMAGE, VARIATIONS = "UnCLIPPipeline", "UnCLIPImageVariationPipeline"
 SCHEDULERS = ("prior_scheduler", "decoder_scheduler", "super_res_scheduler")
@@ -34,7 +36,6 @@ SCHEDULER_RULES = {
     "decoder_scheduler": {"variance_type": ("learned_range", "fixed_small_log"), "prediction_type": ("epsilon",)},
     "super_res_scheduler": {"variance_type": ("fixed_small_log",), "prediction_type": ("epsilon",)},
 }
-WEIGHT_NAMES = ("diffusion_pytorch_model", "model")
 
 
 def folder_kind(path: str | Path) -> str | None:
@@ -64,51 +65,6 @@ def _variant(folder: Path) -> str | None:
         raise ValueError(f"{folder.name}/ holds pickled .bin weights only; unclip loads safetensors "
                          "(convert with safetensors.torch.save_file, or download the repo's .safetensors files)")
     raise FileNotFoundError(f"{folder.name}/ has no weights (*.safetensors)")
-
-
-def _stored_shapes(folder: Path, variant: str | None) -> dict[str, tuple]:
-    """Every tensor's shape from the safetensors headers (one file or an index of shards)."""
-    from safetensors import safe_open
-
-    suffix = (f".{variant}" if variant else "") + ".safetensors"
-    files = []
-    for stem in WEIGHT_NAMES:
-        index = folder / f"{stem}{suffix}.index.json"
-        if index.is_file():
-            files += sorted({folder / f for f in json.loads(index.read_text())["weight_map"].values()})
-        elif (folder / f"{stem}{suffix}").is_file():
-            files.append(folder / f"{stem}{suffix}")
-    shapes = {}
-    for f in files:
-        try:
-            with safe_open(str(f), "pt") as fh:
-                names = fh.keys()  # a safetensors handle, not a dict
-                shapes.update({k: tuple(fh.get_slice(k).get_shape()) for k in names})
-        except Exception as e:  # noqa: BLE001 (safetensors raises its own types for damaged files)
-            raise ValueError(f"{folder.name}/{f.name} is not a readable safetensors file ({e})") from None
-    return shapes
-
-
-def _check_weights(name: str, folder: Path, variant: str | None, model: torch.nn.Module) -> None:
-    """Every weight the model (built on the meta device from its config) needs is stored, with
-    its shape; extra stored tensors (e.g. old buffers) are ignored, as the loaders do."""
-    stored = _stored_shapes(folder, variant)
-    need = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    missing = sorted(set(need) - set(stored))
-    if missing:
-        raise ValueError(f"{name}/: weights missing for its config: {', '.join(missing[:5])}"
-                         + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
-    for k, shape in need.items():
-        if stored[k] != shape:
-            raise ValueError(f"{name}/: weight {k} has shape {list(stored[k])}, its config needs {list(shape)}")
-
-
-def _meta_model(name: str, folder: Path) -> torch.nn.Module:
-    cls = _loader(name)
-    with torch.device("meta"):
-        if name in ("text_encoder", "image_encoder"):
-            return cls(cls.config_class.from_pretrained(folder))
-        return cls.from_config(cls.load_config(folder))
 
 
 def _check_scheduler(name: str, folder: Path) -> None:
@@ -143,7 +99,7 @@ def _load_text_proj(folder: Path, variant: str | None, dtype: torch.dtype):
     from safetensors.torch import load_file
 
     model = conditioning_from(json.loads((folder / "config.json").read_text()))
-    _check_weights("text_proj", folder, variant, model)
+    check_weights("text_proj", folder, variant, model)
     name = "diffusion_pytorch_model" + (f".{variant}" if variant else "") + ".safetensors"
     state = load_file(folder / name)
     model.load_state_dict({k: state[k] for k in model.state_dict()})
@@ -196,7 +152,7 @@ def load_component(root: Path, name: str, dtype: torch.dtype):
         variant = _variant(folder)
         if name == "text_proj":
             return _load_text_proj(folder, variant, dtype)
-        _check_weights(name, folder, variant, _meta_model(name, folder))
+        check_weights(name, folder, variant, meta_model(_loader(name), folder))
         cls = _loader(name)
         kw = dict(local_files_only=True, use_safetensors=True, variant=variant)
         if name in ("text_encoder", "image_encoder"):
@@ -204,11 +160,8 @@ def load_component(root: Path, name: str, dtype: torch.dtype):
         else:
             kw.update(torch_dtype=dtype, low_cpu_mem_usage=True)
         return cls.from_pretrained(folder, **kw).eval()
-    except (ValueError, OSError, RuntimeError, KeyError, TypeError, json.JSONDecodeError) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if msg.startswith((f"{name}/", f"{name}:")):
-            raise ValueError(f"{root}: {msg}") from None
-        raise ValueError(f"{root}: cannot load the component {name}/: {msg}") from None
+    except (ValueError, OSError, RuntimeError, KeyError, TypeError) as e:
+        raise component_error(root, name, e) from None
 
 
 def load_folder(path: str | Path, dtype: torch.dtype = torch.float32) -> tuple[str, dict]:

@@ -86,7 +86,12 @@ class DiffusionPrior(nn.Module):
     @classmethod
     def from_pretrained(cls, path, cfg: PriorConfig | None = None, torch_dtype=None) -> DiffusionPrior:
         """Load a PriorTransformer folder (ours or Karlo's `prior/`)."""
-        net = PriorTransformer.from_pretrained(path, torch_dtype=torch_dtype, local_files_only=True)
+        from pathlib import Path
+
+        from ..weights import check_weights, meta_model
+
+        check_weights(Path(path).name, Path(path), None, meta_model(PriorTransformer, Path(path)))
+        net = PriorTransformer.from_pretrained(path, torch_dtype=torch_dtype, local_files_only=True, use_safetensors=True)
         return cls(net.eval(), cfg or PriorConfig())
 
     def save_pretrained(self, path) -> None:

@@ -1,0 +1,65 @@
+"""Checks of the settings a person gives, shared by the command line and the Python API, so
+that both reject the same values with the same words. Each message names the setting, in the
+API's spelling and, where there is one, the command line's flag."""
+
+from __future__ import annotations
+
+import math
+
+# API keyword -> command-line flag.
+FLAGS = {
+    "prior_guidance_scale": "--prior-guidance", "decoder_guidance_scale": "--decoder-guidance",
+    "prior_num_inference_steps": "--steps prior=N", "decoder_num_inference_steps": "--steps decoder=N",
+    "super_res_num_inference_steps": "--steps upsampler=N", "num_images_per_prompt": "--num-images",
+    "num_images": "--num-images", "batch_size": "--batch-size", "seed": "--seed", "eta": "--eta",
+    "steps": "--steps", "frames": "--frames", "max_theta": "--max-theta",
+}
+MAX_SEED = 2 ** 63 - 1  # torch.Generator.manual_seed takes a signed 64-bit integer
+MAX_STEPS = 1000  # the training timesteps of every model here
+
+
+def _name(name: str) -> str:
+    flag = FLAGS.get(name)
+    return f"{name} ({flag})" if flag else name
+
+
+def number(name: str, value, *, low: float | None = None, high: float | None = None) -> float:
+    """A finite real number in [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{_name(name)} must be a finite number, got {value!r}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"in [{low}, {high}]" if low is not None and high is not None else \
+            f"at least {low}" if low is not None else f"at most {high}"
+        raise ValueError(f"{_name(name)} must be {bounds}, got {value!r}")
+    return float(value)
+
+
+def count(name: str, value, *, low: int = 1, high: int | None = None) -> int:
+    """A whole number in [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{_name(name)} must be a whole number, got {value!r}")
+    if value < low or (high is not None and value > high):
+        bounds = f"in {low}..{high}" if high is not None else f"at least {low}"
+        raise ValueError(f"{_name(name)} must be {bounds}, got {value}")
+    return value
+
+
+def seed(value, name: str = "seed") -> int:
+    return count(name, value, low=0, high=MAX_SEED)
+
+
+def sampling(**settings) -> dict:
+    """Guidance scales (>= 0) and step counts (1..1000) of a pipeline call; None means the
+    model's default and passes."""
+    for name, value in settings.items():
+        if value is None:
+            continue
+        if name.endswith("guidance_scale"):
+            number(name, value, low=0.0)
+        elif name.endswith("num_inference_steps"):
+            count(name, value, high=MAX_STEPS)
+        elif name == "num_images_per_prompt":
+            count(name, value)
+        else:
+            raise KeyError(name)
+    return settings
