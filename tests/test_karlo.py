@@ -2,8 +2,8 @@
 clear errors. Tiny random models built here from diffusers' and transformers' classes.
 
 Equality is the issue's contract, a mean absolute difference of at most 1 on the 0-255 scale:
-unclip runs the UNets in channels-last layout, which changes float rounding, and these random
-networks are chaotic enough to turn that into a few large single-pixel differences."""
+unclip runs the super-resolution UNets in channels-last layout, which changes float rounding, and
+these random networks are chaotic enough to turn that into a few large single-pixel differences."""
 
 import json
 import shutil
