@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from .train import STAGES
 
@@ -96,15 +97,17 @@ def dtype_of(args):
 
 
 def cmd_generate(args) -> None:
-    from .generate import generate_files, parse_steps, read_prompts
+    from .generate import check_generate, generate_files, parse_steps, prepare_out, read_prompts
     from .pipeline import load_pipeline
 
     prompts = read_prompts(args.prompts, args.prompts_file)
-    steps = parse_steps(args.steps)
+    sampling = dict(prior_guidance_scale=args.prior_guidance, decoder_guidance_scale=args.decoder_guidance,
+                    **parse_steps(args.steps))
+    check_generate(len(prompts), args.num_images, args.seed, args.batch_size, **sampling)
+    prepare_out(args.out, args.overwrite)  # every check before the model loads
     pipe = load_pipeline(args.model, dtype_of(args))
     manifest = generate_files(pipe, prompts, args.out, num_images=args.num_images, seed=args.seed,
-                              batch_size=args.batch_size, prior_guidance_scale=args.prior_guidance,
-                              decoder_guidance_scale=args.decoder_guidance, **steps)
+                              batch_size=args.batch_size, **sampling)
     print(f"wrote {len(manifest.read_text().splitlines())} images and {manifest}")
 
 
@@ -137,14 +140,16 @@ def cmd_edit(args) -> None:
 
     from . import manipulate as m
     from .data.transforms import open_rgb
-    from .generate import finish_manifest, write_images
+    from .generate import finish_manifest, prepare_out, write_images
     from .pipeline import load_pipeline
     from .plot import image_grid
 
+    m.check_settings(steps=args.steps, seed=args.seed, num=getattr(args, "num_images", None),
+                     eta=getattr(args, "eta", None), frames=getattr(args, "frames", None),
+                     max_theta=getattr(args, "max_theta", None))
     images = [np.asarray(open_rgb(p)) for p in args.images]
+    out, lines = prepare_out(args.out, args.overwrite), []
     pipe = load_pipeline(args.model, dtype_of(args), image_encoder=args.image_encoder)
-    out, lines = Path(args.out), []
-    out.mkdir(parents=True, exist_ok=True)
     if args.command == "invert":
         rec, db = m.reconstruct(pipe, images[0], steps=args.steps)
         write_images(out, [rec], [{"index": 0, "psnr": db}], lines)
@@ -199,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--decoder-guidance", type=float, help="decoder guidance scale (default: the model's)")
     g.add_argument("--steps", nargs="+", metavar="STAGE=N", help="sampling steps, e.g. prior=25 decoder=25 upsampler=7")
     g.add_argument("--batch-size", type=int, default=8, help="images generated together")
+    overwrite_flag(g)
     dtype_flag(g)
 
     def editing(name, help, n_images, description):
@@ -209,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument("--steps", type=int, default=50, help="DDIM steps for inversion and decoding")
         c.add_argument("--seed", type=int, default=0)
         image_encoder_flag(c)
+        overwrite_flag(c)
         dtype_flag(c)
         return c
 
@@ -272,6 +279,11 @@ def image_encoder_flag(parser) -> None:
                         "folder whose CLIP image tower to add to a karlo-v1-alpha --model")
 
 
+def overwrite_flag(parser) -> None:
+    parser.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in --out "
+                        "(without it, a folder holding a manifest.jsonl or numbered PNGs is refused)")
+
+
 def dtype_flag(parser) -> None:
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32",
                         help="compute precision of the networks (latents stay float32)")
@@ -284,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     hf_logging.disable_progress_bar()  # weight-loading bars would trail our tables
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    out = Path(args.out) if args.command in OUTPUT_COMMANDS else None
+    fresh_out = out is not None and not out.exists()
     try:
         if args.command == "train":
             cmd_train(args, _overrides(extra, parser))
@@ -294,10 +308,17 @@ def main(argv: list[str] | None = None) -> int:
                     "invert": cmd_edit, "vary": cmd_edit, "interpolate": cmd_edit, "edit": cmd_edit,
                     "demo": cmd_demo}
         commands[args.command](args)
-    except (ValueError, FileNotFoundError, FileExistsError) as e:
+    except (ValueError, OSError) as e:
+        if isinstance(e, OSError) and e.filename and e.strerror:
+            e = f"{e.strerror}: {e.filename}"
         print(f"unclip: error: {e}", file=sys.stderr)
+        if fresh_out and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # a failed command leaves no empty folder behind
         return 2
     return 0
+
+
+OUTPUT_COMMANDS = ("generate", "invert", "vary", "interpolate", "edit")
 
 
 if __name__ == "__main__":

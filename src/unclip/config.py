@@ -154,13 +154,13 @@ def read_file(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
-    text = path.read_text()
-    if path.suffix == ".toml":
-        data = tomllib.loads(text)
-    elif path.suffix in (".yaml", ".yml"):
-        data = yaml.safe_load(text) or {}
-    else:
+    if path.suffix not in (".toml", ".yaml", ".yml"):
         raise ConfigError("", f"config file must end in .yaml, .yml or .toml: {path}")
+    try:
+        text = path.read_text()
+        data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text) or {}
+    except (UnicodeDecodeError, yaml.YAMLError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError("", f"config file {path} cannot be parsed: {str(e).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise ConfigError("", f"config file {path} must hold a table of keys")
     return data

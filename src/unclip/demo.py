@@ -34,7 +34,7 @@ def run_demo(out: str | Path = "unclip-demo", model: str | Path | None = None, s
     start = time.perf_counter()
     pipe = load_pipeline(model)
     out = Path(out)
-    manifest = generate_files(pipe, PROMPTS, out, seed=seed, batch_size=len(PROMPTS))
+    manifest = generate_files(pipe, PROMPTS, out, seed=seed, batch_size=len(PROMPTS), overwrite=True)
     records = [json.loads(line) for line in manifest.read_text().splitlines()]
     images = np.stack([np.asarray(Image.open(out / r["file"])) for r in records])
     image_grid(images, [r["prompt"] for r in records], cols=4).save(out / "grid.png")

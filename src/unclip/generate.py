@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
 
 import torch
 from PIL import Image
 from tqdm.auto import tqdm
+
+from . import validate
 
 STEP_KEYS = {"prior": "prior_num_inference_steps", "decoder": "decoder_num_inference_steps",
              "upsampler": "super_res_num_inference_steps"}
@@ -20,7 +24,10 @@ def read_prompts(prompts: list[str], prompts_file: str | Path | None = None) -> 
         path = Path(prompts_file)
         if not path.is_file():
             raise FileNotFoundError(f"prompts file not found: {path}")
-        lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+        try:
+            lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        except UnicodeDecodeError:
+            raise ValueError(f"prompts file {path} is not UTF-8 text") from None
         if not lines:
             raise ValueError(f"prompts file {path} has no prompts")
         out += lines
@@ -31,14 +38,52 @@ def read_prompts(prompts: list[str], prompts_file: str | Path | None = None) -> 
     return out
 
 
+def check_generate(num_prompts: int, num_images: int, seed: int, batch_size: int, **sampling) -> None:
+    """Every setting of a generate run, before anything is loaded."""
+    validate.count("num_images", num_images)
+    validate.count("batch_size", batch_size)
+    validate.seed(seed)
+    validate.seed(seed + num_prompts * num_images - 1, "seed")  # image i gets seed + i
+    validate.sampling(**sampling)
+
+
 def parse_steps(items: list[str] | None) -> dict[str, int]:
     """["prior=25", "decoder=50"] -> {"prior_num_inference_steps": 25, "decoder_num_inference_steps": 50}."""
     out = {}
     for item in items or []:
         stage, _, value = item.partition("=")
-        if stage not in STEP_KEYS or not value.isdigit() or int(value) < 1:
-            raise ValueError(f"bad --steps item {item!r}; use e.g. prior=25 decoder=25 upsampler=7")
+        if stage not in STEP_KEYS or not value.isdigit() or not 1 <= int(value) <= validate.MAX_STEPS:
+            raise ValueError(f"bad --steps item {item!r}; use e.g. prior=25 decoder=25 upsampler=7 "
+                             f"(1..{validate.MAX_STEPS} steps)")
         out[STEP_KEYS[stage]] = int(value)
+    return out
+
+
+RESULT = re.compile(r"^\d{5}\.png$")
+MANIFEST = "manifest.jsonl"
+
+
+def prepare_out(out: str | Path, overwrite: bool = False) -> Path:
+    """Make `out` ready for a command's results before any work is done: create it, refuse it
+    if it holds an earlier run's results (its manifest or numbered PNGs) unless `overwrite`,
+    which removes just those, and check that it can be written."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder")
+    earlier = [p for p in out.iterdir() if p.name in (MANIFEST, "strip.png") or RESULT.match(p.name)] \
+        if out.is_dir() else []
+    if earlier and not overwrite:
+        raise FileExistsError(f"--out {out} already holds results ({len(earlier)} files, e.g. {earlier[0].name}); "
+                              "choose another folder, or pass --overwrite to replace them")
+    out.mkdir(parents=True, exist_ok=True)
+    probe = out / ".unclip-write-test"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise OSError(e.errno, f"cannot write to --out ({e.strerror})", str(out)) from None
+    for p in earlier:
+        p.unlink()
     return out
 
 
@@ -52,21 +97,23 @@ def write_images(out: Path, images, records: list[dict], manifest: list[str]) ->
 
 
 def finish_manifest(out: Path, lines: list[str]) -> Path:
-    path = out / "manifest.jsonl"
-    path.write_text("".join(ln + "\n" for ln in lines))
+    """Write the manifest whole or not at all (a temporary file renamed into place)."""
+    path = out / MANIFEST
+    tmp = path.with_name(MANIFEST + ".tmp")
+    tmp.write_text("".join(ln + "\n" for ln in lines))
+    os.replace(tmp, path)
     return path
 
 
 def generate_files(pipe, prompts: list[str], out: str | Path, *, num_images: int = 1,
-                   seed: int = 0, batch_size: int = 8, **sampling) -> Path:
+                   seed: int = 0, batch_size: int = 8, overwrite: bool = False, **sampling) -> Path:
     """Write `num_images` PNGs per prompt and `manifest.jsonl` ({prompt, file, seed} per image)
     to `out`. Image i has seed `seed + i` and depends on it alone, whatever the batch size.
     `pipe`: any pipeline (unclip's own or Karlo's); `sampling`: its call's keyword arguments,
-    None meaning the pipeline's default."""
-    if num_images < 1 or batch_size < 1:
-        raise ValueError("--num-images and --batch-size must be at least 1")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    None meaning the pipeline's default. A folder holding earlier results is refused unless
+    `overwrite`."""
+    check_generate(len(prompts), num_images, seed, batch_size, **sampling)
+    out = prepare_out(out, overwrite)
     jobs = [(p, seed + i) for i, p in enumerate(p for p in prompts for _ in range(num_images))]
     lines = []
     with tqdm(total=len(jobs), desc="generate", unit="img") as bar:

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import validate
 from .data.transforms import to_uint8
 from .evaluate.image_metrics import psnr
 
@@ -24,6 +25,23 @@ INVERSION_STEPS = 50
 # `default_decoder_guidance` (unclip's own UnCLIPPipeline and the KarloPipeline both have them).
 # Embeddings keep the pipeline's own scale: unit length for unclip's models, CLIP's projected
 # length for Karlo's, so the paths below move directions and carry the norms along.
+
+
+def check_settings(*, steps: int | None = None, seed: int | None = None, num: int | None = None,
+                   eta: float | None = None, frames: int | None = None, max_theta: float | None = None) -> None:
+    """The settings of a manipulation (None: not used by it), before any work is done."""
+    if steps is not None:
+        validate.count("steps", steps, high=validate.MAX_STEPS)
+    if seed is not None:
+        validate.seed(seed)
+    if num is not None:
+        validate.count("num_images", num)
+    if eta is not None:
+        validate.number("eta", eta, low=0.0, high=1.0)
+    if frames is not None:
+        validate.count("frames", frames, low=2)
+    if max_theta is not None:
+        validate.number("max_theta", max_theta, low=0.0, high=1.0)
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, theta: float) -> torch.Tensor:
@@ -47,6 +65,7 @@ def invert(pipe, image: np.ndarray, caption: str | None = None,
            steps: int = INVERSION_STEPS) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(z_i (1, D), x_T (1, 3, S, S), the image at the decoder's base size in [-1, 1]).
     Inversion runs the unguided decoder (scale 1), as reconstruction does."""
+    check_settings(steps=steps)
     z_i = pipe.embed_images([image])
     x0 = pipe.decoder_input(image)
     return z_i, pipe.invert_decoder(z_i, x0, steps=steps, caption=caption), x0
@@ -65,8 +84,10 @@ def vary(pipe, image: np.ndarray, num: int = 4, *, eta: float = 1.0, seed: int =
          steps: int = INVERSION_STEPS, guidance_scale: float | None = None) -> np.ndarray:
     """`num` variations: the image's z_i and inverted x_T, decoded with DDIM at `eta` > 0 and
     the decoder's guidance (its default unless given)."""
+    check_settings(steps=steps, seed=seed, num=num, eta=eta)
     if guidance_scale is None:
         guidance_scale = pipe.default_decoder_guidance
+    validate.number("guidance_scale", guidance_scale, low=0.0)
     z_i, x_T, _ = invert(pipe, image, steps=steps)
     gens = [torch.Generator().manual_seed(seed + i) for i in range(num)]
     images = pipe.decode_latents(z_i.expand(num, -1), x_T.expand(num, -1, -1, -1), eta=eta, steps=steps,
@@ -81,8 +102,7 @@ def interpolate(pipe, image_a: np.ndarray, image_b: np.ndarray, frames: int = 5,
     inverted x_T as well; "fixed": one random x_T for every frame. Returns (images, thetas)."""
     if latent not in ("inverted", "fixed"):
         raise ValueError(f"latent must be 'inverted' or 'fixed', got {latent!r}")
-    if frames < 2:
-        raise ValueError("interpolation needs at least 2 frames")
+    check_settings(steps=steps, seed=seed, frames=frames)
     z_a, x_a, _ = invert(pipe, image_a, steps=steps)
     z_b, x_b, _ = invert(pipe, image_b, steps=steps)
     thetas = np.linspace(0, 1, frames).tolist()
@@ -105,8 +125,7 @@ def text_diff(pipe, image: np.ndarray, to_caption: str, from_caption: str | None
     of z_i, and the decoder latent from DDIM inversion. Returns (images, thetas)."""
     if not to_caption or not to_caption.strip():
         raise ValueError("the target caption must be a non-empty string")
-    if frames < 2:
-        raise ValueError("a text diff needs at least 2 frames")
+    check_settings(steps=steps, seed=seed, frames=frames, max_theta=max_theta)
     z_i, x_T, _ = invert(pipe, image, steps=steps)
     z_to, z_from = pipe.embed_captions([to_caption, from_caption or ""]).chunk(2)
     z_d = F.normalize(F.normalize(z_to, dim=-1) - F.normalize(z_from, dim=-1), dim=-1) * z_i.norm(dim=-1, keepdim=True)

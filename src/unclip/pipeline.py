@@ -26,6 +26,7 @@ from .data.transforms import center_square, to_tensor
 from .decoder import Decoder, DecoderConfig
 from .diffusion.guidance import cfg
 from .diffusion.sampling import Generators, ddim_invert
+from . import validate
 from .output import UnCLIPOutput, check_prompts, to_output
 from .prior import DiffusionPrior, PriorConfig
 from .upsampler import Upsampler, UpsamplerConfig
@@ -192,6 +193,11 @@ class UnCLIPPipeline:
         the model's own. `image_embeddings` (B, D) skip the prior (with the prompt as the
         decoder's caption, or the empty caption). `generator`: one, or one per image, so that
         each image depends on its own seed alone. Returns UnCLIPOutput(images, image_embeds)."""
+        validate.sampling(num_images_per_prompt=num_images_per_prompt,
+                          prior_num_inference_steps=prior_num_inference_steps,
+                          decoder_num_inference_steps=decoder_num_inference_steps,
+                          super_res_num_inference_steps=super_res_num_inference_steps,
+                          prior_guidance_scale=prior_guidance_scale, decoder_guidance_scale=decoder_guidance_scale)
         n = num_images_per_prompt
         if image_embeddings is not None:
             prompts = None if prompt is None else check_prompts(prompt, len(image_embeddings))

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from ..decoder.conditioning import DecoderConditioning
 from ..diffusion.sampling import Generators, ddim_invert, sample
 from ..diffusion.schedules import make_scheduler
+from .. import validate
 from ..output import UnCLIPOutput, check_prompts, to_output
 from .folder import TEXT_TO_IMAGE, VARIATIONS, conditioning_from, load_component, load_folder
 
@@ -255,6 +256,11 @@ class KarloPipeline:
         """Text to image as diffusers' `UnCLIPPipeline`, or, given `image` (PIL images or uint8
         arrays) or `image_embeddings` (B, D) without a prompt, as `UnCLIPImageVariationPipeline`
         (empty caption, decoder guidance only). Returns `UnCLIPOutput(images, image_embeds)`."""
+        validate.sampling(num_images_per_prompt=num_images_per_prompt,
+                          prior_num_inference_steps=prior_num_inference_steps,
+                          decoder_num_inference_steps=decoder_num_inference_steps,
+                          super_res_num_inference_steps=super_res_num_inference_steps,
+                          prior_guidance_scale=prior_guidance_scale, decoder_guidance_scale=decoder_guidance_scale)
         if image is not None or image_embeddings is not None:
             if image is not None and image_embeddings is not None:
                 raise ValueError("give image or image_embeddings, not both")
