@@ -6,8 +6,11 @@ import pytest
 import torch
 from PIL import Image
 
+from unclip.config import to_dict
 from unclip.train.clip import ClipStage
 from unclip.train.loop import EMA, lr_factor, read_log, train
+
+from .conftest import TINY
 
 
 def losses(out):
@@ -96,3 +99,58 @@ def test_ema_tracks_the_weights():
     for step in range(1000, 1020):
         ema.update(m, step)
     assert torch.allclose(ema.copy_of(m).weight, torch.ones(2, 2), atol=1e-4)
+
+
+def cut_run(tiny_clip_cfg, tmp_path, name, die_at=5, *overrides):
+    """A tiny CLIP run killed during step `die_at` (checkpoints every 3 steps)."""
+    cfg = tiny_clip_cfg(f"train.out_dir={tmp_path / name}", *overrides)
+    stage = ClipStage(cfg)
+    forward, calls = stage.module.forward, []
+
+    def dying_forward(batch):
+        calls.append(1)
+        if len(calls) == die_at:
+            raise Interrupt
+        return forward(batch)
+
+    stage.module.forward = dying_forward
+    with pytest.raises(Interrupt):
+        train(stage, cfg.train, run_config=to_dict(cfg))
+    return cfg
+
+
+def test_checkpoints_carry_checksums_and_a_damaged_latest_falls_back(tiny_clip_cfg, tmp_path, caplog):
+    cfg = cut_run(tiny_clip_cfg, tmp_path, "cut", 8, "train.steps=9")  # checkpoints at 3 and 6
+    ckpts = tmp_path / "cut" / "checkpoints"
+    assert (ckpts / "step_00000006.pt.sha256").is_file()
+    (ckpts / ".step_00000009.pt.tmp123").write_bytes(b"half a checkpoint")  # a kill during a write
+    latest = ckpts / "step_00000006.pt"
+    latest.write_bytes(latest.read_bytes()[:1000])  # truncated
+    with caplog.at_level("WARNING"):
+        train(ClipStage(cfg), cfg.train, resume=True, run_config=to_dict(cfg))
+    assert "step_00000006.pt" in caplog.text and "checksum" in caplog.text
+    assert not list(ckpts.glob(".*.tmp*"))
+    assert [r["step"] for r in read_log(tmp_path / "cut") if r.get("run")][-1] == 3  # resumed from 3
+
+
+def test_resume_refuses_changed_settings_unless_asked(tiny_clip_cfg, tmp_path):
+    cfg = cut_run(tiny_clip_cfg, tmp_path, "cut")
+    changed = tiny_clip_cfg(f"train.out_dir={tmp_path / 'cut'}", "train.lr=5e-4")
+    with pytest.raises(ValueError, match=r"train.lr: 0.001 -> 0.0005.*--resume-with-changes"):
+        train(ClipStage(changed), changed.train, resume=True, run_config=to_dict(changed))
+    train(ClipStage(changed), changed.train, resume=True, run_config=to_dict(changed), allow_changes=True)
+    logged = [r["config_changed"] for r in read_log(tmp_path / "cut") if "config_changed" in r]
+    assert logged == [{"train.lr": [0.001, 0.0005]}]
+    assert cfg.train.lr == 0.001
+
+
+def test_a_fresh_run_refuses_a_folder_a_run_left(tiny_clip_cfg, tmp_path, capsys):
+    from unclip.cli import main
+
+    cut_run(tiny_clip_cfg, tmp_path, "cut", die_at=2)  # killed before its first checkpoint
+    assert (tmp_path / "cut" / "tokenizer").is_dir()
+    args = ["train", "clip", "--config", str(TINY / "clip.yaml"), f"--train.out_dir={tmp_path / 'cut'}"]
+    assert main(args) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert main(args + ["--train.lr=.inf"]) == 2
+    assert "lr" in capsys.readouterr().err

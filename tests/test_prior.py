@@ -182,7 +182,8 @@ def test_train_and_eval_prior_from_the_cli(tiny_clip, tmp_path, capsys):
             f"--cache={tmp_path / 'cache'}", f"--train.out_dir={run}"]
     assert main(args) == 0
     assert (tmp_path / "cache" / "manifest.json").is_file()
-    assert main(args + ["--resume", "--train.steps=6"]) == 0  # resumes from step 4, reuses the cache
+    assert main(args + ["--resume", "--train.steps=6"]) == 2  # other settings than the run's
+    assert main(args + ["--resume-with-changes", "--train.steps=6"]) == 0  # from step 4, reusing the cache
     assert (run / "model" / "prior" / "config.json").is_file() and (run / "model" / "clip").is_dir()
     capsys.readouterr()
     assert main(["eval", "prior", "--model", str(run / "model"), "--num", "20"]) == 0

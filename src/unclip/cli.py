@@ -37,7 +37,7 @@ def cmd_data(args) -> None:
 def cmd_train(args, overrides: list[str]) -> None:
     from .config import load, read_file, to_dict
     from .train import stage_classes
-    from .train.loop import train
+    from .train.loop import check_out_dir, train
 
     config_cls, stage_cls = stage_classes(args.stage)
     if args.stage_number is not None:
@@ -48,8 +48,10 @@ def cmd_train(args, overrides: list[str]) -> None:
     if args.stage_number is not None and args.config and read_file(args.config).get("stage", 1) != cfg.stage:
         raise ValueError(f"--stage {cfg.stage} disagrees with {args.config}, which is for stage "
                          f"{read_file(args.config).get('stage', 1)}")
+    resume = args.resume or args.resume_with_changes
+    check_out_dir(cfg.train, resume)
     stage = stage_cls(cfg)
-    model = train(stage, cfg.train, resume=args.resume, run_config=to_dict(cfg))
+    model = train(stage, cfg.train, resume=resume, run_config=to_dict(cfg), allow_changes=args.resume_with_changes)
     print(f"model written to {model}")
 
 
@@ -188,7 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train a stage. Any config key can be overridden: --train.lr=3e-4 --data.num_workers 2.")
     t.add_argument("stage", choices=STAGES, help="which stage to train")
     t.add_argument("--config", help="YAML or TOML config file (see configs/)")
-    t.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in train.out_dir")
+    t.add_argument("--resume", action="store_true", help="continue from the latest intact checkpoint in "
+                   "train.out_dir (refused if the settings differ from the run's)")
+    t.add_argument("--resume-with-changes", action="store_true", help="resume with settings that differ "
+                   "from the run's; the changes are written to the log")
     t.add_argument("--stage", dest="stage_number", type=int, choices=[1, 2],
                    help="upsampler only: which upsampler (1: base to 2x, 2: 2x to 4x)")
 

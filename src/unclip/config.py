@@ -6,6 +6,8 @@ names the key, raised before any work starts.
 
 from __future__ import annotations
 
+import math
+
 import dataclasses
 import json
 import tomllib
@@ -79,7 +81,10 @@ class TrainConfig:
     def __post_init__(self):
         for name in ("steps", "batch_size", "grad_accum", "log_every", "checkpoint_every"):
             check(getattr(self, name) > 0, name, f"must be positive, got {getattr(self, name)}")
-        check(self.lr > 0, "lr", f"must be positive, got {self.lr}")
+        check(math.isfinite(self.lr) and self.lr > 0, "lr", f"must be a positive finite number, got {self.lr}")
+        for name in ("eps", "weight_decay", "grad_clip"):
+            value = getattr(self, name)
+            check(math.isfinite(value) and value >= 0, name, f"must be a finite number >= 0, got {value}")
         check(self.warmup_steps >= 0, "warmup_steps", "must be >= 0")
         check(all(0 <= b < 1 for b in self.betas), "betas", "each must be in [0, 1)")
         check(0 <= self.ema_decay < 1, "ema_decay", "must be in [0, 1)")

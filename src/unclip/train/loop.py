@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from ..config import ConfigError, TrainConfig
 from ..data.stream import Source, make_loader
 from ..plot import loss_curve
-from .checkpoint import atomic_write, latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import atomic_write, has_checkpoints, load_latest, save_checkpoint
 
 
 class Stage(Protocol):
@@ -90,8 +90,39 @@ def _to_device(batch: dict, device) -> dict:
     return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
-def train(stage: Stage, cfg: TrainConfig, resume: bool = False, run_config: dict | None = None):
-    """Train `stage` for `cfg.steps` optimizer steps; returns the path of the exported model."""
+RUN_FILES = ("config.yaml", "log.jsonl", "checkpoints", "model")
+
+
+def check_out_dir(cfg: TrainConfig, resume: bool) -> None:
+    """Before a stage is built: a fresh run refuses an `out_dir` that an earlier run (killed or
+    finished) wrote to, so that nothing it left (checkpoints, a tokenizer) is silently reused.
+    Race-free under accelerate: the main process writes config.yaml only after every process
+    has met in `Accelerator()`, which each reaches after this check."""
+    out = Path(cfg.out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError("train.out_dir", f"{out} is a file, not a folder")
+    if not resume and any((out / name).exists() for name in RUN_FILES):
+        raise FileExistsError(f"{out} already holds a run: pass --resume to continue it, or choose another "
+                              "train.out_dir")
+
+
+def config_changes(old: dict, new: dict, prefix: str = "") -> dict:
+    """{dotted key: [old, new]} for every setting that differs."""
+    out = {}
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out.update(config_changes(a, b, f"{prefix}{key}."))
+        elif a != b:
+            out[f"{prefix}{key}"] = [a, b]
+    return out
+
+
+def train(stage: Stage, cfg: TrainConfig, resume: bool = False, run_config: dict | None = None,
+          allow_changes: bool = False):
+    """Train `stage` for `cfg.steps` optimizer steps; returns the path of the exported model.
+    Resuming with settings other than the checkpoint's is refused unless `allow_changes`, and
+    then the changes are logged."""
     precision = "no" if cfg.mixed_precision == "fp32" else cfg.mixed_precision
     accelerator = Accelerator(mixed_precision=precision, gradient_accumulation_steps=cfg.grad_accum)
     if cfg.mixed_precision == "fp16" and accelerator.device.type == "cpu":
@@ -109,15 +140,23 @@ def train(stage: Stage, cfg: TrainConfig, resume: bool = False, run_config: dict
                             weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
     ema = EMA(module, cfg.ema_decay)
-    start = 0
-    latest = latest_checkpoint(ckpt_dir)
-    if latest is not None and not resume:
+    start, changes = 0, {}
+    if has_checkpoints(ckpt_dir) and not resume:
         raise FileExistsError(f"{out} already holds checkpoints: pass --resume to continue that run, "
                               "or choose another train.out_dir")
-    if resume and latest is not None:
-        state = load_checkpoint(latest)
-        module.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
+    found = load_latest(ckpt_dir) if resume else None
+    if found is not None:
+        path, state = found
+        changes = config_changes(json.loads(state.get("config") or "{}"), run_config or {}) if run_config else {}
+        if changes and not allow_changes:
+            listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(changes.items())[:6])
+            raise ConfigError("", f"--resume with settings other than the run's ({listed}); resume with the "
+                              "run's settings, or pass --resume-with-changes to continue with these")
+        try:
+            module.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError) as e:
+            raise ConfigError("", f"{path} does not fit this model ({str(e).splitlines()[0]})") from None
         sched.load_state_dict(state["scheduler"])
         ema.shadow = state["ema"]
         start = state["step"]
@@ -128,6 +167,8 @@ def train(stage: Stage, cfg: TrainConfig, resume: bool = False, run_config: dict
         _truncate_log(out / "log.jsonl", start)
         _log(out, {"step": start, "run": {"processes": world, "micro_batch": micro,
                                           "device": str(accelerator.device), "resumed": start > 0}})
+        if changes:
+            _log(out, {"step": start, "config_changed": changes})
 
     model, opt = accelerator.prepare(module, opt)  # the LR schedule counts optimizer steps itself
     ema.to(accelerator.device)  # the average lives beside the weights (a GPU, when there is one)
