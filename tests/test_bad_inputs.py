@@ -202,3 +202,10 @@ def test_a_malformed_config_file_is_a_clear_error(tmp_path, capsys):
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("train: [unclosed\n")
     fails(["train", "clip", "--config", str(cfg)], capsys, "bad.yaml", "cannot be parsed")
+
+
+def test_a_prompt_longer_than_the_text_tower_reads_is_a_warning(tiny_model, tmp_path, caplog):
+    long = "a red circle " + "and a blue square " * 10
+    with caplog.at_level("WARNING"):
+        assert main(["generate", long, "--model", str(tiny_model), "--out", str(tmp_path / "o"), *S]) == 0
+    assert "prompt cut" in caplog.text

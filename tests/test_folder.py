@@ -46,8 +46,9 @@ def test_folder_pairs_images_with_their_captions(folder, caplog):
     with caplog.at_level(logging.WARNING):
         for i in range(len(src)):
             s = src.get(i)
-            if s is None:
+            if "unreadable" in s:
                 unreadable += 1
+                assert s["unreadable"].endswith("00010.jpg")  # named, so it is counted once
                 continue
             assert s["image"].shape == (32, 32, 3) and s["image"].dtype == np.uint8
             got[s["caption"]] = s["image"]
@@ -130,3 +131,9 @@ def test_upsampler_trains_on_a_folder_of_photographs(folder, tmp_path):
     import torch
 
     assert up.sample(torch.zeros(1, 3, 8, 8)).shape == (1, 3, 16, 16)
+    from unclip.train.loop import read_log
+
+    log = read_log(out)
+    assert [r["skipped_at_index"] for r in log if "skipped_at_index" in r] == [2]  # no caption, empty caption
+    seen = [r["skipped"] for r in log if "skipped" in r]
+    assert seen and max(seen) == 1  # one unreadable file, counted once however often it comes round

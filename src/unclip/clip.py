@@ -9,6 +9,7 @@ encoder is a plain HF folder: `CLIPModel.from_pretrained(dir)` and
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -132,6 +133,7 @@ class ClipEncoder(nn.Module):
         return min(self.tokenizer.model_max_length, self.model.config.text_config.max_position_embeddings)
 
     def tokenize(self, captions: list[str]) -> dict[str, torch.Tensor]:
+        warn_if_cut(self.tokenizer, captions, self.max_length)
         enc = self.tokenizer(
             list(captions), padding="max_length", truncation=True, max_length=self.max_length,
             return_tensors="pt",
@@ -161,6 +163,15 @@ class ClipEncoder(nn.Module):
     def forward(self, pixels: torch.Tensor, captions: list[str]):
         """Both embeddings, for contrastive training: (image_embed, text_embed), each (B, D)."""
         return self.embed_image(pixels), self.embed_text(captions).text_embed
+
+
+def warn_if_cut(tokenizer, captions: list[str], max_length: int) -> None:
+    """Say so when a caption is longer than the text tower reads (it is cut, as CLIP cuts it)."""
+    for caption, ids in zip(captions, tokenizer(list(captions)).input_ids):
+        if len(ids) > max_length:
+            kept = tokenizer.decode(ids[1:max_length - 1]).strip()
+            logging.getLogger(__name__).warning("prompt cut to its first %d tokens (%r ...): %r",
+                                                max_length, kept[:60], caption)
 
 
 def contrastive_loss(image_embed: torch.Tensor, text_embed: torch.Tensor, logit_scale: torch.Tensor):

@@ -39,8 +39,9 @@ class ImageFolderSource:
     """Indexes a folder (recursively) of images with `.txt` captions and/or `.tar` shards.
 
     `get(i)` is the i-th sample of an endless, seeded, per-epoch shuffled stream, as a dict
-    `{"image": uint8 (S, S, 3), "caption": str}`, or None if the image cannot be decoded.
-    `skipped` counts pairs dropped while indexing (missing or empty caption)."""
+    `{"image": uint8 (S, S, 3), "caption": str}`, or `{"unreadable": name}` if the image cannot
+    be decoded. `skipped` counts the files dropped while indexing (a missing or empty caption,
+    an unreadable shard)."""
 
     def __init__(self, root: str | Path, image_size: int, seed: int = 0):
         root = Path(root)
@@ -96,6 +97,6 @@ class ImageFolderSource:
         except (ValueError, OSError) as e:
             name = entry.path if entry.offset < 0 else f"{entry.path}@{entry.offset}"
             log.warning("skipping unreadable image %s: %s", name, e)
-            return None
+            return {"unreadable": name}
         image = np.asarray(resize_center_crop(img, self.image_size))
         return {"image": image, "caption": entry.caption}

@@ -58,11 +58,12 @@ def make_source(cfg: DataConfig) -> Source:
     return ImageFolderSource(cfg.path, cfg.image_size, cfg.seed)
 
 
-def collate(samples: list[dict | None]) -> dict:
-    """Stack samples into {"captions": [...], "skipped": n, "pixels": (B, 3, S, S) in [-1, 1]
-    if they have images}; any other key becomes a stacked tensor or a list."""
-    good = [s for s in samples if s is not None]
-    batch = {"captions": [s["caption"] for s in good], "skipped": len(samples) - len(good)}
+def collate(samples: list[dict]) -> dict:
+    """Stack samples into {"captions": [...], "skipped": [names of unreadable files], "pixels":
+    (B, 3, S, S) in [-1, 1] if they have images}; any other key becomes a stacked tensor or a list."""
+    good = [s for s in samples if "unreadable" not in s]
+    batch = {"captions": [s["caption"] for s in good], "skipped": [s["unreadable"] for s in samples
+                                                                   if "unreadable" in s]}
     if good and "image" in good[0]:
         batch["pixels"] = to_tensor([s["image"] for s in good])
     for key in sorted(good[0].keys() - {"image", "caption"}) if good else ():

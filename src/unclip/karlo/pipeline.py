@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..clip import warn_if_cut
 from ..decoder.conditioning import DecoderConditioning
 from ..diffusion.sampling import Generators, ddim_invert, sample
 from ..diffusion.schedules import make_scheduler
@@ -130,6 +131,7 @@ class KarloPipeline:
     def encode_prompt(self, prompts: list[str]) -> dict:
         """text_embed (B, D) as projected (not normalised), text_encodings (B, 77, W), mask (B, 77).
         The text tower runs without an attention mask, as in Karlo."""
+        warn_if_cut(self.tokenizer, prompts, self.tokenizer.model_max_length)
         tok = self.tokenizer(list(prompts), padding="max_length", max_length=self.tokenizer.model_max_length,
                              truncation=True, return_tensors="pt")
         out = self.text_encoder(tok.input_ids.to(self.device))

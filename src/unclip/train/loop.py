@@ -172,11 +172,14 @@ def train(stage: Stage, cfg: TrainConfig, resume: bool = False, run_config: dict
 
     model, opt = accelerator.prepare(module, opt)  # the LR schedule counts optimizer steps itself
     ema.to(accelerator.device)  # the average lives beside the weights (a GPU, when there is one)
-    loader = make_loader(stage.source(), micro, rank, world, start * cfg.grad_accum, stage.data_workers)
+    source = stage.source()
+    if main and getattr(source, "skipped", 0):
+        _log(out, {"step": start, "skipped_at_index": source.skipped})  # files without a caption
+    loader = make_loader(source, micro, rank, world, start * cfg.grad_accum, stage.data_workers)
     batches = iter(loader)
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=f"train {stage.name}",
                disable=not main, dynamic_ncols=True)
-    tick, skipped = time.perf_counter(), 0
+    tick, unreadable = time.perf_counter(), set()  # distinct files, however often they come round
     for step in bar:
         torch.manual_seed(step_seed(cfg.seed, step, rank))
         model.train()
@@ -185,7 +188,7 @@ def train(stage: Stage, cfg: TrainConfig, resume: bool = False, run_config: dict
             batch = next(batches)
             if not batch["captions"]:
                 raise RuntimeError(f"every image of a batch at step {step} was unreadable")
-            skipped += batch["skipped"]
+            unreadable.update(batch["skipped"])
             with accelerator.accumulate(model):
                 loss = model(_to_device(batch, accelerator.device))
                 accelerator.backward(loss)
@@ -203,8 +206,8 @@ def train(stage: Stage, cfg: TrainConfig, resume: bool = False, run_config: dict
         rate = cfg.batch_size / (time.perf_counter() - tick)
         if main:
             record = {"step": done, "loss": loss, "lr": sched.get_last_lr()[0], "samples_per_s": rate}
-            if skipped:
-                record["skipped"] = skipped
+            if unreadable:
+                record["skipped"] = len(unreadable)
             _log(out, record)
             if done % cfg.log_every == 0 or done == cfg.steps:
                 bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{rate:.0f}")
