@@ -313,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
                     "invert": cmd_edit, "vary": cmd_edit, "interpolate": cmd_edit, "edit": cmd_edit,
                     "demo": cmd_demo}
         commands[args.command](args)
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, FloatingPointError) as e:
         if isinstance(e, OSError) and e.filename and e.strerror:
             e = f"{e.strerror}: {e.filename}"
         print(f"unclip: error: {e}", file=sys.stderr)

@@ -187,7 +187,8 @@ def train(stage: Stage, cfg: TrainConfig, resume: bool = False, run_config: dict
         for _ in range(cfg.grad_accum):
             batch = next(batches)
             if not batch["captions"]:
-                raise RuntimeError(f"every image of a batch at step {step} was unreadable")
+                raise ValueError(f"every image of a batch at step {step} was unreadable "
+                                 f"(e.g. {batch['skipped'][0]}); check the data folder")
             unreadable.update(batch["skipped"])
             with accelerator.accumulate(model):
                 loss = model(_to_device(batch, accelerator.device))
