@@ -124,6 +124,16 @@ def cmd_demo(args) -> None:
         run_demo(args.out or "unclip-demo", args.model, args.seed)
 
 
+def cmd_serve(args) -> None:
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        raise ValueError("the web interface needs gradio: pip install 'unclip[web]'") from None
+    from .web.app import serve
+
+    serve(args.model, args.host, args.port, image_encoder=args.image_encoder)
+
+
 def cmd_assemble(args) -> None:
     import torch
 
@@ -173,6 +183,8 @@ def cmd_edit(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .validate import DEFAULTS as D
+
     p = argparse.ArgumentParser(prog="unclip", description="unCLIP (DALL-E 2): train, sample, edit, evaluate.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -203,12 +215,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--prompts-file", help="a text file with one prompt per line")
     g.add_argument("--model", help=MODEL_HELP)
     g.add_argument("--out", required=True, help="output folder")
-    g.add_argument("--num-images", type=int, default=1, help="images per prompt")
-    g.add_argument("--seed", type=int, default=0, help="image i gets seed SEED + i")
+    g.add_argument("--num-images", type=int, default=D["num_images"], help="images per prompt")
+    g.add_argument("--seed", type=int, default=D["seed"], help="image i gets seed SEED + i")
     g.add_argument("--prior-guidance", type=float, help="prior guidance scale (default: the model's)")
     g.add_argument("--decoder-guidance", type=float, help="decoder guidance scale (default: the model's)")
     g.add_argument("--steps", nargs="+", metavar="STAGE=N", help="sampling steps, e.g. prior=25 decoder=25 upsampler=7")
-    g.add_argument("--batch-size", type=int, default=8, help="images generated together")
+    g.add_argument("--batch-size", type=int, default=D["batch_size"], help="images generated together")
     overwrite_flag(g)
     dtype_flag(g)
 
@@ -217,8 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument("images", nargs=n_images, metavar="IMAGE", help="image files of any size and mode")
         c.add_argument("--model", help=MODEL_HELP)
         c.add_argument("--out", required=True, help="output folder")
-        c.add_argument("--steps", type=int, default=50, help="DDIM steps for inversion and decoding")
-        c.add_argument("--seed", type=int, default=0)
+        c.add_argument("--steps", type=int, default=D["steps"], help="DDIM steps for inversion and decoding")
+        c.add_argument("--seed", type=int, default=D["seed"])
         image_encoder_flag(c)
         overwrite_flag(c)
         dtype_flag(c)
@@ -228,19 +240,19 @@ def build_parser() -> argparse.ArgumentParser:
             "Invert IMAGE to the decoder's latent (z_i, x_T), decode it again at eta 0 and report the PSNR.")
     c = editing("vary", "variations of an image", 1,
                 "Keep the image's CLIP embedding and inverted latent; resample with DDIM at eta > 0.")
-    c.add_argument("--num-images", type=int, default=4)
-    c.add_argument("--eta", type=float, default=1.0, help="DDIM eta; 0 reconstructs, 1 as the paper's figures")
+    c.add_argument("--num-images", type=int, default=D["vary_num_images"])
+    c.add_argument("--eta", type=float, default=D["eta"], help="DDIM eta; 0 reconstructs, 1 as the paper's figures")
     c = editing("interpolate", "interpolate between two images", 2,
                 "Slerp between two images' CLIP embeddings; also writes strip.png.")
-    c.add_argument("--frames", type=int, default=5, help="frames including both ends")
-    c.add_argument("--latent", choices=["inverted", "fixed"], default="inverted",
+    c.add_argument("--frames", type=int, default=D["frames"], help="frames including both ends")
+    c.add_argument("--latent", choices=["inverted", "fixed"], default=D["latent"],
                    help="inverted: slerp the two inverted x_T; fixed: one random x_T for all frames")
     c = editing("edit", "text diff: edit an image towards a caption", 1,
                 "Move the image's embedding towards normalize(z_t(--to) - z_t(--from)); also writes strip.png.")
     c.add_argument("--to", dest="to_caption", required=True, help="target caption")
     c.add_argument("--from", dest="from_caption", help="the image's caption (default: none)")
-    c.add_argument("--frames", type=int, default=5, help="frames from theta 0 to --max-theta")
-    c.add_argument("--max-theta", type=float, default=0.5)
+    c.add_argument("--frames", type=int, default=D["frames"], help="frames from theta 0 to --max-theta")
+    c.add_argument("--max-theta", type=float, default=D["max_theta"])
 
     dm = sub.add_parser("demo", help="draw a grid of canonical prompts with the default model",
                         description="Generate a handful of canonical shapes prompts and save grid.png.")
@@ -251,6 +263,14 @@ def build_parser() -> argparse.ArgumentParser:
                     "from scratch (about 20 min on 2 CPU cores), then draw its grid and score it")
     dm.add_argument("--configs", help="with --train: folder of stage presets (default: configs/demo)")
     dm.add_argument("--eval-num", type=int, default=48, help="with --train: eval prompts to score")
+
+    w = sub.add_parser("serve", help="a web page for every job, on one loaded model",
+                       description="Serve a gradio page (and its API: /generate, /vary, /interpolate, /edit) "
+                       "with the model loaded once. Binds to 127.0.0.1 unless told otherwise.")
+    w.add_argument("--model", help=MODEL_HELP)
+    w.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    w.add_argument("--port", type=int, default=7860)
+    image_encoder_flag(w)
 
     a = sub.add_parser("assemble", help="merge trained stages into one model folder",
                        description="Merge the model folders that training runs export (CLIP + prior, "
@@ -311,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         commands = {"data": cmd_data, "eval": cmd_eval, "generate": cmd_generate, "assemble": cmd_assemble,
                     "invert": cmd_edit, "vary": cmd_edit, "interpolate": cmd_edit, "edit": cmd_edit,
-                    "demo": cmd_demo}
+                    "demo": cmd_demo, "serve": cmd_serve}
         commands[args.command](args)
     except (ValueError, OSError, FloatingPointError) as e:
         if isinstance(e, OSError) and e.filename and e.strerror:

@@ -81,14 +81,15 @@ def reconstruct(pipe, image: np.ndarray, steps: int = INVERSION_STEPS) -> tuple[
 
 @torch.no_grad()
 def vary(pipe, image: np.ndarray, num: int = 4, *, eta: float = 1.0, seed: int = 0,
-         steps: int = INVERSION_STEPS, guidance_scale: float | None = None) -> np.ndarray:
+         steps: int = INVERSION_STEPS, guidance_scale: float | None = None, inverted=None) -> np.ndarray:
     """`num` variations: the image's z_i and inverted x_T, decoded with DDIM at `eta` > 0 and
-    the decoder's guidance (its default unless given)."""
+    the decoder's guidance (its default unless given). `inverted`: `invert`'s result for the
+    image, when the caller has it already."""
     check_settings(steps=steps, seed=seed, num=num, eta=eta)
     if guidance_scale is None:
         guidance_scale = pipe.default_decoder_guidance
     validate.number("guidance_scale", guidance_scale, low=0.0)
-    z_i, x_T, _ = invert(pipe, image, steps=steps)
+    z_i, x_T, _ = inverted or invert(pipe, image, steps=steps)
     gens = [torch.Generator().manual_seed(seed + i) for i in range(num)]
     images = pipe.decode_latents(z_i.expand(num, -1), x_T.expand(num, -1, -1, -1), eta=eta, steps=steps,
                                  guidance_scale=guidance_scale, generator=gens)

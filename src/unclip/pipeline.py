@@ -213,6 +213,15 @@ class UnCLIPPipeline:
                            output_type)
         return UnCLIPOutput(images, z) if return_dict else (images,)
 
+    def sampling_defaults(self) -> dict:
+        """The call's sampling settings as this model's folder sets them (None: no such stage)."""
+        prior, dec, ups = self.prior, self.decoder, self.upsamplers
+        return {"prior_guidance_scale": prior and prior.cfg.guidance_scale,
+                "decoder_guidance_scale": dec and dec.cfg.guidance_scale,
+                "prior_num_inference_steps": prior and prior.cfg.sample_steps,
+                "decoder_num_inference_steps": dec and dec.cfg.sample_steps,
+                "super_res_num_inference_steps": ups[0].cfg.sample_steps if ups else None}
+
     # -- what the manipulations need (unclip.manipulate) -------------------------------------------
     @property
     def default_decoder_guidance(self) -> float:

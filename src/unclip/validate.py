@@ -14,6 +14,15 @@ FLAGS = {
     "num_images": "--num-images", "batch_size": "--batch-size", "seed": "--seed", "eta": "--eta",
     "steps": "--steps", "frames": "--frames", "max_theta": "--max-theta",
 }
+# The defaults of every setting a person can give, read by the command line and the web app
+# alike (one source of truth). Sampling settings left out here default to the model's own.
+DEFAULTS = {
+    "num_images": 1, "seed": 0, "batch_size": 8,  # generate
+    "steps": 50,  # DDIM steps of inversion and decoding in the manipulations
+    "vary_num_images": 4, "eta": 1.0,  # vary
+    "frames": 5, "latent": "inverted",  # interpolate, edit
+    "max_theta": 0.5,  # edit
+}
 MAX_SEED = 2 ** 63 - 1  # torch.Generator.manual_seed takes a signed 64-bit integer
 MAX_STEPS = 1000  # the training timesteps of every model here
 

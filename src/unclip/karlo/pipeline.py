@@ -289,10 +289,16 @@ class KarloPipeline:
         images = to_output(big, output_type)
         return UnCLIPOutput(images, z) if return_dict else (images,)
 
+    def sampling_defaults(self) -> dict:
+        """diffusers' defaults for Karlo, which the call's signature repeats."""
+        return {"prior_guidance_scale": 4.0 if self.prior is not None else None, "decoder_guidance_scale": 8.0,
+                "prior_num_inference_steps": 25 if self.prior is not None else None,
+                "decoder_num_inference_steps": 25, "super_res_num_inference_steps": 7}
+
     # -- what the manipulations need (unclip.manipulate) -------------------------------------------
     @property
     def default_decoder_guidance(self) -> float:
-        return 8.0
+        return self.sampling_defaults()["decoder_guidance_scale"]
 
     def decoder_input(self, image: np.ndarray) -> torch.Tensor:
         from PIL import Image

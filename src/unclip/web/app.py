@@ -1,0 +1,167 @@
+"""`unclip serve`: a gradio page with one tab per job, all on one loaded model.
+
+Every tab is also a named API endpoint (/generate, /vary, /interpolate, /edit) that
+`gradio_client` can call; every parameter but the main inputs has a default, the same as the
+command line's (`validate.DEFAULTS`). One job runs at a time (a queue shows each request its
+position); errors appear in the page as a message. Uploads reach the jobs as the files gradio
+itself stored; no path a client names is opened.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+from .. import validate
+from .jobs import Jobs, Limits, describe
+
+D = validate.DEFAULTS
+log = logging.getLogger(__name__)
+
+
+def _shown(fn):
+    """Run a job; its ValueErrors become messages in the page (gr.Error), never tracebacks."""
+    import functools
+
+    import gradio as gr
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (ValueError, OSError) as e:
+            raise gr.Error(str(e)) from None
+
+    return run
+
+
+def build_app(pipe, model_path, limits: Limits = Limits(), folder: str | Path | None = None):
+    import gradio as gr
+
+    jobs = Jobs(pipe, folder or tempfile.mkdtemp(prefix="unclip-web-"), limits)
+    model = pipe.sampling_defaults()
+
+    def image_input(label: str, elem_id: str):
+        """An upload that only our own reader opens (so a bad file gets our message), and its preview."""
+        file = gr.File(label=label, file_types=["image"], type="filepath", elem_id=elem_id, height=90)
+        preview = gr.Image(label=f"{label}: preview", interactive=False, height=160, elem_id=f"{elem_id}-preview")
+        file.change(_shown(lambda path: None if path is None else jobs.read_image(path)), file, preview,
+                    api_name=False)
+        return file
+
+    def generate(prompts, num_images=D["num_images"], seed=D["seed"], prior_guidance=None, decoder_guidance=None,
+                 prior_steps=None, decoder_steps=None, upsampler_steps=None, prior="diffusion",
+                 progress=gr.Progress(track_tqdm=True)):
+        return jobs.generate(prompts, num_images, seed, prior_guidance, decoder_guidance, prior_steps,
+                             decoder_steps, upsampler_steps, prior)
+
+    def vary(image, num_images=D["vary_num_images"], eta=D["eta"], seed=D["seed"], steps=D["steps"],
+             progress=gr.Progress(track_tqdm=True)):
+        return jobs.vary(image, num_images, eta, seed, steps)
+
+    def interpolate(image_a, image_b, frames=D["frames"], latent=D["latent"], seed=D["seed"], steps=D["steps"],
+                    progress=gr.Progress(track_tqdm=True)):
+        return jobs.interpolate(image_a, image_b, frames, latent, seed, steps)
+
+    def edit(image, to_caption, from_caption="", max_theta=D["max_theta"], frames=D["frames"], seed=D["seed"],
+             steps=D["steps"], progress=gr.Progress(track_tqdm=True)):
+        return jobs.edit(image, to_caption, from_caption, max_theta, frames, seed, steps)
+
+    with gr.Blocks(title="unclip") as app:
+        gr.Markdown("# unclip\nText to image with CLIP latents (DALL-E 2), and what the latent allows: "
+                    "variations, interpolations, text diffs.")
+        with gr.Tab("Generate"):
+            with gr.Row():
+                with gr.Column():
+                    prompts = gr.Textbox(label="Prompts (one per line)", lines=3, elem_id="prompts",
+                                         placeholder="a large red circle on the left on a white background")
+                    with gr.Row():
+                        num = gr.Number(D["num_images"], label="Images per prompt", precision=0, minimum=1)
+                        seed = gr.Number(D["seed"], label="Seed (image i gets seed + i)", precision=0, minimum=0)
+                    with gr.Row():  # prefilled with the loaded model's own settings
+                        pg = gr.Number(model["prior_guidance_scale"], label="Prior guidance", minimum=0)
+                        dg = gr.Number(model["decoder_guidance_scale"], label="Decoder guidance", minimum=0)
+                    with gr.Row():
+                        ps = gr.Number(model["prior_num_inference_steps"], label="Prior steps", precision=0, minimum=1)
+                        ds = gr.Number(model["decoder_num_inference_steps"], label="Decoder steps", precision=0,
+                                       minimum=1)
+                        us = gr.Number(model["super_res_num_inference_steps"], label="Upsampler steps", precision=0,
+                                       minimum=1)
+                    prior = gr.Radio(jobs.priors(), value="diffusion", label="Prior")
+                    go = gr.Button("Generate", variant="primary", elem_id="generate-button")
+                gallery = gr.Gallery(label="Images", columns=4, elem_id="generate-gallery", format="png")
+            go.click(_shown(generate), [prompts, num, seed, pg, dg, ps, ds, us, prior], gallery, api_name="generate")
+        with gr.Tab("Vary"):
+            with gr.Row():
+                with gr.Column():
+                    v_img = image_input("Image", "vary-image")
+                    with gr.Row():
+                        v_num = gr.Number(D["vary_num_images"], label="Variations", precision=0, minimum=1)
+                        v_eta = gr.Slider(0, 1, D["eta"], label="eta (0 reconstructs)")
+                    with gr.Row():
+                        v_seed = gr.Number(D["seed"], label="Seed", precision=0, minimum=0)
+                        v_steps = gr.Number(D["steps"], label="DDIM steps", precision=0, minimum=1)
+                    v_go = gr.Button("Vary", variant="primary", elem_id="vary-button")
+                with gr.Column():
+                    v_rec = gr.Image(label="Inversion's reconstruction", elem_id="vary-reconstruction")
+                    v_psnr = gr.Textbox(label="Reconstruction", elem_id="vary-psnr")
+                    v_gallery = gr.Gallery(label="Variations", columns=4, elem_id="vary-gallery", format="png")
+            v_go.click(_shown(vary), [v_img, v_num, v_eta, v_seed, v_steps], [v_rec, v_psnr, v_gallery], api_name="vary")
+        with gr.Tab("Interpolate"):
+            with gr.Row():
+                with gr.Column():
+                    i_a = image_input("First image", "interp-a")
+                with gr.Column():
+                    i_b = image_input("Second image", "interp-b")
+            with gr.Row():
+                i_frames = gr.Number(D["frames"], label="Frames (both ends included)", precision=0, minimum=2)
+                i_latent = gr.Radio(["inverted", "fixed"], value=D["latent"], label="Decoder noise")
+                i_seed = gr.Number(D["seed"], label="Seed", precision=0, minimum=0)
+                i_steps = gr.Number(D["steps"], label="DDIM steps", precision=0, minimum=1)
+            i_go = gr.Button("Interpolate", variant="primary", elem_id="interp-button")
+            with gr.Row():
+                i_strip = gr.Image(label="Strip", elem_id="interp-strip")
+                i_gif = gr.Image(label="Animation", elem_id="interp-gif")
+            i_gallery = gr.Gallery(label="Frames", columns=8, elem_id="interp-gallery", format="png")
+            i_go.click(_shown(interpolate), [i_a, i_b, i_frames, i_latent, i_seed, i_steps], [i_strip, i_gif, i_gallery],
+                       api_name="interpolate")
+        with gr.Tab("Edit"):
+            with gr.Row():
+                with gr.Column():
+                    e_img = image_input("Image", "edit-image")
+                    e_from = gr.Textbox("", label="Its caption (optional)", elem_id="edit-from")
+                    e_to = gr.Textbox(label="Target caption", elem_id="edit-to")
+                    with gr.Row():
+                        e_theta = gr.Slider(0, 1, D["max_theta"], label="Strength (largest theta)")
+                        e_frames = gr.Number(D["frames"], label="Frames", precision=0, minimum=2)
+                    with gr.Row():
+                        e_seed = gr.Number(D["seed"], label="Seed", precision=0, minimum=0)
+                        e_steps = gr.Number(D["steps"], label="DDIM steps", precision=0, minimum=1)
+                    e_go = gr.Button("Edit", variant="primary", elem_id="edit-button")
+                with gr.Column():
+                    e_strip = gr.Image(label="From the original to the edit", elem_id="edit-strip")
+                    e_gif = gr.Image(label="Animation", elem_id="edit-gif")
+            e_gallery = gr.Gallery(label="Frames", columns=8, elem_id="edit-gallery", format="png")
+            e_go.click(_shown(edit), [e_img, e_to, e_from, e_theta, e_frames, e_seed, e_steps],
+                       [e_strip, e_gif, e_gallery], api_name="edit")
+        with gr.Tab("About the model"):
+            gr.Markdown(describe(pipe, model_path), elem_id="about")
+    app.queue(default_concurrency_limit=1, max_size=32)  # one job at a time per model; the rest wait
+    return app, jobs
+
+
+def serve(model=None, host: str = "127.0.0.1", port: int = 7860, image_encoder=None, limits: Limits = Limits()):
+    """Load the model once and serve the page until interrupted."""
+    import os
+
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # nothing leaves this machine
+    from ..pipeline import load_pipeline, resolve_model
+
+    path = resolve_model(model)
+    pipe = load_pipeline(path, image_encoder=image_encoder)
+    app, jobs = build_app(pipe, path, limits)
+    exposed = "" if host in ("127.0.0.1", "localhost", "::1") else " (reachable from other machines: you asked for it)"
+    print(f"unclip serve: http://{host}:{port} bound to {host}{exposed}; model {path}", flush=True)
+    app.launch(server_name=host, server_port=port, share=False, show_error=False, quiet=True,
+               max_file_size=f"{limits.upload_mb:g}mb", allowed_paths=[str(jobs.folder)])

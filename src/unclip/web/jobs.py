@@ -1,0 +1,214 @@
+"""What the web app does, without the page: each job takes plain values, checks them against
+the request limits and the shared validation, runs the pipeline and writes its results as
+files in the app's own folder (the only files it serves). Bad input raises ValueError with a
+message for the person; the page shows it."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+
+from .. import manipulate as m
+from .. import validate
+from ..data.transforms import open_rgb, to_uint8
+from ..evaluate.image_metrics import psnr as psnr_of
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask for (a public page is not a batch job)."""
+
+    prompt_chars: int = 300
+    prompts: int = 8
+    images: int = 16  # images per request, prompts x images per prompt
+    steps: int = 200
+    frames: int = 16
+    upload_mb: float = 20.0
+    upload_pixels: int = 4096 * 4096
+
+
+def save_png(folder: Path, image: np.ndarray, settings: dict) -> str:
+    """A PNG that carries its settings (a JSON text chunk "unclip"), so a download keeps them."""
+    info = PngInfo()
+    info.add_text("unclip", json.dumps(settings))
+    path = folder / f"{uuid.uuid4().hex[:12]}.png"
+    Image.fromarray(image).save(path, pnginfo=info)
+    return str(path)
+
+
+class Jobs:
+    def __init__(self, pipe, folder: str | Path, limits: Limits = Limits()):
+        self.pipe, self.limits = pipe, limits
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def _request_folder(self) -> Path:
+        path = self.folder / uuid.uuid4().hex[:12]
+        path.mkdir()
+        return path
+
+    def read_image(self, path, what: str = "image") -> np.ndarray:
+        """An uploaded file (a path the web framework gave to its own upload) as uint8 RGB."""
+        if path is None:
+            raise ValueError(f"upload an {what}")
+        path = Path(path)
+        if path.stat().st_size > self.limits.upload_mb * 2 ** 20:
+            raise ValueError(f"the {what} is larger than {self.limits.upload_mb:g} MB")
+        try:
+            with Image.open(path) as probe:
+                w, h = probe.size
+        except Exception:  # noqa: BLE001 (PIL raises many types for foreign files)
+            raise ValueError(f"the {what} is not an image PIL can read") from None
+        if w * h > self.limits.upload_pixels:
+            raise ValueError(f"the {what} has {w} x {h} pixels; the limit is {self.limits.upload_pixels:,}")
+        try:
+            return np.asarray(open_rgb(path))
+        except ValueError:
+            raise ValueError(f"the {what} is not an image PIL can read") from None
+
+    def _steps(self, steps: int) -> int:
+        return validate.count("steps", int(steps), high=self.limits.steps)
+
+    def generate(self, prompts: str, num_images: int = validate.DEFAULTS["num_images"],
+                 seed: int = validate.DEFAULTS["seed"], prior_guidance: float | None = None,
+                 decoder_guidance: float | None = None, prior_steps: int | None = None,
+                 decoder_steps: int | None = None, upsampler_steps: int | None = None,
+                 prior: str = "diffusion") -> list[tuple[str, str]]:
+        """Images for each non-blank line of `prompts`: [(png path, caption)]."""
+        from ..generate import generate_files
+
+        lines = [ln.strip() for ln in (prompts or "").splitlines() if ln.strip()]
+        if not lines:
+            raise ValueError("type a prompt (one per line for several)")
+        if len(lines) > self.limits.prompts:
+            raise ValueError(f"{len(lines)} prompts; at most {self.limits.prompts} per request")
+        if any(len(p) > self.limits.prompt_chars for p in lines):
+            raise ValueError(f"a prompt is longer than {self.limits.prompt_chars} characters")
+        num_images, seed = int(num_images), int(seed)
+        if len(lines) * num_images > self.limits.images:
+            raise ValueError(f"{len(lines)} prompts x {num_images} images; at most {self.limits.images} per request")
+        if prior not in self.priors():
+            raise ValueError(f"unknown prior {prior!r}; this model has {', '.join(self.priors())}")
+        sampling = {"prior_guidance_scale": prior_guidance, "decoder_guidance_scale": decoder_guidance,
+                    "prior_num_inference_steps": prior_steps and self._steps(prior_steps),
+                    "decoder_num_inference_steps": decoder_steps and self._steps(decoder_steps),
+                    "super_res_num_inference_steps": upsampler_steps and self._steps(upsampler_steps)}
+        out = self._request_folder()
+        manifest = generate_files(self.pipe, lines, out, num_images=num_images, seed=seed, **sampling)
+        records = [json.loads(x) for x in manifest.read_text().splitlines()]
+        return [(str(out / r["file"]), f"{r['prompt']} (seed {r['seed']})") for r in records]
+
+    def priors(self) -> list[str]:
+        return ["diffusion"]
+
+    def vary(self, image, num_images: int = validate.DEFAULTS["vary_num_images"],
+             eta: float = validate.DEFAULTS["eta"], seed: int = validate.DEFAULTS["seed"],
+             steps: int = validate.DEFAULTS["steps"]) -> tuple[str, str, list[tuple[str, str]]]:
+        """(the inversion's reconstruction, its PSNR as text, the variations)."""
+        img = self.read_image(image)
+        num_images, steps = int(num_images), self._steps(steps)
+        if num_images > self.limits.images:
+            raise ValueError(f"at most {self.limits.images} variations per request")
+        m.check_settings(steps=steps, seed=int(seed), num=num_images, eta=float(eta))
+        inverted = m.invert(self.pipe, img, steps=steps)
+        z_i, x_T, x0 = inverted
+        rec = self.pipe.decode_latents(z_i, x_T, steps=steps)
+        psnr = psnr_of(rec, x0)
+        frames = m.vary(self.pipe, img, num_images, eta=float(eta), seed=int(seed), steps=steps, inverted=inverted)
+        out = self._request_folder()
+        settings = {"job": "vary", "eta": float(eta), "seed": int(seed), "steps": steps}
+        rec_path = save_png(out, to_uint8(rec)[0], {**settings, "reconstruction": True})
+        gallery = [(save_png(out, f, {**settings, "index": i}), f"variation {i} (seed {int(seed) + i})")
+                   for i, f in enumerate(frames)]
+        return rec_path, f"reconstruction PSNR {psnr:.2f} dB at {rec.shape[-1]} px ({steps} DDIM steps)", gallery
+
+    def _strip_and_gif(self, out: Path, frames: np.ndarray, thetas: list, settings: dict):
+        from ..plot import image_grid
+
+        strip = image_grid(frames, [f"theta {t:.2f}" for t in thetas], cols=len(frames), label_lines=1)
+        strip_path = out / "strip.png"
+        strip.save(strip_path)
+        gif_path = out / "frames.gif"
+        pics = [Image.fromarray(f) for f in frames]
+        pics[0].save(gif_path, save_all=True, append_images=pics[1:] + pics[-2:0:-1], duration=300, loop=0)
+        gallery = [(save_png(out, f, {**settings, "theta": t}), f"theta {t:.2f}") for f, t in zip(frames, thetas)]
+        return str(strip_path), str(gif_path), gallery
+
+    def interpolate(self, image_a, image_b, frames: int = validate.DEFAULTS["frames"],
+                    latent: str = validate.DEFAULTS["latent"], seed: int = validate.DEFAULTS["seed"],
+                    steps: int = validate.DEFAULTS["steps"]):
+        """(strip PNG, animated GIF, frames)."""
+        a, b = self.read_image(image_a, "first image"), self.read_image(image_b, "second image")
+        frames, steps = int(frames), self._steps(steps)
+        if frames > self.limits.frames:
+            raise ValueError(f"at most {self.limits.frames} frames")
+        pics, thetas = m.interpolate(self.pipe, a, b, frames, latent=latent, seed=int(seed), steps=steps)
+        settings = {"job": "interpolate", "latent": latent, "seed": int(seed), "steps": steps}
+        return self._strip_and_gif(self._request_folder(), pics, thetas, settings)
+
+    def edit(self, image, to_caption: str, from_caption: str = "", max_theta: float = validate.DEFAULTS["max_theta"],
+             frames: int = validate.DEFAULTS["frames"], seed: int = validate.DEFAULTS["seed"],
+             steps: int = validate.DEFAULTS["steps"]):
+        """(strip PNG, animated GIF, frames) from the image towards `to_caption`."""
+        img = self.read_image(image)
+        if not (to_caption or "").strip():
+            raise ValueError("type the target caption")
+        for caption in (to_caption, from_caption or ""):
+            if len(caption) > self.limits.prompt_chars:
+                raise ValueError(f"a caption is longer than {self.limits.prompt_chars} characters")
+        frames, steps = int(frames), self._steps(steps)
+        if frames > self.limits.frames:
+            raise ValueError(f"at most {self.limits.frames} frames")
+        pics, thetas = m.text_diff(self.pipe, img, to_caption, (from_caption or "").strip() or None, frames,
+                                   max_theta=float(max_theta), seed=int(seed), steps=steps)
+        settings = {"job": "edit", "to": to_caption, "from": from_caption, "seed": int(seed), "steps": steps}
+        return self._strip_and_gif(self._request_folder(), pics, thetas, settings)
+
+
+def describe(pipe, path) -> str:
+    """The About tab: what the loaded model is, and what the shapes world can draw."""
+    from ..data import shapes
+
+    def params(module) -> str:
+        return f"{sum(p.numel() for p in module.parameters()) / 1e6:.1f} M parameters"
+
+    rows = [f"- folder: `{path}`"]
+    if getattr(pipe, "kind", "") == "karlo":
+        rows.append(f"- kind: Karlo (diffusers `{pipe.folder_class}` folder), sampled as diffusers does")
+        for name, net in pipe.networks():
+            rows.append(f"- {name}: {params(net)}")
+        rows.append(f"- base {pipe.base_size} px, output {pipe.image_size} px; defaults 25/25/7 steps, guidance 4/8")
+    else:
+        rows.append("- kind: unclip's own model (CLIP, diffusion prior, decoder, upsamplers)")
+        for name in ("clip", "prior", "decoder"):
+            part = getattr(pipe, name)
+            if part is not None:
+                rows.append(f"- {name}: {params(part)}")
+        for i, up in enumerate(pipe.upsamplers, start=1):
+            rows.append(f"- upsampler {i}: {params(up)}, x{up.cfg.factor}, {up.cfg.sample_steps} steps")
+        if pipe.decoder is not None:
+            d = pipe.decoder.cfg
+            size = d.image_size * int(np.prod([u.cfg.factor for u in pipe.upsamplers] or [1]))
+            rows.append(f"- decoder: {d.image_size} px, {d.sample_steps} {d.sampler} steps, guidance {d.guidance_scale};"
+                        f" output {size} px")
+        if pipe.prior is not None:
+            p = pipe.prior.cfg
+            rows.append(f"- prior: {p.sample_steps} {p.sampler} steps, guidance {p.guidance_scale}, best of {p.best_of}")
+    vocab = [
+        "The shipped model knows the **shapes world**: one or two objects on a plain background.",
+        f"- colours: {', '.join(shapes.COLOURS)}", f"- shapes: {', '.join(shapes.SHAPES)}",
+        f"- sizes: {', '.join(shapes.SIZES)}", f"- places: {', '.join(shapes.PLACES)}",
+        f"- relations (two objects): {', '.join(shapes.RELATIONS)}",
+        f"- backgrounds: {', '.join(shapes.BACKGROUNDS)}",
+        f"- never trained on (held out): {', '.join(f'{c} {s}' for c, s in shapes.HELD_OUT)}",
+        "- e.g. *a large red circle on the left on a white background*, "
+        "*a blue square above a green star on a black background*",
+    ]
+    return "\n".join(["### The loaded model", *rows, "", "### What it can draw", *vocab])
+
