@@ -5,12 +5,12 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo train test bench
+.PHONY: setup browser demo train test bench serve
 
 $(BIN)/unclip: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev,web]'
 	touch $@
 
 setup: $(BIN)/unclip
@@ -32,8 +32,17 @@ train: setup
 	$(BIN)/unclip train upsampler --stage 2 --config configs/shapes/upsampler2.yaml --resume
 	$(BIN)/unclip assemble runs/prior/model runs/decoder_gpu/model runs/upsampler1/model runs/upsampler2/model --out runs/model
 
-test: setup
+# Debian's Chromium for the browser tests (Playwright's own browser download cannot work here).
+browser:
+	@command -v chromium >/dev/null 2>&1 || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+		echo "could not install chromium: the browser tests will be skipped"
+
+test: setup browser
 	$(BIN)/python -m pytest
+
+serve: setup
+	$(BIN)/unclip serve
 
 bench: setup
 	$(BIN)/python benchmarks/render.py

@@ -1,0 +1,55 @@
+"""The README's screenshots of `unclip serve`: the shipped model, driven in headless Chromium
+as a person would use it (the browser tests' own steps, tests/web_pages.py).
+
+    python docs/web/shoot.py [--out docs/web]
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from tests import web_pages as web  # noqa: E402
+from unclip.data import shapes  # noqa: E402
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--out", default=str(ROOT / "docs" / "web"))
+    p.add_argument("--model", default=None)
+    args = p.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    items = shapes.eval_split(4)
+    pics = []
+    for i, it in enumerate(items[:2]):
+        path = out / f"input{i}.png"
+        Image.fromarray(shapes.render(it.scene, 128)).save(path)
+        pics.append(path)
+    with web.served(args.model, out / "serve.log") as url, web.browser_page(1280, 1000) as page:
+        page.goto(url)
+        web.generate(page, "a large red circle on the left on a white background\n"
+                           "a blue square above a green star on a black background\n"
+                           "a small yellow triangle at the top on a black background\n"
+                           "a purple star to the right of an orange circle on a white background")
+        page.screenshot(path=out / "generate.png", full_page=True)
+        web.vary(page, pics[0])
+        page.screenshot(path=out / "vary.png", full_page=True)
+        web.interpolate(page, pics[0], pics[1])
+        page.screenshot(path=out / "interpolate.png", full_page=True)
+        web.edit(page, pics[0], "a blue square")
+        page.screenshot(path=out / "edit.png", full_page=True)
+        web.open_tab(page, "About the model")
+        page.get_by_text("colours:").wait_for()
+        page.screenshot(path=out / "about.png", full_page=True)
+    for f in [*pics, out / "serve.log"]:
+        f.unlink()
+    print(f"screenshots in {out}")
+
+
+if __name__ == "__main__":
+    main()
