@@ -93,9 +93,9 @@ def cmd_eval(args) -> None:
 
 
 def dtype_of(args):
-    import torch
+    from .precision import resolve_dtype
 
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
+    return resolve_dtype(args.dtype)
 
 
 def cmd_generate(args) -> None:
@@ -310,8 +310,9 @@ def overwrite_flag(parser) -> None:
 
 
 def dtype_flag(parser) -> None:
-    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32",
-                        help="compute precision of the networks (latents stay float32)")
+    parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto",
+                        help="compute precision of the networks; auto: bf16 where the hardware runs it "
+                        "natively (a GPU, a CPU with AVX-512 BF16 or AMX), else float32 (latents stay float32)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -71,7 +71,9 @@ class TrainConfig:
     eps: float = 1e-8
     grad_clip: float = 1.0
     ema_decay: float = 0.999
-    mixed_precision: Literal["fp32", "bf16", "fp16"] = "bf16"  # bf16: autocast, fp32 weights
+    # auto: bf16 autocast where the hardware runs it natively (a GPU, a CPU with AVX-512 BF16 or
+    # AMX), else fp32; bf16 on a CPU without it is slower than fp32. Weights stay fp32.
+    mixed_precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     seed: int = 0
     log_every: int = 10
     checkpoint_every: int = 200

@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Protocol
@@ -31,6 +32,7 @@ from tqdm.auto import tqdm
 from ..config import ConfigError, TrainConfig
 from ..data.stream import Source, make_loader
 from ..plot import loss_curve
+from ..precision import mixed_precision_for
 from .checkpoint import atomic_write, has_checkpoints, load_latest, save_checkpoint
 
 
@@ -123,7 +125,10 @@ def train(stage: Stage, cfg: TrainConfig, resume: bool = False, run_config: dict
     """Train `stage` for `cfg.steps` optimizer steps; returns the path of the exported model.
     Resuming with settings other than the checkpoint's is refused unless `allow_changes`, and
     then the changes are logged."""
-    precision = "no" if cfg.mixed_precision == "fp32" else cfg.mixed_precision
+    # "auto": what the hardware runs fast; the device is accelerate's choice, guessed before it
+    # is made (a PartialState made here would fix the process setup before Accelerator reads it)
+    on_gpu = torch.cuda.is_available() and os.environ.get("ACCELERATE_USE_CPU", "").lower() not in ("1", "true", "yes")
+    precision = mixed_precision_for(cfg.mixed_precision, torch.device("cuda" if on_gpu else "cpu"))
     accelerator = Accelerator(mixed_precision=precision, gradient_accumulation_steps=cfg.grad_accum)
     if cfg.mixed_precision == "fp16" and accelerator.device.type == "cpu":
         raise ConfigError("train.mixed_precision", "fp16 needs a GPU; use 'bf16' or 'fp32' on the CPU")

@@ -104,7 +104,8 @@ def build_app(pipe, model_path, limits: Limits = Limits(), folder: str | Path | 
                         v_steps = gr.Number(D["steps"], label="DDIM steps", precision=0, minimum=1)
                     v_go = gr.Button("Vary", variant="primary", elem_id="vary-button")
                 with gr.Column():
-                    v_rec = gr.Image(label="Inversion's reconstruction", elem_id="vary-reconstruction")
+                    v_rec = gr.Image(label="Inversion's reconstruction (base size)", elem_id="vary-reconstruction",
+                                     height=200)
                     v_psnr = gr.Textbox(label="Reconstruction", elem_id="vary-psnr")
                     v_gallery = gr.Gallery(label="Variations", columns=4, elem_id="vary-gallery", format="png")
             v_go.click(_shown(vary), [v_img, v_num, v_eta, v_seed, v_steps], [v_rec, v_psnr, v_gallery], api_name="vary")
