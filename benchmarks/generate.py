@@ -7,6 +7,7 @@ rows: guidance doubles the rows of a call, best-of-n multiplies the prior's).
 """
 
 import argparse
+import resource
 import subprocess
 import sys
 import tempfile
@@ -82,7 +83,8 @@ def main():
         for name, _ in stages:
             print(f"{b:5d} {name:<11}{seconds[name] / b:9.3f}{tallies[name]['calls']:7d}"
                   f"{tallies[name]['rows'] / b:11.0f}")
-        print(f"{b:5d} {'total':<11}{total / b:9.3f}   ({x.shape[-1]} px images)")
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"{b:5d} {'total':<11}{total / b:9.3f}   ({x.shape[-1]} px images; peak RSS so far {rss:.0f} MB)")
 
 
 if __name__ == "__main__":
