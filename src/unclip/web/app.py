@@ -36,7 +36,7 @@ def _shown(fn):
     return run
 
 
-def build_app(pipe, model_path, limits: Limits = Limits(), folder: str | Path | None = None):
+def build_app(pipe, model_path, limits: Limits | None = None, folder: str | Path | None = None):
     import gradio as gr
 
     jobs = Jobs(pipe, folder or tempfile.mkdtemp(prefix="unclip-web-"), limits)
@@ -49,6 +49,11 @@ def build_app(pipe, model_path, limits: Limits = Limits(), folder: str | Path | 
         file.change(_shown(lambda path: None if path is None else jobs.read_image(path)), file, preview,
                     api_name=False)
         return file
+
+    def seed_and_steps():
+        with gr.Row():
+            return (gr.Number(D["seed"], label="Seed", precision=0, minimum=0),
+                    gr.Number(D["steps"], label="DDIM steps", precision=0, minimum=1))
 
     def generate(prompts, num_images=D["num_images"], seed=D["seed"], prior_guidance=None, decoder_guidance=None,
                  prior_steps=None, decoder_steps=None, upsampler_steps=None, prior="diffusion",
@@ -99,9 +104,7 @@ def build_app(pipe, model_path, limits: Limits = Limits(), folder: str | Path | 
                     with gr.Row():
                         v_num = gr.Number(D["vary_num_images"], label="Variations", precision=0, minimum=1)
                         v_eta = gr.Slider(0, 1, D["eta"], label="eta (0 reconstructs)")
-                    with gr.Row():
-                        v_seed = gr.Number(D["seed"], label="Seed", precision=0, minimum=0)
-                        v_steps = gr.Number(D["steps"], label="DDIM steps", precision=0, minimum=1)
+                    v_seed, v_steps = seed_and_steps()
                     v_go = gr.Button("Vary", variant="primary", elem_id="vary-button")
                 with gr.Column():
                     v_rec = gr.Image(label="Inversion's reconstruction (base size)", elem_id="vary-reconstruction",
@@ -118,8 +121,7 @@ def build_app(pipe, model_path, limits: Limits = Limits(), folder: str | Path | 
             with gr.Row():
                 i_frames = gr.Number(D["frames"], label="Frames (both ends included)", precision=0, minimum=2)
                 i_latent = gr.Radio(["inverted", "fixed"], value=D["latent"], label="Decoder noise")
-                i_seed = gr.Number(D["seed"], label="Seed", precision=0, minimum=0)
-                i_steps = gr.Number(D["steps"], label="DDIM steps", precision=0, minimum=1)
+            i_seed, i_steps = seed_and_steps()
             i_go = gr.Button("Interpolate", variant="primary", elem_id="interp-button")
             with gr.Row():
                 i_strip = gr.Image(label="Strip", elem_id="interp-strip")
@@ -136,9 +138,7 @@ def build_app(pipe, model_path, limits: Limits = Limits(), folder: str | Path | 
                     with gr.Row():
                         e_theta = gr.Slider(0, 1, D["max_theta"], label="Strength (largest theta)")
                         e_frames = gr.Number(D["frames"], label="Frames", precision=0, minimum=2)
-                    with gr.Row():
-                        e_seed = gr.Number(D["seed"], label="Seed", precision=0, minimum=0)
-                        e_steps = gr.Number(D["steps"], label="DDIM steps", precision=0, minimum=1)
+                    e_seed, e_steps = seed_and_steps()
                     e_go = gr.Button("Edit", variant="primary", elem_id="edit-button")
                 with gr.Column():
                     e_strip = gr.Image(label="From the original to the edit", elem_id="edit-strip")
@@ -152,7 +152,7 @@ def build_app(pipe, model_path, limits: Limits = Limits(), folder: str | Path | 
     return app, jobs
 
 
-def serve(model=None, host: str = "127.0.0.1", port: int = 7860, image_encoder=None, limits: Limits = Limits()):
+def serve(model=None, host: str = "127.0.0.1", port: int = 7860, image_encoder=None, limits: Limits | None = None):
     """Load the model once and serve the page until interrupted."""
     import os
 
@@ -161,6 +161,7 @@ def serve(model=None, host: str = "127.0.0.1", port: int = 7860, image_encoder=N
 
     path = resolve_model(model)
     pipe = load_pipeline(path, image_encoder=image_encoder)
+    limits = limits or Limits()
     app, jobs = build_app(pipe, path, limits)
     exposed = "" if host in ("127.0.0.1", "localhost", "::1") else " (reachable from other machines: you asked for it)"
     print(f"unclip serve: http://{host}:{port} bound to {host}{exposed}; model {path}", flush=True)

@@ -43,8 +43,8 @@ def save_png(folder: Path, image: np.ndarray, settings: dict) -> str:
 
 
 class Jobs:
-    def __init__(self, pipe, folder: str | Path, limits: Limits = Limits()):
-        self.pipe, self.limits = pipe, limits
+    def __init__(self, pipe, folder: str | Path, limits: Limits | None = None):
+        self.pipe, self.limits = pipe, limits or Limits()
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
 
