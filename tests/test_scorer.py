@@ -87,3 +87,18 @@ def test_eval_shapes_scores_a_manifest_and_writes_a_report(tmp_path, capsys):
     assert json.loads((tmp_path / "rep" / "report.json").read_text()) == figures
     assert (tmp_path / "rep" / "grid.png").is_file()
     assert main(["eval", "shapes", "--manifest", str(tmp_path / "none.jsonl")]) == 2
+
+
+def test_speckle_is_zero_on_clean_renders_and_high_with_salt_and_pepper():
+    import numpy as np
+
+    from unclip.data import shapes
+    from unclip.evaluate.masks import speckle_share
+
+    rng = np.random.default_rng(0)
+    for item in shapes.eval_split(12):
+        clean = shapes.render(item.scene, 128)
+        assert speckle_share(clean) == 0.0
+        dots = rng.random(clean.shape[:2]) < 0.02
+        noisy = np.where(dots[..., None], rng.integers(0, 256, clean.shape), clean).astype(np.uint8)
+        assert speckle_share(noisy) > 0.01  # most of the 2% salt-and-pepper pixels counted

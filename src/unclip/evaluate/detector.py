@@ -21,11 +21,9 @@ from PIL import Image
 from scipy import ndimage
 
 from ..data import shapes
-from .shape_classifier import CROP, ShapeNet, load_classifier
+from .masks import SIDE, components, crop_mask, foreground  # noqa: F401 (also this module's API)
+from .shape_classifier import ShapeNet, load_classifier
 
-SIDE = 64
-FOREGROUND_DISTANCE = 80.0  # RGB distance from the background colour
-MIN_AREA = 0.004  # of the canvas; the smallest spec object (small triangle) covers 0.0157
 _NAMES, _RGB = list(shapes.COLOURS), np.array(list(shapes.COLOURS.values()), dtype=np.float32)
 
 
@@ -54,41 +52,6 @@ class Found:
 class Detection:
     background: str
     objects: list[Found]  # largest first
-
-
-def foreground(image: np.ndarray) -> tuple[np.ndarray, str, np.ndarray]:
-    """(foreground mask (SIDE, SIDE), background name, the image as float (SIDE, SIDE, 3))."""
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"expected an RGB image (H, W, 3), got shape {image.shape}")
-    if image.shape[:2] != (SIDE, SIDE):
-        image = np.asarray(Image.fromarray(image).resize((SIDE, SIDE), Image.BOX))
-    x = image.astype(np.float32)
-    border = np.concatenate([x[:2].reshape(-1, 3), x[-2:].reshape(-1, 3), x[:, :2].reshape(-1, 3),
-                             x[:, -2:].reshape(-1, 3)])
-    bg = np.median(border, axis=0)
-    name = min(shapes.BACKGROUNDS, key=lambda n: np.linalg.norm(bg - np.array(shapes.BACKGROUNDS[n])))
-    return np.linalg.norm(x - bg, axis=-1) > FOREGROUND_DISTANCE, name, x
-
-
-def components(mask: np.ndarray) -> list[np.ndarray]:
-    """8-connected components of a mask with at least MIN_AREA of the canvas, largest first."""
-    labels, n = ndimage.label(mask, structure=np.ones((3, 3)))
-    found = [labels == i for i in range(1, n + 1)]
-    found = [m for m in found if m.sum() >= MIN_AREA * mask.size]
-    return sorted(found, key=lambda m: -m.sum())
-
-
-def crop_mask(mask: np.ndarray) -> torch.Tensor:
-    """The square around a component, 1.25 times its larger side, scaled to (CROP, CROP)."""
-    ys, xs = np.nonzero(mask)
-    cy, cx = (ys.min() + ys.max() + 1) / 2, (xs.min() + xs.max() + 1) / 2
-    half = max(ys.max() - ys.min() + 1, xs.max() - xs.min() + 1) * 0.625 + 1
-    pad = int(math.ceil(half)) + 1
-    m = np.pad(mask.astype(np.float32), pad)
-    y0, x0 = int(round(cy - half)) + pad, int(round(cx - half)) + pad
-    side = int(round(2 * half))
-    window = torch.from_numpy(m[y0:y0 + side, x0:x0 + side].copy())[None, None]
-    return F.interpolate(window, size=(CROP, CROP), mode="bilinear", antialias=True, align_corners=False)[0, 0]
 
 
 class Detector:

@@ -22,8 +22,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..data import shapes
+from .masks import CROP, components, crop_mask, foreground
 
-CROP = 24
 WEIGHTS = Path(__file__).resolve().parents[1] / "assets" / "shape_classifier.safetensors"
 
 
@@ -73,7 +73,6 @@ def augment(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def training_example(rng: np.random.Generator, size: int = 64) -> tuple[torch.Tensor, int] | None:
-    from .detector import components, crop_mask, foreground
 
     label = int(rng.integers(len(shapes.SHAPES)))
     r = rng.uniform(0.07, 0.22)

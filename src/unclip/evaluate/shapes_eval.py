@@ -3,8 +3,10 @@ images from anywhere) and score every image against its prompt with the shapes d
 
 Figures per subset (in_distribution, novel): for single-object prompts the accuracy of each
 attribute and the share with everything right; for two-object prompts the share with both
-named objects found and the share with the relation (and background) right; and, when a
-CLIP is at hand, the CLIP score (cosine of image and prompt embeddings).
+named objects found and the share with the relation (and background) right; when a CLIP is
+at hand, the CLIP score (cosine of image and prompt embeddings); and over all images the
+speckle figure: the share of background pixels (more than 2 px from every object) more than
+24/255 off the background colour in some channel.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from ..data import shapes
 from ..data.transforms import open_rgb
 from ..plot import image_grid
 from .detector import Detector, parse_prompt, score
+from .masks import speckle_share
 
 SINGLE_KEYS = ("shape", "colour", "size", "place", "background", "all")
 TWO_KEYS = ("objects", "relation", "all")
@@ -107,5 +110,8 @@ def _score_and_report(images: np.ndarray, prompts: list[str], out, scorer) -> di
     if scorer is not None:
         scores = sum((clip_score(scorer, images[i:i + 100], prompts[i:i + 100]) for i in range(0, len(images), 100)), [])
     figures = summarize(scenes, verdicts, scores)
+    # speckle: the share of background pixels off the background colour (masks.speckle_share),
+    # averaged over every image at its own size
+    figures["speckle"] = float(np.mean([speckle_share(img) for img in images]))
     write_report(Path(out), figures, images, prompts, verdicts)
     return figures
