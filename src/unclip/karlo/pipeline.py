@@ -181,7 +181,7 @@ class KarloPipeline:
                 uncond, text = out.float().chunk(2)
                 out = uncond + guidance_scale * (text - uncond)
             x = _step(sched, out, t, x, ts[i + 1] if i + 1 < len(ts) else None, generator)
-        return net.post_process_latents(x.to(dtype)).float()
+        return x * net.clip_std.float() + net.clip_mean.float()  # post_process_latents, in float32
 
     def _decoder_context(self, image_embeds: torch.Tensor, cond: dict, null: dict, guided: bool):
         """(context tokens, mask, class labels) for the decoder; rows [null; cond] when guided,
