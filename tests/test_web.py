@@ -110,3 +110,16 @@ def test_jobs_enforce_the_limits(tiny_model, tmp_path):
     out = jobs.generate("a red circle", num_images=2, seed=3, decoder_steps=2)
     assert [c for _, c in out] == ["a red circle (seed 3)", "a red circle (seed 4)"]
     assert all(str(p).startswith(str(tmp_path)) for p, _ in out)  # files only in the app's own folder
+
+
+def test_generated_pngs_carry_their_settings(tiny_model, tmp_path):
+    import json
+
+    from unclip.pipeline import load_pipeline
+    from unclip.web.jobs import Jobs
+
+    jobs = Jobs(load_pipeline(tiny_model), tmp_path)
+    (path, _), = jobs.generate("a red circle", seed=5, decoder_steps=2, decoder_guidance=2.5)
+    settings = json.loads(Image.open(path).text["unclip"])
+    assert settings == {"prompt": "a red circle", "seed": 5, "decoder_guidance_scale": 2.5,
+                        "decoder_num_inference_steps": 2}

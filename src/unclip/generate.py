@@ -89,10 +89,15 @@ def prepare_out(out: str | Path, overwrite: bool = False) -> Path:
 
 def write_images(out: Path, images, records: list[dict], manifest: list[str]) -> None:
     """Save uint8 images as numbered PNGs in `out`, appending one JSON line per image (its
-    record plus "file", relative to the manifest) to `manifest`."""
+    record plus "file", relative to the manifest) to `manifest`. Each PNG carries its record
+    as a text chunk ("unclip"), so the image keeps its settings wherever it goes."""
+    from PIL.PngImagePlugin import PngInfo
+
     for image, record in zip(images, records):
         name = f"{len(manifest):05d}.png"
-        Image.fromarray(image).save(out / name)
+        info = PngInfo()
+        info.add_text("unclip", json.dumps(record))
+        Image.fromarray(image).save(out / name, pnginfo=info)
         manifest.append(json.dumps({**record, "file": name}))
 
 
@@ -114,14 +119,14 @@ def generate_files(pipe, prompts: list[str], out: str | Path, *, num_images: int
     `overwrite`."""
     check_generate(len(prompts), num_images, seed, batch_size, **sampling)
     out = prepare_out(out, overwrite)
+    given = {k: v for k, v in sampling.items() if v is not None}  # the rest: the model's defaults
     jobs = [(p, seed + i) for i, p in enumerate(p for p in prompts for _ in range(num_images))]
     lines = []
     with tqdm(total=len(jobs), desc="generate", unit="img") as bar:
         for start in range(0, len(jobs), batch_size):
             chunk = jobs[start:start + batch_size]
             generators = [torch.Generator().manual_seed(s) for _, s in chunk]
-            images = pipe([p for p, _ in chunk], generator=generators, output_type="uint8",
-                          **{k: v for k, v in sampling.items() if v is not None}).images
-            write_images(out, images, [{"prompt": p, "seed": s} for p, s in chunk], lines)
+            images = pipe([p for p, _ in chunk], generator=generators, output_type="uint8", **given).images
+            write_images(out, images, [{"prompt": p, "seed": s, **given} for p, s in chunk], lines)
             bar.update(len(chunk))
     return finish_manifest(out, lines)
