@@ -50,6 +50,13 @@ def build_app(pipe, model_path, limits: Limits | None = None, folder: str | Path
                     api_name=False)
         return file
 
+    def frame_outputs(prefix: str, strip_label: str):
+        """A strip, an animation and the frames: what interpolations and edits show."""
+        with gr.Row():
+            strip = gr.Image(label=strip_label, elem_id=f"{prefix}-strip")
+            gif = gr.Image(label="Animation", elem_id=f"{prefix}-gif")
+        return strip, gif, gr.Gallery(label="Frames", columns=8, elem_id=f"{prefix}-gallery", format="png")
+
     def seed_and_steps():
         with gr.Row():
             return (gr.Number(D["seed"], label="Seed", precision=0, minimum=0),
@@ -123,11 +130,8 @@ def build_app(pipe, model_path, limits: Limits | None = None, folder: str | Path
                 i_latent = gr.Radio(["inverted", "fixed"], value=D["latent"], label="Decoder noise")
             i_seed, i_steps = seed_and_steps()
             i_go = gr.Button("Interpolate", variant="primary", elem_id="interp-button")
-            with gr.Row():
-                i_strip = gr.Image(label="Strip", elem_id="interp-strip")
-                i_gif = gr.Image(label="Animation", elem_id="interp-gif")
-            i_gallery = gr.Gallery(label="Frames", columns=8, elem_id="interp-gallery", format="png")
-            i_go.click(_shown(interpolate), [i_a, i_b, i_frames, i_latent, i_seed, i_steps], [i_strip, i_gif, i_gallery],
+            i_out = frame_outputs("interp", "Strip")
+            i_go.click(_shown(interpolate), [i_a, i_b, i_frames, i_latent, i_seed, i_steps], list(i_out),
                        api_name="interpolate")
         with gr.Tab("Edit"):
             with gr.Row():
@@ -140,12 +144,9 @@ def build_app(pipe, model_path, limits: Limits | None = None, folder: str | Path
                         e_frames = gr.Number(D["frames"], label="Frames", precision=0, minimum=2)
                     e_seed, e_steps = seed_and_steps()
                     e_go = gr.Button("Edit", variant="primary", elem_id="edit-button")
-                with gr.Column():
-                    e_strip = gr.Image(label="From the original to the edit", elem_id="edit-strip")
-                    e_gif = gr.Image(label="Animation", elem_id="edit-gif")
-            e_gallery = gr.Gallery(label="Frames", columns=8, elem_id="edit-gallery", format="png")
-            e_go.click(_shown(edit), [e_img, e_to, e_from, e_theta, e_frames, e_seed, e_steps],
-                       [e_strip, e_gif, e_gallery], api_name="edit")
+            e_out = frame_outputs("edit", "From the original to the edit")
+            e_go.click(_shown(edit), [e_img, e_to, e_from, e_theta, e_frames, e_seed, e_steps], list(e_out),
+                       api_name="edit")
         with gr.Tab("About the model"):
             gr.Markdown(describe(pipe, model_path), elem_id="about")
     app.queue(default_concurrency_limit=1, max_size=32)  # one job at a time per model; the rest wait
