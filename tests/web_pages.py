@@ -110,27 +110,28 @@ def upload(page, component_id: str, path: Path) -> None:
     page.set_input_files(f"#{component_id} input[type=file]", str(path))
 
 
+def run_tab(page, tab: str, prefix: str, uploads: dict, count: int, fills: dict = {}) -> list[tuple[int, int]]:
+    """Open a tab, upload {component id: file}, type {component id: text}, press its button and
+    wait for `count` new images in its gallery; their sizes."""
+    open_tab(page, tab)
+    for component, path in uploads.items():
+        upload(page, component, path)
+    for component, text in fills.items():
+        page.fill(f"#{component} textarea", text)
+    page.click(f"#{prefix}-button")
+    return wait_images(page, f"#{prefix}-gallery img", count)
+
+
 def vary(page, image: Path, count: int = 4) -> list[tuple[int, int]]:
-    open_tab(page, "Vary")
-    upload(page, "vary-image", image)
-    page.click("#vary-button")
-    return wait_images(page, "#vary-gallery img", count)
+    return run_tab(page, "Vary", "vary", {"vary-image": image}, count)
 
 
 def interpolate(page, a: Path, b: Path, frames: int = 5) -> list[tuple[int, int]]:
-    open_tab(page, "Interpolate")
-    upload(page, "interp-a", a)
-    upload(page, "interp-b", b)
-    page.click("#interp-button")
-    return wait_images(page, "#interp-gallery img", frames)
+    return run_tab(page, "Interpolate", "interp", {"interp-a": a, "interp-b": b}, frames)
 
 
 def edit(page, image: Path, to: str, frames: int = 5) -> list[tuple[int, int]]:
-    open_tab(page, "Edit")
-    upload(page, "edit-image", image)
-    page.fill("#edit-to textarea", to)
-    page.click("#edit-button")
-    return wait_images(page, "#edit-gallery img", frames)
+    return run_tab(page, "Edit", "edit", {"edit-image": image}, frames, {"edit-to": to})
 
 
 def error_shown(page, text: str) -> None:
