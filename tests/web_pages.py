@@ -110,13 +110,13 @@ def upload(page, component_id: str, path: Path) -> None:
     page.set_input_files(f"#{component_id} input[type=file]", str(path))
 
 
-def run_tab(page, tab: str, prefix: str, uploads: dict, count: int, fills: dict = {}) -> list[tuple[int, int]]:
+def run_tab(page, tab: str, prefix: str, uploads: dict, count: int, fills: dict | None = None) -> list[tuple[int, int]]:
     """Open a tab, upload {component id: file}, type {component id: text}, press its button and
     wait for `count` new images in its gallery; their sizes."""
     open_tab(page, tab)
     for component, path in uploads.items():
         upload(page, component, path)
-    for component, text in fills.items():
+    for component, text in (fills or {}).items():
         page.fill(f"#{component} textarea", text)
     page.click(f"#{prefix}-button")
     return wait_images(page, f"#{prefix}-gallery img", count)
