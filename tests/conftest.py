@@ -50,15 +50,18 @@ def randomize(module):
 
 @pytest.fixture(scope="session")
 def tiny_model(tiny_clip, tmp_path_factory):
-    """A folder with a whole random pipeline: 8 px base, two upsamplers to 32 px."""
+    """A folder with a whole random pipeline: both priors, 8 px base, two upsamplers to 32 px."""
     from unclip.clip import ClipEncoder
     from unclip.decoder import Decoder, DecoderConfig
     from unclip.pipeline import UnCLIPPipeline
-    from unclip.prior import DiffusionPrior, PriorConfig
+    from unclip.prior import ARPrior, ARPriorConfig, DiffusionPrior, PriorConfig
     from unclip.upsampler import Upsampler, UpsamplerConfig
 
     torch.manual_seed(0)
     clip = ClipEncoder.from_pretrained(tiny_clip)
+    z = torch.nn.functional.normalize(torch.randn(200, D), dim=-1)  # fits the AR prior's codec
+    ar = ARPrior.from_data(ARPriorConfig(width=16, num_layers=1, num_heads=2, buckets=16, max_rel_mse=0.5),
+                           z, z.roll(1, 0), clip.max_length, D)
     prior = DiffusionPrior.from_config(PriorConfig(num_layers=1, num_heads=2, head_dim=8, sample_steps=3), D,
                                        clip.max_length)
     decoder = Decoder.from_config(DecoderConfig(image_size=8, block_out_channels=(32, 32), layers_per_block=1,
@@ -68,5 +71,5 @@ def tiny_model(tiny_clip, tmp_path_factory):
     for m in (prior, decoder, *ups):
         randomize(m)
     path = tmp_path_factory.mktemp("model")
-    UnCLIPPipeline(clip, prior, decoder, ups).save_pretrained(path)
+    UnCLIPPipeline(clip, prior, decoder, ups, ar.eval()).save_pretrained(path)
     return path

@@ -74,7 +74,10 @@ def cmd_eval(args) -> None:
         if not (path / "unclip.json").is_file():
             raise ValueError(f"eval prior compares a prior with the true embeddings of its own CLIP's image "
                              f"tower on the shapes world; {path} is not an unclip model folder")
-        figures = evaluate_prior(UnCLIPPipeline.from_pretrained(path), num=args.num)
+        prior = args.prior or "diffusion"
+        if prior not in ("diffusion", "ar"):
+            raise ValueError(f"eval prior scores a prior's samples: --prior diffusion or ar, not {prior}")
+        figures = evaluate_prior(UnCLIPPipeline.from_pretrained(path), num=args.num, prior=prior)
         print_report(f"prior: predicted vs true CLIP image embeddings ({path})", figures)
     elif args.what == "shapes":
         from .evaluate.shapes_eval import evaluate_manifest, evaluate_model
@@ -86,7 +89,7 @@ def cmd_eval(args) -> None:
             source = args.manifest
         else:
             pipe = load_pipeline(args.model, dtype_of(args), image_encoder=args.image_encoder)
-            figures = evaluate_model(pipe, args.out, num=args.num, batch_size=args.batch_size)
+            figures = evaluate_model(pipe, args.out, num=args.num, batch_size=args.batch_size, prior=args.prior)
             source = args.model or "default model"
         print_report(f"shapes: generated images scored against their prompts ({source}); "
                      f"report and grid in {args.out}", figures)
@@ -104,7 +107,7 @@ def cmd_generate(args) -> None:
 
     prompts = read_prompts(args.prompts, args.prompts_file)
     sampling = dict(prior_guidance_scale=args.prior_guidance, decoder_guidance_scale=args.decoder_guidance,
-                    **parse_steps(args.steps))
+                    prior=args.prior, **parse_steps(args.steps))
     check_generate(len(prompts), args.num_images, args.seed, args.batch_size, **sampling)
     prepare_out(args.out, args.overwrite)  # every check before the model loads
     pipe = load_pipeline(args.model, dtype_of(args))
@@ -221,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--decoder-guidance", type=float, help="decoder guidance scale (default: the model's)")
     g.add_argument("--steps", nargs="+", metavar="STAGE=N", help="sampling steps, e.g. prior=25 decoder=25 upsampler=7")
     g.add_argument("--batch-size", type=int, default=D["batch_size"], help="images generated together")
+    prior_flag(g)
     overwrite_flag(g)
     dtype_flag(g)
 
@@ -290,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--model", help="model folder (a CLIP folder for clip, a pipeline folder otherwise; "
                    "default: the shipped model)")
     e.add_argument("--num", type=int, default=500, help="eval split items (groups of 100 per subset)")
+    prior_flag(e)
     image_encoder_flag(e)
     dtype_flag(e)
     return p
@@ -297,6 +302,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 MODEL_HELP = ("model folder: unclip's own, or a Karlo diffusers folder (karlo-v1-alpha, "
               "karlo-v1-alpha-image-variations) as downloaded (default: the shipped model)")
+
+
+def prior_flag(parser) -> None:
+    from .validate import PRIORS
+
+    parser.add_argument("--prior", choices=PRIORS, help="the decoder's image embedding: diffusion (the default) "
+                        "or ar: that prior's sample; text: the caption's CLIP text embedding; none: the "
+                        "caption alone (the decoder's null image embedding)")
 
 
 def image_encoder_flag(parser) -> None:

@@ -45,7 +45,7 @@ def run_demo(out: str | Path = "unclip-demo", model: str | Path | None = None, s
 def train_demo(out: str | Path = "unclip-demo-train", configs: str | Path | None = None,
                eval_num: int = 48) -> dict:
     """Train every stage from scratch with the presets in `configs` (clip.yaml, prior.yaml,
-    decoder.yaml and the upsampler*.yaml files in name order), assemble them into out/model,
+    decoder.yaml, prior_ar.yaml if present, and the upsampler*.yaml files in name order), assemble them into out/model,
     draw the demo grid and score `eval_num` eval prompts. Rerunning resumes where it stopped."""
     from .evaluate.report import print_report
     from .evaluate.shapes_eval import evaluate_model
@@ -55,15 +55,16 @@ def train_demo(out: str | Path = "unclip-demo-train", configs: str | Path | None
     start, out = time.perf_counter(), Path(out)
     configs = Path(configs) if configs else DEMO_CONFIGS
     upsamplers = sorted(p.stem for p in configs.glob("upsampler*.yaml"))
-    stages = ["clip", "prior", "decoder", *upsamplers]
-    missing = [n for n in stages[:3] if not (configs / f"{n}.yaml").is_file()]
+    ar = ["prior_ar"] if (configs / "prior_ar.yaml").is_file() else []
+    stages = ["clip", "prior", *ar, "decoder", *upsamplers]
+    missing = [n for n in ("clip", "prior", "decoder") if not (configs / f"{n}.yaml").is_file()]
     if missing:
         raise FileNotFoundError(f"{configs} lacks {', '.join(m + '.yaml' for m in missing)}")
     clip = out / "clip" / "model"
     for name in stages:
         overrides = [f"train.out_dir={out / name}"]
-        overrides += {"clip": [], "prior": [f"clip={clip}", f"cache={out / 'prior-cache'}"],
-                      "decoder": [f"clip={clip}"]}.get(name, [])
+        prior = [f"clip={clip}", f"cache={out / 'prior-cache'}"]  # both priors share the cache
+        overrides += {"prior": prior, "prior_ar": prior, "decoder": [f"clip={clip}"]}.get(name, [])
         config_cls, stage_cls = stage_classes("upsampler" if name.startswith("upsampler") else name)
         cfg = load(config_cls, configs / f"{name}.yaml", overrides)
         print(f"[{time.perf_counter() - start:5.0f} s] training {name}", flush=True)

@@ -1,7 +1,7 @@
 """The unCLIP system as one object and one folder.
 
 A pipeline folder holds a subfolder per component in diffusers' `save_pretrained` layout
-(config plus safetensors): `clip/`, `prior/`, `decoder/` (`unet/`, `text_proj/`),
+(config plus safetensors): `clip/`, `prior/`, `ar_prior/`, `decoder/` (`unet/`, `text_proj/`),
 `upsampler1/`, `upsampler2/`, and `unclip.json` with each component's settings (sampling
 defaults), the fingerprint of the CLIP the others were trained on, and the version of unclip
 that wrote it. Nothing is pickled and loading runs no code from the folder. Components are
@@ -28,7 +28,7 @@ from .diffusion.guidance import cfg
 from .diffusion.sampling import Generators, ddim_invert
 from . import validate
 from .output import UnCLIPOutput, check_prompts, to_output
-from .prior import DiffusionPrior, PriorConfig
+from .prior import ARPrior, ARPriorConfig, DiffusionPrior, PriorConfig
 from .upsampler import Upsampler, UpsamplerConfig
 from .weights import component_error
 
@@ -77,12 +77,16 @@ def load_pipeline(path: str | Path | None = None, torch_dtype=torch.float32, ima
     return UnCLIPPipeline.from_pretrained(path, torch_dtype=torch_dtype)
 
 
+NETWORKS = ("prior", "ar_prior", "decoder")  # the components saved with their settings
+
+
 class UnCLIPPipeline:
-    """CLIP, prior, decoder and upsamplers; any of them may be missing from a partial folder."""
+    """CLIP, priors, decoder and upsamplers; any of them may be missing from a partial folder."""
 
     def __init__(self, clip: ClipEncoder | None, prior: DiffusionPrior | None = None,
-                 decoder: Decoder | None = None, upsamplers: list[Upsampler] = ()):
+                 decoder: Decoder | None = None, upsamplers: list[Upsampler] = (), ar_prior: ARPrior | None = None):
         self.clip, self.prior, self.decoder, self.upsamplers = clip, prior, decoder, list(upsamplers)
+        self.ar_prior = ar_prior
 
     @classmethod
     def from_pretrained(cls, path: str | Path | None = None, torch_dtype=torch.float32) -> UnCLIPPipeline:
@@ -104,6 +108,10 @@ class UnCLIPPipeline:
         if "prior" in parts:
             cfg = from_dict(PriorConfig, settings.get("prior", {}), "prior.")
             prior = load("prior", lambda: DiffusionPrior.from_pretrained(path / "prior", cfg, torch_dtype=torch_dtype))
+        ar_prior = None
+        if "ar_prior" in parts:
+            cfg = from_dict(ARPriorConfig, settings.get("ar_prior", {}), "ar_prior.")
+            ar_prior = load("ar_prior", lambda: ARPrior.from_pretrained(path / "ar_prior", cfg, torch_dtype=torch_dtype))
         if "decoder" in parts:
             cfg = from_dict(DecoderConfig, settings.get("decoder", {}), "decoder.")
             decoder = load("decoder", lambda: Decoder.from_pretrained(path / "decoder", cfg, torch_dtype=torch_dtype))
@@ -112,7 +120,7 @@ class UnCLIPPipeline:
             cfg = from_dict(UpsamplerConfig, raw, f"upsamplers[{i}].")
             upsamplers.append(load(f"upsampler{i}", lambda: Upsampler.from_pretrained(
                 path / f"upsampler{i}", cfg, torch_dtype=torch_dtype)))
-        return cls(clip, prior, decoder, upsamplers)
+        return cls(clip, prior, decoder, upsamplers, ar_prior)
 
     def save_pretrained(self, path: str | Path) -> None:
         path = Path(path)
@@ -122,7 +130,7 @@ class UnCLIPPipeline:
             self.clip.save_pretrained(path / "clip")
             settings["components"].append("clip")
             settings["clip_fingerprint"] = clip_fingerprint(self.clip)
-        for name in ("prior", "decoder"):
+        for name in NETWORKS:
             part = getattr(self, name)
             if part is not None:
                 part.save_pretrained(path / name)
@@ -136,7 +144,7 @@ class UnCLIPPipeline:
         (path / SETTINGS).write_text(json.dumps(settings, indent=2))
 
     def to(self, device=None, dtype: torch.dtype | None = None) -> UnCLIPPipeline:
-        for part in (self.clip, self.prior, self.decoder, *self.upsamplers):
+        for part in (self.clip, self.prior, self.ar_prior, self.decoder, *self.upsamplers):
             if part is not None:
                 part.to(device=device, dtype=dtype)
         return self
@@ -154,12 +162,32 @@ class UnCLIPPipeline:
         self.require("clip")
         return encode_text(self.clip, list(prompts)), encode_text(self.clip, [""])
 
+    def prior_net(self, prior: str) -> DiffusionPrior | ARPrior:
+        """The network of a prior by name: "diffusion" or "ar"."""
+        name = {"diffusion": "prior", "ar": "ar_prior"}[prior]
+        self.require(name)
+        return getattr(self, name)
+
     @torch.no_grad()
-    def image_embeds(self, prompts: list[str], generator: Generators = None, **kw) -> torch.Tensor:
-        """The prior's CLIP image embeddings (B, D), L2-normalised, for `prompts`."""
-        self.require("prior")
+    def image_embeds(self, prompts: list[str], generator: Generators = None, *, prior: str = "diffusion",
+                     guidance_scale: float | None = None, steps: int | None = None) -> torch.Tensor:
+        """The decoder's image embeddings (B, D) for `prompts`, by `prior` (validate.PRIORS):
+        a prior's sample (L2-normalised), the CLIP text embedding itself ("text"), or the
+        decoder's learned null image embedding, so that the caption alone conditions ("none")."""
+        validate.prior(prior)
+        if prior == "none":
+            self.require("decoder")
+            return self.decoder.text_proj.null_image_embed().float().expand(len(prompts), -1)
         cond, null = self.text_condition(prompts)
-        return self.prior.sample(cond, null, generator=generator, **kw)
+        if prior == "text":
+            return cond["text_embed"]
+        if prior == "ar":
+            if steps is not None:
+                raise ValueError("prior_num_inference_steps (--steps prior=N) is for the diffusion prior; "
+                                 "the AR prior draws one code per step")
+            return self.prior_net("ar").sample(cond, null, guidance_scale=guidance_scale, generator=generator)
+        return self.prior_net("diffusion").sample(cond, null, guidance_scale=guidance_scale, steps=steps,
+                                                  generator=generator)
 
     @torch.no_grad()
     def decode(self, image_embed: torch.Tensor, prompts: list[str] | None = None, *,
@@ -188,12 +216,13 @@ class UnCLIPPipeline:
                  prior_num_inference_steps: int | None = None, decoder_num_inference_steps: int | None = None,
                  super_res_num_inference_steps: int | None = None, prior_guidance_scale: float | None = None,
                  decoder_guidance_scale: float | None = None, output_type: str = "pil",
-                 return_dict: bool = True):
+                 return_dict: bool = True, prior: str | None = None):
         """Text to image through every stage, in diffusers' conventions. Settings left None are
-        the model's own. `image_embeddings` (B, D) skip the prior (with the prompt as the
+        the model's own. `prior`: which image embedding the decoder gets (validate.PRIORS; None: the
+        diffusion prior). `image_embeddings` (B, D) skip the prior (with the prompt as the
         decoder's caption, or the empty caption). `generator`: one, or one per image, so that
         each image depends on its own seed alone. Returns UnCLIPOutput(images, image_embeds)."""
-        validate.sampling(num_images_per_prompt=num_images_per_prompt,
+        validate.sampling(num_images_per_prompt=num_images_per_prompt, prior=prior,
                           prior_num_inference_steps=prior_num_inference_steps,
                           decoder_num_inference_steps=decoder_num_inference_steps,
                           super_res_num_inference_steps=super_res_num_inference_steps,
@@ -204,7 +233,7 @@ class UnCLIPPipeline:
             z = F.normalize(image_embeddings.float(), dim=-1).repeat_interleave(n, dim=0)
         else:
             prompts = check_prompts(prompt)
-            z = self.image_embeds([p for p in prompts for _ in range(n)], generator,
+            z = self.image_embeds([p for p in prompts for _ in range(n)], generator, prior=prior or "diffusion",
                                   guidance_scale=prior_guidance_scale, steps=prior_num_inference_steps)
         captions = None if prompts is None else [p for p in prompts for _ in range(n)]
         images = self.decode(z, captions, generator=generator, guidance_scale=decoder_guidance_scale,
@@ -286,12 +315,12 @@ def assemble(parts: list[str | Path], out: str | Path, dtype: torch.dtype | None
             if fingerprint is not None and fp != fingerprint:
                 raise ValueError(f"{path} was trained on another CLIP than the parts before it")
             fingerprint, merged.clip = fp, pipe.clip
-        for name in ("prior", "decoder"):
+        for name in NETWORKS:
             if getattr(pipe, name) is not None:
                 setattr(merged, name, getattr(pipe, name))
         merged.upsamplers += pipe.upsamplers
     if dtype is not None:
-        for part in (merged.clip, merged.prior, merged.decoder, *merged.upsamplers):
+        for part in (merged.clip, merged.prior, merged.ar_prior, merged.decoder, *merged.upsamplers):
             if part is not None:
                 part.to(dtype)
     merged.save_pretrained(out)

@@ -12,7 +12,7 @@ FLAGS = {
     "prior_num_inference_steps": "--steps prior=N", "decoder_num_inference_steps": "--steps decoder=N",
     "super_res_num_inference_steps": "--steps upsampler=N", "num_images_per_prompt": "--num-images",
     "num_images": "--num-images", "batch_size": "--batch-size", "seed": "--seed", "eta": "--eta",
-    "steps": "--steps", "frames": "--frames", "max_theta": "--max-theta",
+    "steps": "--steps", "frames": "--frames", "max_theta": "--max-theta", "prior": "--prior",
 }
 # The defaults of every setting a person can give, read by the command line and the web app
 # alike (one source of truth). Sampling settings left out here default to the model's own.
@@ -25,6 +25,7 @@ DEFAULTS = {
 }
 MAX_SEED = 2 ** 63 - 1  # torch.Generator.manual_seed takes a signed 64-bit integer
 MAX_STEPS = 1000  # the training timesteps of every model here
+PRIORS = ("diffusion", "ar", "text", "none")  # what gives the decoder its image embedding (Sec. 5.1)
 
 
 def _name(name: str) -> str:
@@ -57,13 +58,21 @@ def seed(value, name: str = "seed") -> int:
     return count(name, value, low=0, high=MAX_SEED)
 
 
+def prior(value) -> str:
+    if value not in PRIORS:
+        raise ValueError(f"{_name('prior')} must be one of {', '.join(PRIORS)}, got {value!r}")
+    return value
+
+
 def sampling(**settings) -> dict:
-    """Guidance scales (>= 0) and step counts (1..1000) of a pipeline call; None means the
-    model's default and passes."""
+    """Guidance scales (>= 0), step counts (1..1000) and the prior of a pipeline call; None
+    means the model's default and passes."""
     for name, value in settings.items():
         if value is None:
             continue
-        if name.endswith("guidance_scale"):
+        if name == "prior":
+            prior(value)
+        elif name.endswith("guidance_scale"):
             number(name, value, low=0.0)
         elif name.endswith("num_inference_steps"):
             count(name, value, high=MAX_STEPS)

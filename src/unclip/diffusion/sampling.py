@@ -14,12 +14,20 @@ Generators = torch.Generator | Sequence[torch.Generator] | None
 def randn(shape: tuple[int, ...], generator: Generators = None, device=None) -> torch.Tensor:
     """Standard normal noise. With a list of generators (one per batch row) each row comes
     from its own, so an image depends on its seed alone, not on the batch it is drawn in."""
+    return _per_row(torch.randn, shape, generator, device)
+
+
+def rand(shape: tuple[int, ...], generator: Generators = None, device=None) -> torch.Tensor:
+    """Uniform [0, 1) draws, per row as `randn`."""
+    return _per_row(torch.rand, shape, generator, device)
+
+
+def _per_row(fn, shape, generator: Generators, device) -> torch.Tensor:
     if isinstance(generator, Sequence):
         if len(generator) != shape[0]:
             raise ValueError(f"{len(generator)} generators for a batch of {shape[0]}")
-        rows = [torch.randn((1, *shape[1:]), generator=g) for g in generator]
-        return torch.cat(rows).to(device)
-    return torch.randn(shape, generator=generator).to(device)
+        return torch.cat([fn((1, *shape[1:]), generator=g) for g in generator]).to(device)
+    return fn(shape, generator=generator).to(device)
 
 
 def repeat_generators(generator: Generators, n: int) -> Generators:

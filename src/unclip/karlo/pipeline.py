@@ -254,10 +254,14 @@ class KarloPipeline:
                  generator: Generators = None, prior_guidance_scale: float = 4.0,
                  decoder_guidance_scale: float = 8.0, prior_latents: torch.Tensor | None = None,
                  decoder_latents: torch.Tensor | None = None, super_res_latents: torch.Tensor | None = None,
-                 output_type: str = "pil", return_dict: bool = True):
+                 output_type: str = "pil", return_dict: bool = True, prior: str | None = None):
         """Text to image as diffusers' `UnCLIPPipeline`, or, given `image` (PIL images or uint8
         arrays) or `image_embeddings` (B, D) without a prompt, as `UnCLIPImageVariationPipeline`
-        (empty caption, decoder guidance only). Returns `UnCLIPOutput(images, image_embeds)`."""
+        (empty caption, decoder guidance only). Returns `UnCLIPOutput(images, image_embeds)`.
+        `prior`: Karlo has the diffusion prior alone (None or "diffusion")."""
+        validate.sampling(prior=prior)
+        if prior not in (None, "diffusion"):
+            raise ValueError(f"prior {prior!r}: a Karlo folder has only the diffusion prior")
         validate.sampling(num_images_per_prompt=num_images_per_prompt,
                           prior_num_inference_steps=prior_num_inference_steps,
                           decoder_num_inference_steps=decoder_num_inference_steps,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-STAGES = ("clip", "prior", "decoder", "upsampler")
+STAGES = ("clip", "prior", "prior_ar", "decoder", "upsampler")
 
 
 def stage_classes(name: str):
@@ -15,6 +15,10 @@ def stage_classes(name: str):
         from .prior import PriorStage, PriorStageConfig
 
         return PriorStageConfig, PriorStage
+    if name == "prior_ar":
+        from .prior import ARPriorStage, ARPriorStageConfig
+
+        return ARPriorStageConfig, ARPriorStage
     if name == "decoder":
         from .decoder import DecoderStage, DecoderStageConfig
 

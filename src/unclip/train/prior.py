@@ -1,4 +1,4 @@
-"""The prior stage: the diffusion prior trained on cached CLIP embeddings."""
+"""The prior stages: the diffusion prior and the AR prior, trained on cached CLIP embeddings."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from ..config import ConfigError, DataConfig, TrainConfig, check
 from ..data.embeddings import EmbeddingCache, build_cache
 from ..data.stream import make_source
 from ..pipeline import UnCLIPPipeline
-from ..prior import DiffusionPrior, PriorConfig
+from ..prior import ARPrior, ARPriorConfig, DiffusionPrior, PriorConfig
 from ..prior.diffusion_prior import TEXT_KEYS
 
 
@@ -32,10 +32,15 @@ class PriorStageConfig:
         check(self.cache_size > 0, "cache_size", "must be positive")
 
 
+@dataclass
+class ARPriorStageConfig(PriorStageConfig):
+    model: ARPriorConfig = field(default_factory=ARPriorConfig)
+
+
 class PriorModule(nn.Module):
     """forward(batch) -> the prior's loss on a batch of cached embeddings."""
 
-    def __init__(self, prior: DiffusionPrior, null: dict[str, torch.Tensor]):
+    def __init__(self, prior: DiffusionPrior | ARPrior, null: dict[str, torch.Tensor]):
         super().__init__()
         self.prior = prior
         for k in TEXT_KEYS:  # the empty caption's condition, moved with the module
@@ -49,7 +54,7 @@ class PriorModule(nn.Module):
 
 
 class PriorStage:
-    name = "prior"
+    name, kind = "prior", "diffusion"
     data_workers = 0  # batches come from memory
 
     def __init__(self, cfg: PriorStageConfig):
@@ -59,10 +64,16 @@ class PriorStage:
         if self.clip.model.config.text_config.hidden_size != self.clip.embed_dim:
             raise ConfigError("clip", "the prior needs a CLIP whose text width equals its embedding size")
         self.cache = EmbeddingCache(self._cache_path(), self.clip, seed=cfg.data.seed)
-        prior = DiffusionPrior.from_config(cfg.model, self.clip.embed_dim, self.clip.max_length)
+        self.module = PriorModule(self.build(cfg.model), self.cache.null)
+
+    def build(self, cfg: PriorConfig) -> DiffusionPrior:
+        prior = DiffusionPrior.from_config(cfg, self.clip.embed_dim, self.clip.max_length)
         image_embed = self.cache.data["image_embed"]
         prior.set_statistics(image_embed.mean(0), image_embed.std(0))
-        self.module = PriorModule(prior, self.cache.null)
+        return prior
+
+    def pipeline(self, prior: DiffusionPrior) -> UnCLIPPipeline:
+        return UnCLIPPipeline(self.clip, prior)
 
     def _cache_path(self) -> Path:
         path = Path(self.cfg.cache)
@@ -80,8 +91,21 @@ class PriorStage:
     def preview(self, module: PriorModule, folder: Path, step: int) -> dict:
         from ..evaluate.prior_eval import evaluate_prior
 
-        figures = evaluate_prior(UnCLIPPipeline(self.clip, module.prior), num=100, methods=("prior",))
+        figures = evaluate_prior(self.pipeline(module.prior), num=100, methods=("prior",), prior=self.kind)
         return {k: v["prior"] for k, v in figures.items()}
 
     def export(self, module: PriorModule, folder: Path) -> None:
-        UnCLIPPipeline(self.clip, module.prior).save_pretrained(folder)
+        self.pipeline(module.prior).save_pretrained(folder)
+
+
+class ARPriorStage(PriorStage):
+    """The AR prior on the same cache; its codec is fitted to the cached image embeddings."""
+
+    name, kind = "prior_ar", "ar"
+
+    def build(self, cfg: ARPriorConfig) -> ARPrior:
+        data, text_width = self.cache.data, self.clip.model.config.text_config.hidden_size
+        return ARPrior.from_data(cfg, data["image_embed"], data["text_embed"], self.clip.max_length, text_width)
+
+    def pipeline(self, prior: ARPrior) -> UnCLIPPipeline:
+        return UnCLIPPipeline(self.clip, ar_prior=prior)

@@ -1,0 +1,227 @@
+"""The autoregressive prior (unCLIP Sec. 2.2): caption -> CLIP image embedding as a sequence
+of discrete codes (see codec.py), predicted one at a time by a causal transformer.
+
+Sequence: [caption tokens (L), CLIP text embedding, quantised z_i . z_t, code_1 .. code_K-1];
+the output at the dot-product token predicts code_1, each code's output the next. The network
+is `transformers.GPT2Model` fed embeddings (its own word table unused), so the key/value cache
+is transformers'. Classifier-free guidance: the text condition (caption, text embedding and dot
+token) is replaced by the empty caption's and a "no dot" token 10% of the time; sampling
+mixes the two passes' logits. At sampling time the dot token is drawn uniformly from the
+buckets above a percentile of the training distribution (the paper: the top half).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import DynamicCache, GPT2Config, GPT2Model
+
+from ..config import check
+from ..diffusion.guidance import drop_cond
+from ..diffusion.sampling import Generators, rand
+from .codec import EmbeddingCodec
+from .diffusion_prior import TEXT_KEYS
+
+WEIGHTS = "model.safetensors"
+SIZES = "config.json"
+
+
+@dataclass
+class ARPriorConfig:
+    width: int = 256
+    num_layers: int = 6
+    num_heads: int = 8
+    dropout: float = 0.0
+    buckets: int = 1024  # per PCA component, and for the dot product (the paper's count)
+    max_rel_mse: float = 0.01  # PCA keeps the fewest components under this error (the paper: < 1%)
+    text_drop_prob: float = 0.1
+    guidance_scale: float = 2.0
+    temperature: float = 1.0
+    top_k: int = 0  # 0: off
+    top_p: float = 1.0  # 1: off
+    dot_percentile: float = 50.0  # sample z_i . z_t from above this percentile (the paper: 50)
+
+    def __post_init__(self):
+        for name in ("width", "num_layers", "num_heads", "buckets"):
+            check(getattr(self, name) > 0, name, "must be positive")
+        check(self.width % self.num_heads == 0, "width", "must be a multiple of num_heads")
+        check(self.buckets >= 2, "buckets", "must be at least 2")
+        check(0 < self.max_rel_mse < 1, "max_rel_mse", "must be in (0, 1)")
+        check(0 <= self.text_drop_prob < 1, "text_drop_prob", "must be in [0, 1)")
+        check(math.isfinite(self.guidance_scale) and self.guidance_scale >= 0, "guidance_scale", "must be >= 0")
+        check(self.temperature > 0, "temperature", "must be positive")
+        check(self.top_k >= 0, "top_k", "must be >= 0 (0: off)")
+        check(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
+        check(0 <= self.dot_percentile < 100, "dot_percentile", "must be in [0, 100)")
+
+
+def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """-inf outside the top k codes and outside the smallest set holding probability top_p."""
+    if top_k:
+        kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, -math.inf)
+    if top_p < 1:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        before = sorted_logits.softmax(-1).cumsum(-1) - sorted_logits.softmax(-1)  # mass of better codes
+        drop = torch.zeros_like(logits, dtype=torch.bool).scatter(-1, order, before >= top_p)
+        logits = logits.masked_fill(drop, -math.inf)
+    return logits
+
+
+def draw(logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Codes (B,) by inverse CDF at uniforms u (B,): a sample of softmax(logits) that depends
+    only on each row's own uniform."""
+    cdf = logits.float().softmax(-1).cumsum(-1)
+    return torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(1)).squeeze(1).clamp_max(logits.shape[-1] - 1)
+
+
+class ARPrior(nn.Module):
+    """Codec + causal transformer. Conditions are the diffusion prior's dicts (text_embed,
+    text_encodings, mask); `null` is the empty caption's (batch 1)."""
+
+    def __init__(self, cfg: ARPriorConfig, embed_dim: int, text_len: int, text_width: int, num_components: int):
+        super().__init__()
+        self.cfg = cfg
+        self.sizes = {"embed_dim": embed_dim, "text_len": text_len, "text_width": text_width,
+                      "num_components": num_components}
+        self.codec = EmbeddingCodec(embed_dim, num_components, cfg.buckets)
+        self.gpt = GPT2Model(GPT2Config(
+            vocab_size=1, n_positions=text_len + 2 + num_components, n_embd=cfg.width, n_layer=cfg.num_layers,
+            n_head=cfg.num_heads, resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout,
+            bos_token_id=None, eos_token_id=None))
+        self.text_in = nn.Linear(text_width, cfg.width)  # caption token states
+        self.embed_in = nn.Linear(embed_dim, cfg.width)  # CLIP text embedding
+        self.dot_in = nn.Embedding(cfg.buckets + 1, cfg.width)  # last row: no dot product (text dropped)
+        self.code_in = nn.Embedding(cfg.buckets, cfg.width)
+        self.head = nn.Linear(cfg.width, cfg.buckets)
+
+    @property
+    def no_dot(self) -> int:
+        return self.cfg.buckets
+
+    @property
+    def prefix_len(self) -> int:
+        return self.sizes["text_len"] + 2
+
+    @classmethod
+    def from_data(cls, cfg: ARPriorConfig, image_embed: torch.Tensor, text_embed: torch.Tensor,
+                  text_len: int, text_width: int) -> ARPrior:
+        """A fresh prior whose codec is fitted to the training embeddings (N, D)."""
+        codec = EmbeddingCodec.fit(image_embed, text_embed, cfg.max_rel_mse, cfg.buckets)
+        prior = cls(cfg, image_embed.shape[1], text_len, text_width, codec.num_components)
+        prior.codec.load_state_dict(codec.state_dict())
+        return prior
+
+    def save_pretrained(self, path) -> None:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, path / WEIGHTS)
+        (path / SIZES).write_text(json.dumps(self.sizes, indent=2))
+
+    @classmethod
+    def from_pretrained(cls, path, cfg: ARPriorConfig, torch_dtype=None) -> ARPrior:
+        from ..weights import check_weights
+
+        path = Path(path)
+        if not (path / SIZES).is_file():
+            raise FileNotFoundError(f"{path.name}/{SIZES} is missing")
+        try:
+            sizes = json.loads((path / SIZES).read_text())
+            with torch.device("meta"):
+                check_weights(path.name, path, None, cls(cfg, **sizes))
+        except (json.JSONDecodeError, TypeError) as e:
+            raise ValueError(f"{path.name}/{SIZES} is not a valid sizes file ({e})") from None
+        prior = cls(cfg, **sizes)
+        state = load_file(path / WEIGHTS)
+        prior.load_state_dict({k: state[k] for k in prior.state_dict()})
+        prior.codec.float()  # quantiles and basis stay float32 whatever the network's dtype
+        return prior.to(torch_dtype).eval() if torch_dtype is not None else prior.eval()
+
+    def to(self, *args, **kwargs):
+        super().to(*args, **kwargs)
+        self.codec.float()
+        return self
+
+    # -- the sequence ----------------------------------------------------------------------------
+    def prefix(self, cond: dict, dot: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embedded prefix (B, L + 2, W) and its attention mask (B, L + 2)."""
+        dtype = self.head.weight.dtype
+        x = torch.cat([self.text_in(cond["text_encodings"].to(dtype)),
+                       self.embed_in(cond["text_embed"].to(dtype))[:, None], self.dot_in(dot)[:, None]], dim=1)
+        mask = torch.cat([cond["mask"].long(), torch.ones_like(cond["mask"][:, :2], dtype=torch.long)], dim=1)
+        return x, mask
+
+    def logits(self, cond: dict, dot: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """Logits (B, n + 1, buckets) for codes 1..n+1 given codes (B, n) 1..n, without a cache."""
+        x, mask = self.prefix(cond, dot)
+        x = torch.cat([x, self.code_in(codes)], dim=1)
+        mask = torch.cat([mask, torch.ones_like(codes)], dim=1)
+        h = self.gpt(inputs_embeds=x, attention_mask=mask).last_hidden_state
+        return self.head(h[:, self.prefix_len - 1:]).float()
+
+    def loss(self, image_embed: torch.Tensor, cond: dict, null: dict) -> torch.Tensor:
+        """Cross-entropy of every code; the text condition is dropped with text_drop_prob."""
+        codes = self.codec.encode(image_embed)
+        cond = {**{k: cond[k] for k in TEXT_KEYS}, "dot": self.codec.encode_dot(image_embed, cond["text_embed"])}
+        null = {**{k: null[k] for k in TEXT_KEYS}, "dot": torch.full((1,), self.no_dot, device=codes.device)}
+        cond, _ = drop_cond(cond, null, self.cfg.text_drop_prob)
+        logits = self.logits(cond, cond["dot"], codes[:, :-1])
+        return F.cross_entropy(logits.flatten(0, 1), codes.flatten())
+
+    # -- sampling --------------------------------------------------------------------------------
+    def sample_dot(self, b: int, generator: Generators, device, percentile: float) -> torch.Tensor:
+        """Dot tokens drawn uniformly from the buckets above `percentile` (equal-count buckets, so
+        this samples z_i . z_t from that part of its training distribution)."""
+        low = min(int(percentile / 100 * self.cfg.buckets), self.cfg.buckets - 1)
+        u = rand((b,), generator, device)
+        return (low + (u * (self.cfg.buckets - low)).long()).clamp_max(self.cfg.buckets - 1)
+
+    @torch.no_grad()
+    def sample_codes(self, cond: dict, null: dict, *, guidance_scale: float | None = None,
+                     temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
+                     dot_percentile: float | None = None, generator: Generators = None,
+                     use_cache: bool = True) -> torch.Tensor:
+        """Codes (B, K), one code per network call with the cache (the whole sequence per call
+        without). Settings left None are the config's. `generator`: one, or one per caption."""
+        c = self.cfg
+        scale = c.guidance_scale if guidance_scale is None else guidance_scale
+        temperature = c.temperature if temperature is None else temperature
+        top_k, top_p = (c.top_k if top_k is None else top_k), (c.top_p if top_p is None else top_p)
+        percentile = c.dot_percentile if dot_percentile is None else dot_percentile
+        b, device = cond["text_embed"].shape[0], cond["text_embed"].device
+        dot = self.sample_dot(b, generator, device, percentile)
+        guided = scale != 1.0
+        if guided:  # [cond; null] in one batch
+            cond = {k: torch.cat([cond[k], null[k].to(cond[k].dtype).expand_as(cond[k])]) for k in TEXT_KEYS}
+            dot = torch.cat([dot, torch.full_like(dot, self.no_dot)])
+        x, mask = self.prefix(cond, dot)
+        codes = torch.zeros(b, 0, dtype=torch.long, device=device)
+        cache, inputs = DynamicCache(), x  # filled in place by each call
+        for _ in range(self.codec.num_components):
+            if use_cache:
+                # the cache goes in by position: its keyword was renamed in transformers 5
+                h = self.gpt(None, cache, inputs_embeds=inputs, attention_mask=mask, use_cache=True).last_hidden_state
+                logits = self.head(h[:, -1]).float()
+            else:
+                logits = self.logits(cond, dot, codes.repeat(2, 1) if guided else codes)[:, -1]
+            if guided:
+                cond_l, null_l = logits.chunk(2)
+                logits = null_l + scale * (cond_l - null_l)
+            logits = filter_logits(logits / temperature, top_k, top_p)
+            code = draw(logits, rand((b,), generator, device))
+            codes = torch.cat([codes, code[:, None]], dim=1)
+            inputs = self.code_in(code.repeat(2) if guided else code)[:, None]
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        return codes
+
+    @torch.no_grad()
+    def sample(self, cond: dict, null: dict, **kw) -> torch.Tensor:
+        """L2-normalised image embeddings (B, D); keywords as `sample_codes`."""
+        return self.codec.decode(self.sample_codes(cond, null, **kw))
