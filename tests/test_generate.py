@@ -19,12 +19,13 @@ PROMPTS = ["a large red circle on the left on a white background", "a blue squar
 def test_folder_round_trip_is_exact_and_self_describing(tiny_model, tmp_path):
     pipe = UnCLIPPipeline.from_pretrained(tiny_model)
     settings = json.loads((tiny_model / "unclip.json").read_text())
-    assert settings["components"] == ["clip", "prior", "decoder", "upsampler1", "upsampler2"]
+    assert settings["components"] == ["clip", "prior", "ar_prior", "decoder", "upsampler1", "upsampler2"]
     assert "unclip_version" in settings and settings["upsamplers"][1]["degradation"] == "bsr"
     assert not list(tiny_model.rglob("*.bin")) and not list(tiny_model.rglob("*.pt"))  # safetensors only
     pipe.save_pretrained(tmp_path / "again")
     again = UnCLIPPipeline.from_pretrained(tmp_path / "again")
-    for a, b in ((pipe.decoder, again.decoder), (pipe.upsamplers[1], again.upsamplers[1]), (pipe.prior, again.prior)):
+    for a, b in ((pipe.decoder, again.decoder), (pipe.upsamplers[1], again.upsamplers[1]), (pipe.prior, again.prior),
+                 (pipe.ar_prior, again.ar_prior)):
         sa, sb = a.state_dict(), b.state_dict()
         assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
     def gens():

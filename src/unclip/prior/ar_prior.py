@@ -101,6 +101,10 @@ class ARPrior(nn.Module):
         self.dot_in = nn.Embedding(cfg.buckets + 1, cfg.width)  # last row: no dot product (text dropped)
         self.code_in = nn.Embedding(cfg.buckets, cfg.width)
         self.head = nn.Linear(cfg.width, cfg.buckets)
+        for layer in (self.text_in, self.embed_in, self.dot_in, self.code_in, self.head):
+            # GPT-2's scale: inputs as small as its position embeddings, which alone tell
+            # the network which component it predicts (PyTorch's N(0, 1) buries them)
+            nn.init.normal_(layer.weight, std=self.gpt.config.initializer_range)
 
     @property
     def no_dot(self) -> int:
