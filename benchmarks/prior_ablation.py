@@ -79,7 +79,7 @@ def main():
         figures = evaluate_prior(pipe, num=args.num, methods=("prior",), prior="ar")
         percentiles[pct] = {s: f["prior"] for s, f in figures.items()}
 
-    print(f"\n| prior | single all right | two objects | novel single | novel two | CLIP score | diversity |")
+    print("\n| prior | single all right | two objects | novel single | novel two | CLIP score | diversity |")
     print("|---|---|---|---|---|---|---|")
     for prior, f in results.items():
         print(f"| {prior} | {f['single']:.3f} | {f['two']:.3f} | {f['novel_single']:.3f} | {f['novel_two']:.3f} "

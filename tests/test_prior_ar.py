@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from unclip.autoregressive import draw, filter_logits
 from unclip.prior import ARPrior, ARPriorConfig
-from unclip.prior.ar_prior import draw, filter_logits
 from unclip.prior.codec import EmbeddingCodec, bucketize
 
 from .conftest import TINY, D, L

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import __version__
+from . import __version__, validate
 from .clip import ClipEncoder
 from .config import from_dict
 from .data.embeddings import clip_fingerprint, encode_image, encode_text
@@ -26,7 +26,6 @@ from .data.transforms import center_square, to_tensor
 from .decoder import Decoder, DecoderConfig
 from .diffusion.guidance import cfg
 from .diffusion.sampling import Generators, ddim_invert
-from . import validate
 from .output import UnCLIPOutput, check_prompts, to_output
 from .prior import ARPrior, ARPriorConfig, DiffusionPrior, PriorConfig
 from .upsampler import Upsampler, UpsamplerConfig

@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import DynamicCache, GPT2Config, GPT2Model
+from transformers import GPT2Config, GPT2Model
 
+from ..autoregressive import sample_tokens
 from ..config import check
 from ..diffusion.guidance import drop_cond
 from ..diffusion.sampling import Generators, rand
@@ -60,26 +61,6 @@ class ARPriorConfig:
         check(self.top_k >= 0, "top_k", "must be >= 0 (0: off)")
         check(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
         check(0 <= self.dot_percentile < 100, "dot_percentile", "must be in [0, 100)")
-
-
-def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
-    """-inf outside the top k codes and outside the smallest set holding probability top_p."""
-    if top_k:
-        kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, -math.inf)
-    if top_p < 1:
-        sorted_logits, order = logits.sort(dim=-1, descending=True)
-        before = sorted_logits.softmax(-1).cumsum(-1) - sorted_logits.softmax(-1)  # mass of better codes
-        drop = torch.zeros_like(logits, dtype=torch.bool).scatter(-1, order, before >= top_p)
-        logits = logits.masked_fill(drop, -math.inf)
-    return logits
-
-
-def draw(logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """Codes (B,) by inverse CDF at uniforms u (B,): a sample of softmax(logits) that depends
-    only on each row's own uniform."""
-    cdf = logits.float().softmax(-1).cumsum(-1)
-    return torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(1)).squeeze(1).clamp_max(logits.shape[-1] - 1)
 
 
 class ARPrior(nn.Module):
@@ -206,24 +187,9 @@ class ARPrior(nn.Module):
             cond = {k: torch.cat([cond[k], null[k].to(cond[k].dtype).expand_as(cond[k])]) for k in TEXT_KEYS}
             dot = torch.cat([dot, torch.full_like(dot, self.no_dot)])
         x, mask = self.prefix(cond, dot)
-        codes = torch.zeros(b, 0, dtype=torch.long, device=device)
-        cache, inputs = DynamicCache(), x  # filled in place by each call
-        for _ in range(self.codec.num_components):
-            if use_cache:
-                # the cache goes in by position: its keyword was renamed in transformers 5
-                h = self.gpt(None, cache, inputs_embeds=inputs, attention_mask=mask, use_cache=True).last_hidden_state
-                logits = self.head(h[:, -1]).float()
-            else:
-                logits = self.logits(cond, dot, codes.repeat(2, 1) if guided else codes)[:, -1]
-            if guided:
-                cond_l, null_l = logits.chunk(2)
-                logits = null_l + scale * (cond_l - null_l)
-            logits = filter_logits(logits / temperature, top_k, top_p)
-            code = draw(logits, rand((b,), generator, device))
-            codes = torch.cat([codes, code[:, None]], dim=1)
-            inputs = self.code_in(code.repeat(2) if guided else code)[:, None]
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-        return codes
+        return sample_tokens(self.gpt, x, mask, self.code_in, self.head, self.codec.num_components,
+                             generator=generator, guidance_scale=scale, temperature=temperature, top_k=top_k,
+                             top_p=top_p, use_cache=use_cache)
 
     @torch.no_grad()
     def sample(self, cond: dict, null: dict, **kw) -> torch.Tensor:
