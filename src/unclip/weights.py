@@ -64,3 +64,36 @@ def component_error(root: Path, name: str, e: Exception) -> ValueError:
     if msg.startswith((f"{name}/", f"{name}:")):
         return ValueError(f"{root}: {msg}")
     return ValueError(f"{root}: cannot load the component {name}/: {msg}")
+
+
+SIZES = "config.json"  # a sized module's constructor arguments beside its config dataclass
+SIZED_WEIGHTS = "model.safetensors"
+
+
+def save_sized(module: torch.nn.Module, path: str | Path) -> None:
+    """A module built as `cls(cfg, **module.sizes)`: its weights and its sizes."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in module.state_dict().items()}, path / SIZED_WEIGHTS)
+    (path / SIZES).write_text(json.dumps(module.sizes, indent=2))
+
+
+def load_sized(cls, path: str | Path, cfg, torch_dtype=None) -> torch.nn.Module:
+    """The inverse of `save_sized`, in eval mode; stored weights are checked first."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not (path / SIZES).is_file():
+        raise FileNotFoundError(f"{path.name}/{SIZES} is missing")
+    try:
+        sizes = json.loads((path / SIZES).read_text())
+        with torch.device("meta"):
+            check_weights(path.name, path, None, cls(cfg, **sizes))
+    except (json.JSONDecodeError, TypeError) as e:
+        raise ValueError(f"{path.name}/{SIZES} is not a valid sizes file ({e})") from None
+    module = cls(cfg, **sizes)
+    state = load_file(path / SIZED_WEIGHTS)
+    module.load_state_dict({k: state[k] for k in module.state_dict()})
+    return (module.to(torch_dtype) if torch_dtype is not None else module).eval()

@@ -12,14 +12,11 @@ buckets above a percentile of the training distribution (the paper: the top half
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import GPT2Config, GPT2Model
 
@@ -27,11 +24,9 @@ from ..autoregressive import sample_tokens
 from ..config import check
 from ..diffusion.guidance import drop_cond
 from ..diffusion.sampling import Generators, rand
+from ..weights import load_sized, save_sized
 from .codec import EmbeddingCodec
 from .diffusion_prior import TEXT_KEYS
-
-WEIGHTS = "model.safetensors"
-SIZES = "config.json"
 
 
 @dataclass
@@ -105,29 +100,11 @@ class ARPrior(nn.Module):
         return prior
 
     def save_pretrained(self, path) -> None:
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, path / WEIGHTS)
-        (path / SIZES).write_text(json.dumps(self.sizes, indent=2))
+        save_sized(self, path)
 
     @classmethod
     def from_pretrained(cls, path, cfg: ARPriorConfig, torch_dtype=None) -> ARPrior:
-        from ..weights import check_weights
-
-        path = Path(path)
-        if not (path / SIZES).is_file():
-            raise FileNotFoundError(f"{path.name}/{SIZES} is missing")
-        try:
-            sizes = json.loads((path / SIZES).read_text())
-            with torch.device("meta"):
-                check_weights(path.name, path, None, cls(cfg, **sizes))
-        except (json.JSONDecodeError, TypeError) as e:
-            raise ValueError(f"{path.name}/{SIZES} is not a valid sizes file ({e})") from None
-        prior = cls(cfg, **sizes)
-        state = load_file(path / WEIGHTS)
-        prior.load_state_dict({k: state[k] for k in prior.state_dict()})
-        prior.codec.float()  # quantiles and basis stay float32 whatever the network's dtype
-        return prior.to(torch_dtype).eval() if torch_dtype is not None else prior.eval()
+        return load_sized(cls, path, cfg, torch_dtype)
 
     def to(self, *args, **kwargs):
         super().to(*args, **kwargs)

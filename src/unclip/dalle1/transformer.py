@@ -1,0 +1,101 @@
+"""DALL-E 1's transformer (Ramesh et al. 2021, Sec. 2.2): one decoder-only stream of the
+caption's tokens, then the image's dVAE codes, each predicting the next.
+
+The caption is padded to a fixed length with a padding token learned per position (so a
+short caption still fills the prefix with something the network can tell apart); the loss
+weighs the image codes 7/8 and the caption's tokens 1/8, as the paper. The network is
+`transformers.GPT2Model` fed embeddings, sampled by `autoregressive.sample_tokens` with a
+key/value cache.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import GPT2Config, GPT2Model
+
+from ..autoregressive import sample_tokens
+from ..config import check
+from ..diffusion.sampling import Generators
+from ..weights import load_sized, save_sized
+
+
+@dataclass
+class DalleConfig:
+    width: int = 256
+    num_layers: int = 6
+    num_heads: int = 8
+    dropout: float = 0.0
+    text_loss_weight: float = 1 / 8  # the paper's: image codes 7/8, caption tokens 1/8
+    temperature: float = 1.0
+    top_k: int = 0  # 0: off
+    top_p: float = 1.0  # 1: off
+    rerank: int = 8  # candidates per image, the one CLIP scores highest kept
+
+    def __post_init__(self):
+        for name in ("width", "num_layers", "num_heads", "rerank"):
+            check(getattr(self, name) > 0, name, "must be positive")
+        check(self.width % self.num_heads == 0, "width", "must be a multiple of num_heads")
+        check(0 <= self.text_loss_weight < 1, "text_loss_weight", "must be in [0, 1)")
+        check(self.temperature > 0, "temperature", "must be positive")
+        check(self.top_k >= 0, "top_k", "must be >= 0 (0: off)")
+        check(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
+
+
+class DalleTransformer(nn.Module):
+    def __init__(self, cfg: DalleConfig, text_vocab: int, text_len: int, image_vocab: int, image_len: int):
+        super().__init__()
+        self.cfg = cfg
+        self.sizes = {"text_vocab": text_vocab, "text_len": text_len, "image_vocab": image_vocab, "image_len": image_len}
+        self.gpt = GPT2Model(GPT2Config(
+            vocab_size=1, n_positions=text_len + image_len, n_embd=cfg.width, n_layer=cfg.num_layers,
+            n_head=cfg.num_heads, resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout,
+            bos_token_id=None, eos_token_id=None))
+        self.text_in = nn.Embedding(text_vocab, cfg.width)
+        self.pad_in = nn.Embedding(text_len, cfg.width)  # the padding token of each caption position
+        self.image_in = nn.Embedding(image_vocab, cfg.width)
+        self.text_head = nn.Linear(cfg.width, text_vocab)
+        self.image_head = nn.Linear(cfg.width, image_vocab)
+        for layer in (self.text_in, self.pad_in, self.image_in, self.text_head, self.image_head):
+            nn.init.normal_(layer.weight, std=self.gpt.config.initializer_range)  # GPT-2's scale
+
+    def save_pretrained(self, path) -> None:
+        save_sized(self, path)
+
+    @classmethod
+    def from_pretrained(cls, path, cfg: DalleConfig, torch_dtype=None) -> DalleTransformer:
+        return load_sized(cls, path, cfg, torch_dtype)
+
+    def embed_text(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, T, W): token embeddings where mask, each position's padding token elsewhere."""
+        return torch.where(mask[..., None], self.text_in(ids), self.pad_in.weight[None, : ids.shape[1]])
+
+    def loss(self, ids: torch.Tensor, mask: torch.Tensor, codes: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """Weighted next-token cross-entropy over caption tokens (B, T) and image codes (B, N);
+        a caption's padding is not a target."""
+        x = torch.cat([self.embed_text(ids, mask), self.image_in(codes[:, :-1])], dim=1)
+        h = self.gpt(inputs_embeds=x).last_hidden_state
+        t = ids.shape[1]
+        text_logits = self.text_head(h[:, : t - 1]).float()
+        targets = ids[:, 1:].masked_fill(~mask[:, 1:], -100)  # -100: ignored by cross_entropy
+        text = F.cross_entropy(text_logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
+        image = F.cross_entropy(self.image_head(h[:, t - 1:]).float().flatten(0, 1), codes.flatten())
+        w = self.cfg.text_loss_weight
+        return w * text + (1 - w) * image, {"text": text.detach(), "image": image.detach()}
+
+    @torch.no_grad()
+    def sample(self, ids: torch.Tensor, mask: torch.Tensor, *, generator: Generators = None,
+               temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
+               use_cache: bool = True) -> torch.Tensor:
+        """Image codes (B, N) for captions (B, T); settings left None are the config's."""
+        c = self.cfg
+        prefix = self.embed_text(ids, mask)
+        return sample_tokens(
+            self.gpt, prefix, torch.ones(prefix.shape[:2], dtype=torch.long, device=prefix.device), self.image_in,
+            self.image_head, self.sizes["image_len"], generator=generator,
+            temperature=c.temperature if temperature is None else temperature,
+            top_k=c.top_k if top_k is None else top_k, top_p=c.top_p if top_p is None else top_p,
+            use_cache=use_cache)
