@@ -1,0 +1,97 @@
+"""DALL-E 1: the dVAE and the transformer on tiny models."""
+
+import math
+
+import pytest
+import torch
+
+from unclip.dalle1.dvae import DVAE, DVAEConfig
+from unclip.dalle1.transformer import DalleConfig, DalleTransformer
+
+
+def tiny_dvae():
+    torch.manual_seed(0)
+    return DVAE(image_size=16, codebook_size=32, code_dim=8, block_out_channels=(8, 16), norm_num_groups=4)
+
+
+def test_dvae_codes_and_images_have_the_right_shapes(tmp_path):
+    vae = tiny_dvae().eval()
+    images = torch.rand(3, 3, 16, 16) * 2 - 1
+    codes = vae.encode(images)
+    assert vae.grid == 8 and codes.shape == (3, 64) and codes.dtype == torch.int64
+    assert 0 <= codes.min() and codes.max() < 32
+    out = vae.decode(codes)
+    assert out.shape == (3, 3, 16, 16)
+    one_hot = torch.nn.functional.one_hot(codes.view(3, 8, 8), 32).permute(0, 3, 1, 2).float()
+    assert torch.allclose(vae.decode_probs(one_hot), out, atol=1e-5)  # hard codes = one-hot probabilities
+    vae.save_pretrained(tmp_path / "dvae")
+    again = DVAE.from_pretrained(tmp_path / "dvae")
+    assert torch.equal(again.encode(images), codes) and torch.allclose(again.decode(codes), out)
+
+
+def test_dvae_training_lowers_the_reconstruction_error():
+    vae = tiny_dvae()
+    cfg = DVAEConfig(temperature_steps=60, kl_warmup_steps=30)
+    g = torch.Generator().manual_seed(0)
+    images = torch.zeros(8, 3, 16, 16)
+    for i in range(8):  # flat colours with a square, as the shapes world
+        images[i] = torch.rand(3, 1, 1, generator=g) * 2 - 1
+        images[i, :, 4:10, 4:10] = torch.rand(3, 1, 1, generator=g) * 2 - 1
+    opt = torch.optim.Adam(vae.parameters(), lr=2e-3)
+    torch.manual_seed(0)
+    first = None
+    for step in range(60):
+        loss, parts = vae.loss(images, cfg.temperature(step), cfg.kl(step))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        first = first if first is not None else parts["mse"].item()
+    assert parts["mse"].item() < 0.5 * first
+    assert 0 <= parts["kl"].item() <= math.log(32) + 1e-4
+
+
+def test_temperature_and_kl_weight_follow_their_schedules():
+    cfg = DVAEConfig(temperature_start=1.0, temperature_end=1 / 16, temperature_steps=100, kl_weight=2.0,
+                     kl_warmup_steps=50)
+    assert cfg.temperature(0) == 1.0 and cfg.temperature(100) == pytest.approx(1 / 16)
+    assert cfg.temperature(50) == pytest.approx((1 + 1 / 16) / 2) and cfg.temperature(500) == pytest.approx(1 / 16)
+    temps = [cfg.temperature(s) for s in range(0, 101, 10)]
+    assert all(a > b for a, b in zip(temps, temps[1:]))
+    assert cfg.kl(0) == 0.0 and cfg.kl(25) == pytest.approx(1.0) and cfg.kl(50) == cfg.kl(80) == 2.0
+
+
+def tiny_transformer(**kw):
+    torch.manual_seed(0)
+    return DalleTransformer(DalleConfig(width=32, num_layers=2, num_heads=4, **kw), text_vocab=20, text_len=6,
+                            image_vocab=16, image_len=9).eval()
+
+
+def captions(b=3):
+    ids = torch.randint(4, 20, (b, 6), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones(b, 6, dtype=torch.bool)
+    mask[0, 3:] = False
+    ids[~mask] = 0
+    return ids, mask
+
+
+def test_loss_weighs_image_codes_seven_eighths_and_ignores_padding():
+    model = tiny_transformer()
+    ids, mask = captions()
+    codes = torch.randint(0, 16, (3, 9), generator=torch.Generator().manual_seed(2))
+    loss, parts = model.loss(ids, mask, codes)
+    assert loss.item() == pytest.approx((parts["text"] / 8 + parts["image"] * 7 / 8).item(), rel=1e-5)
+    other = ids.clone()
+    other[0, 4:] = 7  # a padded position's id is not read: the learned padding token is
+    assert torch.allclose(model.loss(other, mask, codes)[0], loss)
+    assert not torch.allclose(model.loss(ids, torch.ones_like(mask), codes)[0], loss)
+    assert not torch.equal(model.embed_text(ids, mask)[0, 3], model.embed_text(ids, mask)[0, 4])  # per position
+
+
+def test_cached_and_uncached_sampling_agree_under_a_seed():
+    model = tiny_transformer()
+    ids, mask = captions()
+    gens = lambda: [torch.Generator().manual_seed(s) for s in range(3)]  # noqa: E731
+    a = model.sample(ids, mask, generator=gens())
+    b = model.sample(ids, mask, generator=gens(), use_cache=False)
+    assert a.shape == (3, 9) and torch.equal(a, b)
+    assert not torch.equal(a, model.sample(ids, mask, generator=[torch.Generator().manual_seed(s) for s in (7, 8, 9)]))
