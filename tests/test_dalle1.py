@@ -95,3 +95,88 @@ def test_cached_and_uncached_sampling_agree_under_a_seed():
     b = model.sample(ids, mask, generator=gens(), use_cache=False)
     assert a.shape == (3, 9) and torch.equal(a, b)
     assert not torch.equal(a, model.sample(ids, mask, generator=[torch.Generator().manual_seed(s) for s in (7, 8, 9)]))
+
+
+@pytest.fixture(scope="module")
+def tiny_dalle(tiny_clip, tmp_path_factory):
+    """A tiny DALL-E 1 folder trained through the CLI: dVAE, then transformer."""
+    from unclip.cli import main
+
+    from .conftest import TINY
+
+    root = tmp_path_factory.mktemp("dalle")
+    assert main(["train", "dvae", "--config", str(TINY / "dvae.yaml"), f"--train.out_dir={root / 'dvae'}"]) == 0
+    assert main(["train", "dalle", "--config", str(TINY / "dalle.yaml"), f"--dvae={root / 'dvae' / 'model'}",
+                 f"--clip={tiny_clip}", f"--train.out_dir={root / 'dalle'}"]) == 0
+    return root
+
+
+def test_training_writes_previews_and_a_model_folder(tiny_dalle):
+    import json
+
+    log = [json.loads(ln) for ln in (tiny_dalle / "dvae" / "log.jsonl").read_text().splitlines()]
+    preview = [r["preview"] for r in log if "preview" in r][-1]
+    assert preview["psnr"] > 0 and 1 <= preview["codes_used"] <= 16
+    settings = json.loads((tiny_dalle / "dalle" / "model" / "dalle1.json").read_text())
+    assert settings["kind"] == "dalle1" and settings["components"] == ["clip", "dvae", "transformer"]
+    assert settings["transformer"]["rerank"] == 2
+
+
+def test_generate_with_a_dalle1_folder(tiny_dalle, tmp_path):
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from unclip.cli import main
+
+    model = str(tiny_dalle / "dalle" / "model")
+    out = tmp_path / "out"
+    assert main(["generate", "a red circle", "a blue square", "--model", model, "--out", str(out), "--rerank", "3",
+                 "--upscale", "bicubic", "--seed", "4"]) == 0
+    records = [json.loads(ln) for ln in (out / "manifest.jsonl").read_text().splitlines()]
+    assert [r["seed"] for r in records] == [4, 5] and records[0]["rerank"] == 3
+    first = np.asarray(Image.open(out / records[0]["file"]))
+    assert first.shape == (32, 32, 3)  # the dVAE's 16 px, doubled
+    again = tmp_path / "again"  # image i depends on its own seed, not its batch
+    assert main(["generate", "a red circle", "--model", model, "--out", str(again), "--rerank", "3",
+                 "--upscale", "bicubic", "--seed", "4"]) == 0
+    assert np.array_equal(np.asarray(Image.open(again / "00000.png")), first)
+
+
+def test_rerank_keeps_the_candidate_clip_scores_highest(tiny_dalle):
+    from unclip.dalle1.pipeline import DalleOnePipeline
+
+    pipe = DalleOnePipeline.from_pretrained(tiny_dalle / "dalle" / "model")
+    candidates = torch.rand(6, 3, 16, 16) * 2 - 1
+    best, scores = pipe.rerank(candidates, ["a red circle", "a green star"], 3)
+    assert scores.shape == (2, 3)
+    for i in range(2):
+        assert torch.equal(best[i], candidates[3 * i + int(scores[i].argmax())])
+
+
+def test_clip_latent_commands_refuse_a_dalle1_folder(tiny_dalle, tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from unclip.cli import main
+
+    model = str(tiny_dalle / "dalle" / "model")
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "a.png")
+    for command in (["vary", str(tmp_path / "a.png")], ["interpolate", str(tmp_path / "a.png"), str(tmp_path / "a.png")],
+                    ["edit", str(tmp_path / "a.png"), "--to", "a blue square"]):
+        assert main([*command, "--model", model, "--out", str(tmp_path / command[0])]) == 2
+        assert "DALL-E 1 model does not have" in capsys.readouterr().err
+    assert main(["generate", "a red circle", "--model", model, "--out", str(tmp_path / "g"), "--prior", "ar"]) == 2
+    assert "prior is a setting of unCLIP models" in capsys.readouterr().err
+
+
+def test_dalle1_settings_on_an_unclip_model_are_clear_errors(tiny_model, tmp_path, capsys):
+    from unclip.cli import main
+
+    assert main(["generate", "a red circle", "--model", str(tiny_model), "--out", str(tmp_path / "g"),
+                 "--rerank", "4"]) == 2
+    assert "--rerank is a setting of DALL-E 1 models" in capsys.readouterr().err
+    assert main(["generate", "a red circle", "--model", str(tiny_model), "--out", str(tmp_path / "h"),
+                 "--rerank", "0"]) == 2
+    assert "rerank (--rerank) must be at least 1" in capsys.readouterr().err

@@ -107,10 +107,13 @@ def cmd_generate(args) -> None:
 
     prompts = read_prompts(args.prompts, args.prompts_file)
     sampling = dict(prior_guidance_scale=args.prior_guidance, decoder_guidance_scale=args.decoder_guidance,
-                    prior=args.prior, **parse_steps(args.steps))
+                    prior=args.prior, rerank=args.rerank, upscale=args.upscale, **parse_steps(args.steps))
     check_generate(len(prompts), args.num_images, args.seed, args.batch_size, **sampling)
     prepare_out(args.out, args.overwrite)  # every check before the model loads
     pipe = load_pipeline(args.model, dtype_of(args))
+    dalle_only = [f"--{k}" for k in ("rerank", "upscale") if sampling[k] is not None]
+    if dalle_only and getattr(pipe, "kind", None) != "dalle1":
+        raise ValueError(f"{dalle_only[0]} is a setting of DALL-E 1 models (--model dalle1)")
     manifest = generate_files(pipe, prompts, args.out, num_images=args.num_images, seed=args.seed,
                               batch_size=args.batch_size, **sampling)
     print(f"wrote {len(manifest.read_text().splitlines())} images and {manifest}")
@@ -165,6 +168,9 @@ def cmd_edit(args) -> None:
     images = [np.asarray(open_rgb(p)) for p in args.images]
     out, lines = prepare_out(args.out, args.overwrite), []
     pipe = load_pipeline(args.model, dtype_of(args), image_encoder=args.image_encoder)
+    if getattr(pipe, "kind", None) == "dalle1":
+        raise ValueError(f"{args.command} works on CLIP image embeddings, which a DALL-E 1 model does not have; "
+                         "use an unCLIP model (unclip's own or Karlo's)")
     if args.command == "invert":
         rec, db = m.reconstruct(pipe, images[0], steps=args.steps)
         write_images(out, [rec], [{"index": 0, "psnr": db}], lines)
@@ -224,6 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--decoder-guidance", type=float, help="decoder guidance scale (default: the model's)")
     g.add_argument("--steps", nargs="+", metavar="STAGE=N", help="sampling steps, e.g. prior=25 decoder=25 upsampler=7")
     g.add_argument("--batch-size", type=int, default=D["batch_size"], help="images generated together")
+    g.add_argument("--rerank", type=int, help="DALL-E 1: candidates drawn per image, the best by CLIP kept "
+                   "(default: the model's, 8)")
+    g.add_argument("--upscale", choices=["upsampler", "bicubic"], help="DALL-E 1: from the dVAE's 64 px to 128 "
+                   "px by the model's unCLIP upsampler (default) or bicubic")
     prior_flag(g)
     overwrite_flag(g)
     dtype_flag(g)
@@ -300,8 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-MODEL_HELP = ("model folder: unclip's own, or a Karlo diffusers folder (karlo-v1-alpha, "
-              "karlo-v1-alpha-image-variations) as downloaded (default: the shipped model)")
+MODEL_HELP = ("model folder: unclip's own, a DALL-E 1 folder, or a Karlo diffusers folder (karlo-v1-alpha, "
+              "karlo-v1-alpha-image-variations) as downloaded; 'dalle1': the shipped DALL-E 1 model "
+              "(default: the shipped unCLIP model)")
 
 
 def prior_flag(parser) -> None:

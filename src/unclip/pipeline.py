@@ -39,7 +39,17 @@ def default_model_dir() -> Path:
     return Path(__file__).resolve().parent / "assets" / "shapes"
 
 
+SHIPPED_NAMES = {"dalle1": "dalle1"}  # --model NAME: a model shipped in the package's assets
+
+
 def resolve_model(path: str | Path | None) -> Path:
+    """A model folder: the one given, a shipped model by name ("dalle1", unless a folder of that
+    name exists here), or the shipped unCLIP model."""
+    if path is not None and str(path) in SHIPPED_NAMES and not Path(path).is_dir():
+        shipped = default_model_dir().parent / SHIPPED_NAMES[str(path)]
+        if not shipped.is_dir():
+            raise FileNotFoundError(f"no {path} model is installed at {shipped}; pass --model DIR")
+        return shipped
     if path is not None:
         path = Path(path)
         if not path.is_dir():
@@ -63,12 +73,18 @@ def read_settings(path: str | Path) -> dict:
 
 
 def load_pipeline(path: str | Path | None = None, torch_dtype=torch.float32, image_encoder: str | Path | None = None):
-    """The pipeline a folder holds, chosen by what the folder says: unclip's own (`unclip.json`)
-    or Karlo's diffusers layout (`model_index.json`); default: the shipped model.
+    """The pipeline a folder holds, chosen by what the folder says: unclip's own (`unclip.json`),
+    DALL-E 1 (`dalle1.json`) or Karlo's diffusers layout (`model_index.json`); default: the
+    shipped model.
     `image_encoder`: for Karlo, a variations folder whose image tower to add."""
+    from .dalle1.pipeline import DalleOnePipeline, is_dalle1_folder
     from .karlo import KarloPipeline, folder_kind
 
     path = resolve_model(path)
+    if is_dalle1_folder(path):
+        if image_encoder is not None:
+            raise ValueError("--image-encoder adds a Karlo image tower to a Karlo folder; this is a DALL-E 1 folder")
+        return DalleOnePipeline.from_pretrained(path, torch_dtype=torch_dtype)
     if folder_kind(path) is not None:
         return KarloPipeline.from_pretrained(path, torch_dtype=torch_dtype, image_encoder=image_encoder)
     if image_encoder is not None:

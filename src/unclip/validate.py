@@ -13,6 +13,7 @@ FLAGS = {
     "super_res_num_inference_steps": "--steps upsampler=N", "num_images_per_prompt": "--num-images",
     "num_images": "--num-images", "batch_size": "--batch-size", "seed": "--seed", "eta": "--eta",
     "steps": "--steps", "frames": "--frames", "max_theta": "--max-theta", "prior": "--prior",
+    "rerank": "--rerank", "upscale": "--upscale",
 }
 # The defaults of every setting a person can give, read by the command line and the web app
 # alike (one source of truth). Sampling settings left out here default to the model's own.
@@ -26,6 +27,7 @@ DEFAULTS = {
 MAX_SEED = 2 ** 63 - 1  # torch.Generator.manual_seed takes a signed 64-bit integer
 MAX_STEPS = 1000  # the training timesteps of every model here
 PRIORS = ("diffusion", "ar", "text", "none")  # what gives the decoder its image embedding (Sec. 5.1)
+UPSCALES = ("upsampler", "bicubic")  # DALL-E 1: from the dVAE's size to twice it
 
 
 def _name(name: str) -> str:
@@ -58,10 +60,14 @@ def seed(value, name: str = "seed") -> int:
     return count(name, value, low=0, high=MAX_SEED)
 
 
-def prior(value) -> str:
-    if value not in PRIORS:
-        raise ValueError(f"{_name('prior')} must be one of {', '.join(PRIORS)}, got {value!r}")
+def choice(name: str, value, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValueError(f"{_name(name)} must be one of {', '.join(choices)}, got {value!r}")
     return value
+
+
+def prior(value) -> str:
+    return choice("prior", value, PRIORS)
 
 
 def sampling(**settings) -> dict:
@@ -72,6 +78,10 @@ def sampling(**settings) -> dict:
             continue
         if name == "prior":
             prior(value)
+        elif name == "upscale":
+            choice(name, value, UPSCALES)
+        elif name == "rerank":
+            count(name, value)
         elif name.endswith("guidance_scale"):
             number(name, value, low=0.0)
         elif name.endswith("num_inference_steps"):

@@ -28,8 +28,12 @@ from ..config import check
 
 @dataclass
 class DVAEConfig:
-    """The objective's schedules (the network's sizes are the model's own config)."""
+    """The network's sizes (the image size is the data's) and the objective's schedules."""
 
+    codebook_size: int = 512
+    code_dim: int = 64
+    block_out_channels: tuple[int, ...] = (64, 128, 128)  # n blocks: n - 1 halvings
+    layers_per_block: int = 1
     temperature_start: float = 1.0
     temperature_end: float = 1 / 16  # the paper's final temperature
     temperature_steps: int = 2000  # cosine anneal over this many optimizer steps
@@ -37,6 +41,10 @@ class DVAEConfig:
     kl_warmup_steps: int = 500  # cosine rise from 0
 
     def __post_init__(self):
+        check(self.codebook_size >= 2, "codebook_size", "must be at least 2")
+        check(self.code_dim > 0 and self.layers_per_block > 0, "code_dim", "sizes must be positive")
+        check(all(c > 0 and c % 32 == 0 for c in self.block_out_channels), "block_out_channels",
+              "must be positive multiples of 32 (group norm)")
         check(0 < self.temperature_end <= self.temperature_start, "temperature_end",
               "must be positive and at most temperature_start")
         check(self.kl_weight >= 0, "kl_weight", "must be >= 0")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-STAGES = ("clip", "prior", "prior_ar", "decoder", "upsampler")
+STAGES = ("clip", "prior", "prior_ar", "decoder", "upsampler", "dvae", "dalle")
 
 
 def stage_classes(name: str):
@@ -27,4 +27,12 @@ def stage_classes(name: str):
         from .upsampler import UpsamplerStage, UpsamplerStageConfig
 
         return UpsamplerStageConfig, UpsamplerStage
+    if name == "dvae":
+        from .dalle1 import DVAEStage, DVAEStageConfig
+
+        return DVAEStageConfig, DVAEStage
+    if name == "dalle":
+        from .dalle1 import DalleStage, DalleStageConfig
+
+        return DalleStageConfig, DalleStage
     raise ValueError(f"unknown stage {name!r}; stages are {STAGES}")

@@ -38,7 +38,8 @@ from .checkpoint import atomic_write, has_checkpoints, load_latest, save_checkpo
 
 class Stage(Protocol):
     name: str
-    module: nn.Module  # forward(batch) -> scalar loss; holds every trained parameter
+    module: nn.Module  # forward(batch) -> scalar loss; holds every trained parameter; an optional
+    # set_step(step) is called before each step (the dVAE's temperature and KL weight follow it)
     data_workers: int
 
     def source(self) -> Source: ...
@@ -185,9 +186,12 @@ def train(stage: Stage, cfg: TrainConfig, resume: bool = False, run_config: dict
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=f"train {stage.name}",
                disable=not main, dynamic_ncols=True)
     tick, unreadable = time.perf_counter(), set()  # distinct files, however often they come round
+    schedule = getattr(accelerator.unwrap_model(model), "set_step", None)  # objectives that follow the step
     for step in bar:
         torch.manual_seed(step_seed(cfg.seed, step, rank))
         model.train()
+        if schedule is not None:
+            schedule(step)
         losses = []
         for _ in range(cfg.grad_accum):
             batch = next(batches)

@@ -1,0 +1,151 @@
+"""DALL-E 1 as one object and one folder, in the same harness as unCLIP.
+
+Folder: `dalle1.json` (kind, components, the transformer's sampling settings), `dvae/`
+(diffusers' save_pretrained), `transformer/`, `clip/` (its tokenizer writes the captions'
+tokens, its towers rerank the candidates) and optionally `upsampler/`, an unCLIP upsampler
+that takes the 64 px decoded images to 128 px (bicubic when absent or asked for).
+
+Text to image: for each image, `rerank` candidates are drawn token by token (batched, key/value
+cache), decoded by the dVAE, and the one whose CLIP image embedding is closest to the
+caption's text embedding is kept.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import __version__, validate
+from ..clip import ClipEncoder
+from ..config import from_dict
+from ..data.embeddings import encode_image, encode_text
+from ..data.transforms import center_square, to_tensor
+from ..diffusion.sampling import Generators, repeat_generators
+from ..output import UnCLIPOutput, check_prompts, to_output
+from ..upsampler import Upsampler, UpsamplerConfig, upsample
+from ..weights import component_error
+from .dvae import DVAE
+from .transformer import DalleConfig, DalleTransformer
+
+SETTINGS = "dalle1.json"
+
+
+def is_dalle1_folder(path: str | Path) -> bool:
+    return (Path(path) / SETTINGS).is_file()
+
+
+class DalleOnePipeline:
+    kind = "dalle1"
+
+    def __init__(self, clip: ClipEncoder | None, dvae: DVAE | None = None,
+                 transformer: DalleTransformer | None = None, upsampler: Upsampler | None = None):
+        self.clip, self.dvae, self.transformer, self.upsampler = clip, dvae, transformer, upsampler
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, torch_dtype=torch.float32) -> DalleOnePipeline:
+        path = Path(path)
+        try:
+            settings = json.loads((path / SETTINGS).read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path / SETTINGS} is not valid JSON: {e}") from None
+        parts = settings.get("components", [])
+
+        def load(name: str, fn):
+            if name not in parts:
+                return None
+            try:
+                return fn()
+            except (ValueError, OSError, RuntimeError, KeyError, TypeError) as e:
+                raise component_error(path, name, e) from None
+
+        clip = load("clip", lambda: ClipEncoder.from_pretrained(path / "clip", torch_dtype).eval())
+        dvae = load("dvae", lambda: DVAE.from_pretrained(path / "dvae", torch_dtype=torch_dtype).eval())
+        cfg = from_dict(DalleConfig, settings.get("transformer", {}), "transformer.")
+        transformer = load("transformer", lambda: DalleTransformer.from_pretrained(path / "transformer", cfg,
+                                                                                   torch_dtype))
+        up_cfg = from_dict(UpsamplerConfig, settings.get("upsampler", {}), "upsampler.")
+        upsampler = load("upsampler", lambda: Upsampler.from_pretrained(path / "upsampler", up_cfg,
+                                                                        torch_dtype=torch_dtype))
+        return cls(clip, dvae, transformer, upsampler)
+
+    def save_pretrained(self, path: str | Path) -> None:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        settings: dict = {"kind": self.kind, "unclip_version": __version__, "components": []}
+        for name in ("clip", "dvae", "transformer", "upsampler"):
+            part = getattr(self, name)
+            if part is not None:
+                part.save_pretrained(path / name)
+                settings["components"].append(name)
+        if self.transformer is not None:
+            settings["transformer"] = asdict(self.transformer.cfg)
+        if self.upsampler is not None:
+            settings["upsampler"] = asdict(self.upsampler.cfg)
+        (path / SETTINGS).write_text(json.dumps(settings, indent=2))
+
+    def to(self, device=None, dtype: torch.dtype | None = None) -> DalleOnePipeline:
+        for part in (self.clip, self.dvae, self.transformer, self.upsampler):
+            if part is not None:
+                part.to(device=device, dtype=dtype)
+        return self
+
+    def require(self, *names: str) -> None:
+        missing = [n for n in names if getattr(self, n) is None]
+        if missing:
+            raise ValueError(f"this DALL-E 1 model has no {' or '.join(missing)}")
+
+    def tokenize(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        enc = self.clip.tokenize(prompts)
+        return enc["input_ids"], enc["attention_mask"].bool()
+
+    # -- what the scorer needs (evaluate.shapes_eval.clip_score) ------------------------------------
+    @torch.no_grad()
+    def embed_images(self, images) -> torch.Tensor:
+        squares = [center_square(np.asarray(im)) for im in images]
+        return torch.cat([encode_image(self.clip, to_tensor(sq)) for sq in squares])
+
+    @torch.no_grad()
+    def embed_captions(self, captions: list[str]) -> torch.Tensor:
+        return encode_text(self.clip, list(captions))["text_embed"]
+
+    @torch.no_grad()
+    def rerank(self, candidates: torch.Tensor, prompts: list[str], n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The best of each prompt's n consecutive candidates (B * n, 3, S, S) by CLIP score,
+        and every candidate's score (B, n)."""
+        image = encode_image(self.clip, candidates.clamp(-1, 1))
+        text = encode_text(self.clip, prompts)["text_embed"].repeat_interleave(n, dim=0)
+        scores = (image * text).sum(-1).view(len(prompts), n)
+        best = scores.argmax(1) + torch.arange(len(prompts)) * n
+        return candidates[best], scores
+
+    @torch.no_grad()
+    def __call__(self, prompt: str | list[str], *, num_images_per_prompt: int = 1, generator: Generators = None,
+                 rerank: int | None = None, upscale: str = "upsampler", temperature: float | None = None,
+                 top_k: int | None = None, output_type: str = "pil", return_dict: bool = True, **unclip_only):
+        """Text to 128 px images. `rerank`: candidates drawn per image, the best by CLIP kept
+        (default: the model's). `generator`: one, or one per image. `upscale`: the model's
+        upsampler or bicubic, from the dVAE's size to twice it."""
+        given = [k for k, v in unclip_only.items() if v is not None]
+        if given:
+            raise ValueError(f"{given[0]} is a setting of unCLIP models; this is a DALL-E 1 model")
+        self.require("clip", "dvae", "transformer")
+        validate.sampling(num_images_per_prompt=num_images_per_prompt)
+        validate.sampling(rerank=rerank, upscale=upscale)
+        n = self.transformer.cfg.rerank if rerank is None else rerank
+        prompts = [p for p in check_prompts(prompt) for _ in range(num_images_per_prompt)]
+        ids, mask = self.tokenize(prompts)
+        codes = self.transformer.sample(ids.repeat_interleave(n, 0), mask.repeat_interleave(n, 0),
+                                        generator=repeat_generators(generator, n), temperature=temperature,
+                                        top_k=top_k)
+        images, _ = self.rerank(self.dvae.decode(codes).float().clamp(-1, 1), prompts, n)
+        if upscale == "upsampler" and self.upsampler is not None:
+            images = self.upsampler.sample(images, generator=generator)
+        else:
+            images = upsample(images, 2)
+        images = to_output(images, output_type)
+        empty = torch.zeros(len(prompts), 0)
+        return UnCLIPOutput(images, empty) if return_dict else (images,)
