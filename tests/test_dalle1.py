@@ -90,7 +90,7 @@ def test_loss_weighs_image_codes_seven_eighths_and_ignores_padding():
 def test_cached_and_uncached_sampling_agree_under_a_seed():
     model = tiny_transformer()
     ids, mask = captions()
-    gens = lambda: [torch.Generator().manual_seed(s) for s in range(3)]  # noqa: E731
+    gens = lambda: [torch.Generator().manual_seed(s) for s in range(3)]
     a = model.sample(ids, mask, generator=gens())
     b = model.sample(ids, mask, generator=gens(), use_cache=False)
     assert a.shape == (3, 9) and torch.equal(a, b)

@@ -152,7 +152,6 @@ def cmd_assemble(args) -> None:
 
 def cmd_edit(args) -> None:
     """invert, vary, interpolate and edit: read images, manipulate, write frames + manifest."""
-    from pathlib import Path
 
     import numpy as np
 
