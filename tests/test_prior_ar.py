@@ -12,6 +12,7 @@ from unclip.prior import ARPrior, ARPriorConfig
 from unclip.prior.codec import EmbeddingCodec, bucketize
 
 from .conftest import TINY, D, L
+from .test_prior import text_cond
 
 
 def embeddings(n=600, rank=5, seed=0):
@@ -21,14 +22,6 @@ def embeddings(n=600, rank=5, seed=0):
                       + 0.02 * torch.randn(n, D, generator=g), dim=-1)
     txt = F.normalize(img + 0.5 * torch.randn(n, D, generator=g), dim=-1)
     return img, txt
-
-
-def text_cond(b, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    mask = torch.ones(b, L, dtype=torch.bool)
-    mask[:, 4:] = False
-    return {"text_embed": F.normalize(torch.randn(b, D, generator=g), dim=-1),
-            "text_encodings": torch.randn(b, L, D, generator=g), "mask": mask}
 
 
 def tiny_ar(**kw):

@@ -1,4 +1,5 @@
-"""What every pipeline's call returns, in diffusers' conventions."""
+"""What every pipeline's call returns, in diffusers' conventions, and what every pipeline of
+networks shares (`Components`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,26 @@ from typing import Any
 import torch
 
 OUTPUT_TYPES = ("pil", "np", "uint8", "pt")
+
+
+class Components:
+    """`.to()` and `.require()` over a pipeline's networks, any of which may be missing."""
+
+    kind_name = "model"  # as error messages call it
+
+    def components(self) -> list:
+        raise NotImplementedError
+
+    def to(self, device=None, dtype: torch.dtype | None = None):
+        for part in self.components():
+            if part is not None:
+                part.to(device=device, dtype=dtype)
+        return self
+
+    def require(self, *names: str) -> None:
+        missing = [n for n in names if getattr(self, n) is None]
+        if missing:
+            raise ValueError(f"this {self.kind_name} has no {' or '.join(missing)}")
 
 
 @dataclass

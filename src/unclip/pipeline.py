@@ -26,7 +26,7 @@ from .data.transforms import center_square, to_tensor
 from .decoder import Decoder, DecoderConfig
 from .diffusion.guidance import cfg
 from .diffusion.sampling import Generators, ddim_invert
-from .output import UnCLIPOutput, check_prompts, to_output
+from .output import Components, UnCLIPOutput, check_prompts, to_output
 from .prior import ARPrior, ARPriorConfig, DiffusionPrior, PriorConfig
 from .upsampler import Upsampler, UpsamplerConfig
 from .weights import component_error
@@ -95,7 +95,7 @@ def load_pipeline(path: str | Path | None = None, torch_dtype=torch.float32, ima
 NETWORKS = ("prior", "ar_prior", "decoder")  # the components saved with their settings
 
 
-class UnCLIPPipeline:
+class UnCLIPPipeline(Components):
     """CLIP, priors, decoder and upsamplers; any of them may be missing from a partial folder."""
 
     def __init__(self, clip: ClipEncoder | None, prior: DiffusionPrior | None = None,
@@ -158,16 +158,8 @@ class UnCLIPPipeline:
             settings["upsamplers"] = [asdict(up.cfg) for up in self.upsamplers]
         (path / SETTINGS).write_text(json.dumps(settings, indent=2))
 
-    def to(self, device=None, dtype: torch.dtype | None = None) -> UnCLIPPipeline:
-        for part in (self.clip, self.prior, self.ar_prior, self.decoder, *self.upsamplers):
-            if part is not None:
-                part.to(device=device, dtype=dtype)
-        return self
-
-    def require(self, *names: str) -> None:
-        missing = [n for n in names if getattr(self, n) is None]
-        if missing:
-            raise ValueError(f"this model has no {' or '.join(missing)}")
+    def components(self) -> list:
+        return [self.clip, self.prior, self.ar_prior, self.decoder, *self.upsamplers]
 
     @torch.no_grad()
     def text_condition(self, prompts: list[str]) -> tuple[dict, dict]:

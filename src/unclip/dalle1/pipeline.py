@@ -25,7 +25,7 @@ from ..config import from_dict
 from ..data.embeddings import encode_image, encode_text
 from ..data.transforms import center_square, to_tensor
 from ..diffusion.sampling import Generators, repeat_generators
-from ..output import UnCLIPOutput, check_prompts, to_output
+from ..output import Components, UnCLIPOutput, check_prompts, to_output
 from ..upsampler import Upsampler, UpsamplerConfig, upsample
 from ..weights import component_error
 from .dvae import DVAE
@@ -38,8 +38,8 @@ def is_dalle1_folder(path: str | Path) -> bool:
     return (Path(path) / SETTINGS).is_file()
 
 
-class DalleOnePipeline:
-    kind = "dalle1"
+class DalleOnePipeline(Components):
+    kind, kind_name = "dalle1", "DALL-E 1 model"
 
     def __init__(self, clip: ClipEncoder | None, dvae: DVAE | None = None,
                  transformer: DalleTransformer | None = None, upsampler: Upsampler | None = None):
@@ -87,16 +87,8 @@ class DalleOnePipeline:
             settings["upsampler"] = asdict(self.upsampler.cfg)
         (path / SETTINGS).write_text(json.dumps(settings, indent=2))
 
-    def to(self, device=None, dtype: torch.dtype | None = None) -> DalleOnePipeline:
-        for part in (self.clip, self.dvae, self.transformer, self.upsampler):
-            if part is not None:
-                part.to(device=device, dtype=dtype)
-        return self
-
-    def require(self, *names: str) -> None:
-        missing = [n for n in names if getattr(self, n) is None]
-        if missing:
-            raise ValueError(f"this DALL-E 1 model has no {' or '.join(missing)}")
+    def components(self) -> list:
+        return [self.clip, self.dvae, self.transformer, self.upsampler]
 
     def tokenize(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         enc = self.clip.tokenize(prompts)
