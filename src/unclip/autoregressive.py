@@ -10,11 +10,50 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
-from transformers import DynamicCache
+from torch import nn
+from transformers import DynamicCache, GPT2Config, GPT2Model
 
+from .config import check
 from .diffusion.sampling import Generators, rand
+
+
+@dataclass
+class ARConfig:
+    """The causal transformer's size and the token sampler's defaults, shared by the AR prior's
+    and DALL-E 1's configs (which add their own fields)."""
+
+    width: int = 256
+    num_layers: int = 6
+    num_heads: int = 8
+    dropout: float = 0.0
+    temperature: float = 1.0
+    top_k: int = 0  # 0: off
+    top_p: float = 1.0  # 1: off
+
+    def __post_init__(self):
+        for name in ("width", "num_layers", "num_heads"):
+            check(getattr(self, name) > 0, name, "must be positive")
+        check(self.width % self.num_heads == 0, "width", "must be a multiple of num_heads")
+        check(self.temperature > 0, "temperature", "must be positive")
+        check(self.top_k >= 0, "top_k", "must be >= 0 (0: off)")
+        check(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
+
+
+def make_gpt(cfg: ARConfig, positions: int, *inputs_and_heads: nn.Module) -> GPT2Model:
+    """A GPT2Model of `cfg`'s size for sequences up to `positions`, fed embeddings (its word
+    table is unused). The caller's own input and output layers start at GPT-2's scale: at
+    PyTorch's N(0, 1) they bury the position embeddings, which alone tell the network where
+    in the sequence it is."""
+    gpt = GPT2Model(GPT2Config(
+        vocab_size=1, n_positions=positions, n_embd=cfg.width, n_layer=cfg.num_layers, n_head=cfg.num_heads,
+        resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout, bos_token_id=None,
+        eos_token_id=None))
+    for layer in inputs_and_heads:
+        nn.init.normal_(layer.weight, std=gpt.config.initializer_range)
+    return gpt
 
 
 def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:

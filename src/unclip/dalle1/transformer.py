@@ -15,34 +15,22 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import GPT2Config, GPT2Model
 
-from ..autoregressive import sample_tokens
+from ..autoregressive import ARConfig, make_gpt, sample_tokens
 from ..config import check
 from ..diffusion.sampling import Generators
 from ..weights import load_sized, save_sized
 
 
 @dataclass
-class DalleConfig:
-    width: int = 256
-    num_layers: int = 6
-    num_heads: int = 8
-    dropout: float = 0.0
+class DalleConfig(ARConfig):
     text_loss_weight: float = 1 / 8  # the paper's: image codes 7/8, caption tokens 1/8
-    temperature: float = 1.0
-    top_k: int = 0  # 0: off
-    top_p: float = 1.0  # 1: off
     rerank: int = 8  # candidates per image, the one CLIP scores highest kept
 
     def __post_init__(self):
-        for name in ("width", "num_layers", "num_heads", "rerank"):
-            check(getattr(self, name) > 0, name, "must be positive")
-        check(self.width % self.num_heads == 0, "width", "must be a multiple of num_heads")
+        super().__post_init__()
         check(0 <= self.text_loss_weight < 1, "text_loss_weight", "must be in [0, 1)")
-        check(self.temperature > 0, "temperature", "must be positive")
-        check(self.top_k >= 0, "top_k", "must be >= 0 (0: off)")
-        check(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
+        check(self.rerank > 0, "rerank", "must be positive")
 
 
 class DalleTransformer(nn.Module):
@@ -50,17 +38,13 @@ class DalleTransformer(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.sizes = {"text_vocab": text_vocab, "text_len": text_len, "image_vocab": image_vocab, "image_len": image_len}
-        self.gpt = GPT2Model(GPT2Config(
-            vocab_size=1, n_positions=text_len + image_len, n_embd=cfg.width, n_layer=cfg.num_layers,
-            n_head=cfg.num_heads, resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout,
-            bos_token_id=None, eos_token_id=None))
         self.text_in = nn.Embedding(text_vocab, cfg.width)
         self.pad_in = nn.Embedding(text_len, cfg.width)  # the padding token of each caption position
         self.image_in = nn.Embedding(image_vocab, cfg.width)
         self.text_head = nn.Linear(cfg.width, text_vocab)
         self.image_head = nn.Linear(cfg.width, image_vocab)
-        for layer in (self.text_in, self.pad_in, self.image_in, self.text_head, self.image_head):
-            nn.init.normal_(layer.weight, std=self.gpt.config.initializer_range)  # GPT-2's scale
+        self.gpt = make_gpt(cfg, text_len + image_len, self.text_in, self.pad_in, self.image_in, self.text_head,
+                            self.image_head)
 
     def save_pretrained(self, path) -> None:
         save_sized(self, path)

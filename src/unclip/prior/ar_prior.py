@@ -18,9 +18,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import GPT2Config, GPT2Model
 
-from ..autoregressive import sample_tokens
+from ..autoregressive import ARConfig, make_gpt, sample_tokens
 from ..config import check
 from ..diffusion.guidance import drop_cond
 from ..diffusion.sampling import Generators, rand
@@ -30,31 +29,19 @@ from .diffusion_prior import TEXT_KEYS
 
 
 @dataclass
-class ARPriorConfig:
-    width: int = 256
-    num_layers: int = 6
-    num_heads: int = 8
-    dropout: float = 0.0
+class ARPriorConfig(ARConfig):
     buckets: int = 1024  # per PCA component, and for the dot product (the paper's count)
     max_rel_mse: float = 0.01  # PCA keeps the fewest components under this error (the paper: < 1%)
     text_drop_prob: float = 0.1
     guidance_scale: float = 2.0
-    temperature: float = 1.0
-    top_k: int = 0  # 0: off
-    top_p: float = 1.0  # 1: off
     dot_percentile: float = 50.0  # sample z_i . z_t from above this percentile (the paper: 50)
 
     def __post_init__(self):
-        for name in ("width", "num_layers", "num_heads", "buckets"):
-            check(getattr(self, name) > 0, name, "must be positive")
-        check(self.width % self.num_heads == 0, "width", "must be a multiple of num_heads")
+        super().__post_init__()
         check(self.buckets >= 2, "buckets", "must be at least 2")
         check(0 < self.max_rel_mse < 1, "max_rel_mse", "must be in (0, 1)")
         check(0 <= self.text_drop_prob < 1, "text_drop_prob", "must be in [0, 1)")
         check(math.isfinite(self.guidance_scale) and self.guidance_scale >= 0, "guidance_scale", "must be >= 0")
-        check(self.temperature > 0, "temperature", "must be positive")
-        check(self.top_k >= 0, "top_k", "must be >= 0 (0: off)")
-        check(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
         check(0 <= self.dot_percentile < 100, "dot_percentile", "must be in [0, 100)")
 
 
@@ -68,19 +55,13 @@ class ARPrior(nn.Module):
         self.sizes = {"embed_dim": embed_dim, "text_len": text_len, "text_width": text_width,
                       "num_components": num_components}
         self.codec = EmbeddingCodec(embed_dim, num_components, cfg.buckets)
-        self.gpt = GPT2Model(GPT2Config(
-            vocab_size=1, n_positions=text_len + 2 + num_components, n_embd=cfg.width, n_layer=cfg.num_layers,
-            n_head=cfg.num_heads, resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout,
-            bos_token_id=None, eos_token_id=None))
         self.text_in = nn.Linear(text_width, cfg.width)  # caption token states
         self.embed_in = nn.Linear(embed_dim, cfg.width)  # CLIP text embedding
         self.dot_in = nn.Embedding(cfg.buckets + 1, cfg.width)  # last row: no dot product (text dropped)
         self.code_in = nn.Embedding(cfg.buckets, cfg.width)
         self.head = nn.Linear(cfg.width, cfg.buckets)
-        for layer in (self.text_in, self.embed_in, self.dot_in, self.code_in, self.head):
-            # GPT-2's scale: inputs as small as its position embeddings, which alone tell
-            # the network which component it predicts (PyTorch's N(0, 1) buries them)
-            nn.init.normal_(layer.weight, std=self.gpt.config.initializer_range)
+        self.gpt = make_gpt(cfg, text_len + 2 + num_components, self.text_in, self.embed_in, self.dot_in,
+                            self.code_in, self.head)
 
     @property
     def no_dot(self) -> int:
