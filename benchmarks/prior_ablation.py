@@ -22,35 +22,12 @@ import json
 import time
 
 import torch
-import torch.nn.functional as F
 
 from unclip.data import shapes
 from unclip.evaluate.prior_eval import evaluate_prior
-from unclip.evaluate.shapes_eval import evaluate_model
+from unclip.evaluate.shapes_eval import diversity, evaluate_model, headline
 from unclip.pipeline import UnCLIPPipeline
 from unclip.validate import PRIORS
-
-
-@torch.no_grad()
-def diversity(pipe, prompts: list[str], prior: str, samples: int = 4) -> float:
-    """Mean pairwise cosine distance between the CLIP image embeddings of `samples` images per prompt."""
-    dists = []
-    for i, prompt in enumerate(prompts):
-        gens = [torch.Generator().manual_seed(10_000 + i * samples + j) for j in range(samples)]
-        images = pipe([prompt] * samples, generator=gens, output_type="uint8", prior=prior).images
-        z = F.normalize(pipe.embed_images(list(images)), dim=-1)
-        cos = z @ z.t()
-        pairs = ~torch.eye(samples, dtype=torch.bool)
-        dists.append((1 - cos[pairs]).mean().item())
-    return sum(dists) / len(dists)
-
-
-def row(figures: dict) -> dict:
-    ind, nov = figures["in_distribution"], figures["novel"]
-    sizes = [sum(f[k]["images"] for k in ("single", "two")) for f in (ind, nov)]
-    clip_score = (ind["clip_score"] * sizes[0] + nov["clip_score"] * sizes[1]) / sum(sizes)
-    return {"single": ind["single"]["all"], "two": ind["two"]["all"], "novel_single": nov["single"]["all"],
-            "novel_two": nov["two"]["all"], "clip_score": clip_score, "speckle": figures["speckle"]}
 
 
 def main():
@@ -67,8 +44,8 @@ def main():
     prompts = [it.prompt for it in shapes.eval_split(args.diversity)]
     for prior in args.priors:
         start = time.perf_counter()
-        figures = row(evaluate_model(pipe, f"{args.out}/{prior}", num=args.num, prior=prior))
-        figures["diversity"] = diversity(pipe, prompts, prior)
+        figures = headline(evaluate_model(pipe, f"{args.out}/{prior}", num=args.num, prior=prior))
+        figures["diversity"] = diversity(pipe, prompts, prior=prior)
         figures["minutes"] = (time.perf_counter() - start) / 60
         results[prior] = figures
         print(prior, json.dumps(figures), flush=True)

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -137,11 +138,34 @@ def test_generate_with_a_dalle1_folder(tiny_dalle, tmp_path):
     records = [json.loads(ln) for ln in (out / "manifest.jsonl").read_text().splitlines()]
     assert [r["seed"] for r in records] == [4, 5] and records[0]["rerank"] == 3
     first = np.asarray(Image.open(out / records[0]["file"]))
-    assert first.shape == (32, 32, 3)  # the dVAE's 16 px, doubled
+    assert first.shape == (64, 64, 3)  # the dVAE's 16 px, times the model's scale (4)
     again = tmp_path / "again"  # image i depends on its own seed, not its batch
     assert main(["generate", "a red circle", "--model", model, "--out", str(again), "--rerank", "3",
                  "--upscale", "bicubic", "--seed", "4"]) == 0
     assert np.array_equal(np.asarray(Image.open(again / "00000.png")), first)
+
+
+def test_assemble_gives_a_dalle1_folder_the_unclip_upsamplers(tiny_dalle, tiny_model, tmp_path):
+    import json
+
+    from unclip.cli import main
+    from unclip.dalle1.pipeline import DalleOnePipeline
+
+    out = tmp_path / "both"
+    # the tiny unCLIP model's cascade (8 -> 16 -> 32 px) on the tiny dVAE's 16 px images
+    assert main(["assemble", str(tiny_dalle / "dalle" / "model"), str(tiny_model), "--out", str(out), "--fp16"]) == 0
+    settings = json.loads((out / "dalle1.json").read_text())
+    assert settings["components"] == ["clip", "dvae", "transformer", "upsampler1", "upsampler2"]
+    assert settings["scale"] == 4 and "prior" not in settings
+    pipe = DalleOnePipeline.from_pretrained(out)
+    assert pipe.transformer.text_in.weight.dtype == torch.float32  # stored fp16, loaded as fp32
+    gens = [torch.Generator().manual_seed(0)]
+    up = pipe("a red circle", generator=gens, rerank=2, output_type="np").images
+    bicubic = pipe("a red circle", generator=[torch.Generator().manual_seed(0)], rerank=2, upscale="bicubic",
+                   output_type="np").images
+    assert up.shape == bicubic.shape == (1, 64, 64, 3) and not np.allclose(up, bicubic)
+    with pytest.raises(ValueError, match="the upsamplers scale by 4, the model by 2"):
+        DalleOnePipeline(pipe.clip, pipe.dvae, pipe.transformer, pipe.upsamplers, scale=2)
 
 
 def test_rerank_keeps_the_candidate_clip_scores_highest(tiny_dalle):

@@ -146,7 +146,8 @@ def cmd_assemble(args) -> None:
     from .pipeline import assemble
 
     pipe = assemble(args.parts, args.out, torch.float16 if args.fp16 else None)
-    parts = [n for n in ("clip", "prior", "decoder") if getattr(pipe, n) is not None]
+    parts = [n for n in ("clip", "prior", "ar_prior", "decoder", "dvae", "transformer")
+             if getattr(pipe, n, None) is not None]
     print(f"wrote {args.out}: {', '.join(parts + [f'{len(pipe.upsamplers)} upsamplers'])}")
 
 
@@ -287,7 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     a = sub.add_parser("assemble", help="merge trained stages into one model folder",
                        description="Merge the model folders that training runs export (CLIP + prior, "
-                       "CLIP + decoder, upsampler 1, upsampler 2; upsamplers in order) into one.")
+                       "CLIP + decoder, upsampler 1, upsampler 2; upsamplers in order) into one. With a DALL-E 1 folder "
+                       "among them: a DALL-E 1 folder, taking only the upsamplers of unclip folders.")
     a.add_argument("parts", nargs="+", help="model folders, e.g. runs/prior/model runs/decoder/model ...")
     a.add_argument("--out", required=True, help="output folder")
     a.add_argument("--fp16", action="store_true", help="store the weights in fp16 (half the size)")

@@ -28,7 +28,7 @@ from .diffusion.guidance import cfg
 from .diffusion.sampling import Generators, ddim_invert
 from .output import Components, UnCLIPOutput, check_prompts, to_output
 from .prior import ARPrior, ARPriorConfig, DiffusionPrior, PriorConfig
-from .upsampler import Upsampler, UpsamplerConfig
+from .upsampler import Upsampler, cascade, load_cascade, save_cascade
 from .weights import component_error
 
 SETTINGS = "unclip.json"
@@ -130,11 +130,7 @@ class UnCLIPPipeline(Components):
         if "decoder" in parts:
             cfg = from_dict(DecoderConfig, settings.get("decoder", {}), "decoder.")
             decoder = load("decoder", lambda: Decoder.from_pretrained(path / "decoder", cfg, torch_dtype=torch_dtype))
-        upsamplers = []
-        for i, raw in enumerate(settings.get("upsamplers", []), start=1):
-            cfg = from_dict(UpsamplerConfig, raw, f"upsamplers[{i}].")
-            upsamplers.append(load(f"upsampler{i}", lambda: Upsampler.from_pretrained(
-                path / f"upsampler{i}", cfg, torch_dtype=torch_dtype)))
+        upsamplers = load_cascade(path, settings, torch_dtype, load)
         return cls(clip, prior, decoder, upsamplers, ar_prior)
 
     def save_pretrained(self, path: str | Path) -> None:
@@ -151,11 +147,7 @@ class UnCLIPPipeline(Components):
                 part.save_pretrained(path / name)
                 settings[name] = asdict(part.cfg)
                 settings["components"].append(name)
-        for i, up in enumerate(self.upsamplers, start=1):
-            up.save_pretrained(path / f"upsampler{i}")
-            settings["components"].append(f"upsampler{i}")
-        if self.upsamplers:
-            settings["upsamplers"] = [asdict(up.cfg) for up in self.upsamplers]
+        save_cascade(self.upsamplers, path, settings)
         (path / SETTINGS).write_text(json.dumps(settings, indent=2))
 
     def components(self) -> list:
@@ -213,9 +205,7 @@ class UnCLIPPipeline(Components):
     @torch.no_grad()
     def upsample(self, images: torch.Tensor, *, generator: Generators = None, steps: int | None = None):
         """Through every upsampler in turn."""
-        for up in self.upsamplers:
-            images = up.sample(images, generator=generator, steps=steps)
-        return images
+        return cascade(self.upsamplers, images, generator=generator, steps=steps)
 
     @torch.no_grad()
     def __call__(self, prompt: str | list[str] | None = None, *, image_embeddings: torch.Tensor | None = None,
@@ -309,14 +299,28 @@ class UnCLIPPipeline(Components):
                                    x_T=x_T)
 
 
-def assemble(parts: list[str | Path], out: str | Path, dtype: torch.dtype | None = None) -> UnCLIPPipeline:
+def assemble(parts: list[str | Path], out: str | Path, dtype: torch.dtype | None = None):
     """Merge partial pipeline folders (one per training run) into one, stored in `dtype` if
     given (fp16 halves the size). Every part that holds a CLIP-conditioned component must have
-    been trained on the same CLIP."""
-    merged = UnCLIPPipeline(None)
+    been trained on the same CLIP. With a DALL-E 1 part among them the result is a DALL-E 1
+    folder: its parts give CLIP, dVAE and transformer, unclip folders give only their
+    upsamplers (the cascade both systems share)."""
+    from .dalle1.pipeline import DalleOnePipeline, is_dalle1_folder
+
+    dalle = any(is_dalle1_folder(p) for p in parts)
+    merged = DalleOnePipeline(None) if dalle else UnCLIPPipeline(None)
     fingerprint = None
     for path in parts:
+        if is_dalle1_folder(path):
+            pipe = DalleOnePipeline.from_pretrained(path)
+            for name in ("clip", "dvae", "transformer"):
+                setattr(merged, name, getattr(pipe, name) or getattr(merged, name))
+            merged.upsamplers += pipe.upsamplers
+            continue
         pipe = UnCLIPPipeline.from_pretrained(path)
+        merged.upsamplers += pipe.upsamplers
+        if dalle:
+            continue
         if pipe.clip is not None:
             fp = read_settings(path)["clip_fingerprint"]
             if fingerprint is not None and fp != fingerprint:
@@ -325,10 +329,9 @@ def assemble(parts: list[str | Path], out: str | Path, dtype: torch.dtype | None
         for name in NETWORKS:
             if getattr(pipe, name) is not None:
                 setattr(merged, name, getattr(pipe, name))
-        merged.upsamplers += pipe.upsamplers
+    if dalle and merged.upsamplers:
+        merged.scale = int(np.prod([up.cfg.factor for up in merged.upsamplers]))
     if dtype is not None:
-        for part in (merged.clip, merged.prior, merged.ar_prior, merged.decoder, *merged.upsamplers):
-            if part is not None:
-                part.to(dtype)
+        merged.to(dtype=dtype)
     merged.save_pretrained(out)
     return merged

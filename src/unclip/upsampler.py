@@ -16,7 +16,7 @@ tolerates the imperfect images of the stage below it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -123,3 +123,34 @@ class Upsampler(nn.Module):
         residual = sample(lambda x, t: self.denoise(x, t, cond), x_T, self.scheduler,
                           steps=steps or self.cfg.sample_steps, generator=generator)
         return (cond + residual).clamp(-1, 1)
+
+
+# -- a cascade of upsamplers in a model folder (unCLIP's and DALL-E 1's) ------------------------------
+def save_cascade(upsamplers: list[Upsampler], path: Path, settings: dict) -> None:
+    """Each upsampler to `upsampler{i}/`, listed in settings["components"], with its config in
+    settings["upsamplers"]."""
+    for i, up in enumerate(upsamplers, start=1):
+        up.save_pretrained(path / f"upsampler{i}")
+        settings["components"].append(f"upsampler{i}")
+    if upsamplers:
+        settings["upsamplers"] = [asdict(up.cfg) for up in upsamplers]
+
+
+def load_cascade(path: Path, settings: dict, torch_dtype, load) -> list[Upsampler]:
+    """The upsamplers save_cascade wrote; `load(name, fn)` names the component in errors."""
+    from .config import from_dict
+
+    ups = []
+    for i, raw in enumerate(settings.get("upsamplers", []), start=1):
+        cfg = from_dict(UpsamplerConfig, raw, f"upsamplers[{i}].")
+        ups.append(load(f"upsampler{i}", lambda: Upsampler.from_pretrained(path / f"upsampler{i}", cfg,
+                                                                         torch_dtype=torch_dtype)))
+    return ups
+
+
+def cascade(upsamplers: list[Upsampler], images: torch.Tensor, *, generator: Generators = None,
+            steps: int | None = None) -> torch.Tensor:
+    """Through every upsampler in turn."""
+    for up in upsamplers:
+        images = up.sample(images, generator=generator, steps=steps)
+    return images

@@ -39,6 +39,11 @@ class DVAEConfig:
     temperature_steps: int = 2000  # cosine anneal over this many optimizer steps
     kl_weight: float = 1e-3
     kl_warmup_steps: int = 500  # cosine rise from 0
+    # Straight-through: the decoder reads the sampled code itself (one-hot forward, relaxed
+    # gradient). With the plain relaxation a CPU-sized run (under 1,000 steps) trains the decoder
+    # on mixtures of codes it never sees at sampling: measured 21 dB, 57 codes in use and wrong
+    # colours after 450 steps at 2 x 2 px per code.
+    straight_through: bool = True
 
     def __post_init__(self):
         check(self.codebook_size >= 2, "codebook_size", "must be at least 2")
@@ -99,10 +104,12 @@ class DVAE(ModelMixin, ConfigMixin):
         g = self.grid
         return self.decoder(self.codebook(codes.view(-1, g, g)).permute(0, 3, 1, 2))
 
-    def loss(self, images: torch.Tensor, temperature: float, kl_weight: float) -> tuple[torch.Tensor, dict]:
-        """Reconstruction MSE through a Gumbel-softmax sample + kl_weight * KL(q || uniform) per cell."""
+    def loss(self, images: torch.Tensor, temperature: float, kl_weight: float,
+             hard: bool = False) -> tuple[torch.Tensor, dict]:
+        """Reconstruction MSE through a Gumbel-softmax sample (`hard`: one-hot forward, relaxed
+        gradient) + kl_weight * KL(q || uniform) per cell."""
         logits = self.logits(images)
-        recon = self.decode_probs(F.gumbel_softmax(logits, tau=temperature, dim=1))
+        recon = self.decode_probs(F.gumbel_softmax(logits, tau=temperature, hard=hard, dim=1))
         mse = F.mse_loss(recon, images)
         logq = logits.log_softmax(1)
         kl = (logq.exp() * (logq + math.log(logits.shape[1]))).sum(1).mean()

@@ -2,8 +2,9 @@
 
 Folder: `dalle1.json` (kind, components, the transformer's sampling settings), `dvae/`
 (diffusers' save_pretrained), `transformer/`, `clip/` (its tokenizer writes the captions'
-tokens, its towers rerank the candidates) and optionally `upsampler/`, an unCLIP upsampler
-that takes the 64 px decoded images to 128 px (bicubic when absent or asked for).
+tokens, its towers rerank the candidates) and optionally `upsampler1/`, `upsampler2/`...: unCLIP
+upsamplers that take the decoded images up by `scale` (the shipped model: 32 -> 64 -> 128 px,
+the same cascade as the unCLIP model's); bicubic when there are none or when asked for.
 
 Text to image: for each image, `rerank` candidates are drawn token by token (batched, key/value
 cache), decoded by the dVAE, and the one whose CLIP image embedding is closest to the
@@ -26,7 +27,7 @@ from ..data.embeddings import encode_image, encode_text
 from ..data.transforms import center_square, to_tensor
 from ..diffusion.sampling import Generators, repeat_generators
 from ..output import Components, UnCLIPOutput, check_prompts, to_output
-from ..upsampler import Upsampler, UpsamplerConfig, upsample
+from ..upsampler import Upsampler, cascade, load_cascade, save_cascade, upsample
 from ..weights import component_error
 from .dvae import DVAE
 from .transformer import DalleConfig, DalleTransformer
@@ -42,8 +43,12 @@ class DalleOnePipeline(Components):
     kind, kind_name = "dalle1", "DALL-E 1 model"
 
     def __init__(self, clip: ClipEncoder | None, dvae: DVAE | None = None,
-                 transformer: DalleTransformer | None = None, upsampler: Upsampler | None = None):
-        self.clip, self.dvae, self.transformer, self.upsampler = clip, dvae, transformer, upsampler
+                 transformer: DalleTransformer | None = None, upsamplers: list[Upsampler] = (), scale: int = 4):
+        self.clip, self.dvae, self.transformer, self.upsamplers = clip, dvae, transformer, list(upsamplers)
+        factors = [up.cfg.factor for up in self.upsamplers]
+        if factors and int(np.prod(factors)) != scale:
+            raise ValueError(f"the upsamplers scale by {int(np.prod(factors))}, the model by {scale}")
+        self.scale = scale  # output side / dVAE side
 
     @classmethod
     def from_pretrained(cls, path: str | Path, torch_dtype=torch.float32) -> DalleOnePipeline:
@@ -67,28 +72,25 @@ class DalleOnePipeline(Components):
         cfg = from_dict(DalleConfig, settings.get("transformer", {}), "transformer.")
         transformer = load("transformer", lambda: DalleTransformer.from_pretrained(path / "transformer", cfg,
                                                                                    torch_dtype))
-        up_cfg = from_dict(UpsamplerConfig, settings.get("upsampler", {}), "upsampler.")
-        upsampler = load("upsampler", lambda: Upsampler.from_pretrained(path / "upsampler", up_cfg,
-                                                                        torch_dtype=torch_dtype))
-        return cls(clip, dvae, transformer, upsampler)
+        upsamplers = load_cascade(path, settings, torch_dtype, load)
+        return cls(clip, dvae, transformer, upsamplers, settings.get("scale", 4))
 
     def save_pretrained(self, path: str | Path) -> None:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        settings: dict = {"kind": self.kind, "unclip_version": __version__, "components": []}
-        for name in ("clip", "dvae", "transformer", "upsampler"):
+        settings: dict = {"kind": self.kind, "unclip_version": __version__, "scale": self.scale, "components": []}
+        for name in ("clip", "dvae", "transformer"):
             part = getattr(self, name)
             if part is not None:
                 part.save_pretrained(path / name)
                 settings["components"].append(name)
         if self.transformer is not None:
             settings["transformer"] = asdict(self.transformer.cfg)
-        if self.upsampler is not None:
-            settings["upsampler"] = asdict(self.upsampler.cfg)
+        save_cascade(self.upsamplers, path, settings)
         (path / SETTINGS).write_text(json.dumps(settings, indent=2))
 
     def components(self) -> list:
-        return [self.clip, self.dvae, self.transformer, self.upsampler]
+        return [self.clip, self.dvae, self.transformer, *self.upsamplers]
 
     def tokenize(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         enc = self.clip.tokenize(prompts)
@@ -118,9 +120,9 @@ class DalleOnePipeline(Components):
     def __call__(self, prompt: str | list[str], *, num_images_per_prompt: int = 1, generator: Generators = None,
                  rerank: int | None = None, upscale: str = "upsampler", temperature: float | None = None,
                  top_k: int | None = None, output_type: str = "pil", return_dict: bool = True, **unclip_only):
-        """Text to 128 px images. `rerank`: candidates drawn per image, the best by CLIP kept
-        (default: the model's). `generator`: one, or one per image. `upscale`: the model's
-        upsampler or bicubic, from the dVAE's size to twice it."""
+        """Text to images `scale` times the dVAE's side. `rerank`: candidates drawn per image, the
+        best by CLIP kept (default: the model's). `generator`: one, or one per image. `upscale`:
+        "upsampler" (the model's cascade; bicubic if it has none) or "bicubic"."""
         given = [k for k, v in unclip_only.items() if v is not None]
         if given:
             raise ValueError(f"{given[0]} is a setting of unCLIP models; this is a DALL-E 1 model")
@@ -134,10 +136,10 @@ class DalleOnePipeline(Components):
                                         generator=repeat_generators(generator, n), temperature=temperature,
                                         top_k=top_k)
         images, _ = self.rerank(self.dvae.decode(codes).float().clamp(-1, 1), prompts, n)
-        if upscale == "upsampler" and self.upsampler is not None:
-            images = self.upsampler.sample(images, generator=generator)
+        if upscale == "upsampler" and self.upsamplers:
+            images = cascade(self.upsamplers, images, generator=generator)
         else:
-            images = upsample(images, 2)
+            images = upsample(images, self.scale)
         images = to_output(images, output_type)
         empty = torch.zeros(len(prompts), 0)
         return UnCLIPOutput(images, empty) if return_dict else (images,)

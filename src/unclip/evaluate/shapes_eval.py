@@ -115,3 +115,27 @@ def _score_and_report(images: np.ndarray, prompts: list[str], out, scorer) -> di
     figures["speckle"] = float(np.mean([speckle_share(img) for img in images]))
     write_report(Path(out), figures, images, prompts, verdicts)
     return figures
+
+
+@torch.no_grad()
+def diversity(pipe, prompts: list[str], samples: int = 4, seed: int = 10_000, **sampling) -> float:
+    """Mean pairwise cosine distance between the CLIP image embeddings of `samples` images per prompt."""
+    dists = []
+    for i, prompt in enumerate(prompts):
+        gens = [torch.Generator().manual_seed(seed + i * samples + j) for j in range(samples)]
+        images = pipe([prompt] * samples, generator=gens, output_type="uint8", **sampling).images
+        z = F.normalize(pipe.embed_images(list(images)), dim=-1)
+        pairs = ~torch.eye(samples, dtype=torch.bool)
+        dists.append((1 - (z @ z.t())[pairs]).mean().item())
+    return sum(dists) / len(dists)
+
+
+def headline(figures: dict) -> dict:
+    """The figures a comparison table shows, from evaluate_model's: all right on single and two
+    objects (in distribution and novel pairs), the CLIP score over every image, speckle."""
+    ind, nov = figures["in_distribution"], figures["novel"]
+    sizes = [sum(f[k]["images"] for k in ("single", "two")) for f in (ind, nov)]
+    clip_score = (ind["clip_score"] * sizes[0] + nov["clip_score"] * sizes[1]) / sum(sizes) \
+        if "clip_score" in ind else None
+    return {"single": ind["single"]["all"], "two": ind["two"]["all"], "novel_single": nov["single"]["all"],
+            "novel_two": nov["two"]["all"], "clip_score": clip_score, "speckle": figures["speckle"]}

@@ -40,7 +40,8 @@ class DVAEModule(nn.Module):
         self.step = step
 
     def forward(self, batch: dict) -> torch.Tensor:
-        return self.dvae.loss(batch["pixels"], self.cfg.temperature(self.step), self.cfg.kl(self.step))[0]
+        return self.dvae.loss(batch["pixels"], self.cfg.temperature(self.step), self.cfg.kl(self.step),
+                              hard=self.cfg.straight_through)[0]
 
 
 def eval_renders(size: int, num: int = 64) -> torch.Tensor:
