@@ -195,8 +195,25 @@ def test_clip_latent_commands_refuse_a_dalle1_folder(tiny_dalle, tmp_path, capsy
     assert "prior is a setting of unCLIP models" in capsys.readouterr().err
 
 
+def test_eval_shapes_scores_a_dalle1_folder_with_its_settings(tiny_dalle, tmp_path):
+    import json
+
+    from unclip.cli import main
+
+    out = tmp_path / "rep"
+    assert main(["eval", "shapes", "--model", str(tiny_dalle / "dalle" / "model"), "--num", "2", "--rerank", "2",
+                 "--upscale", "bicubic", "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    ind = report["in_distribution"]
+    assert ind["single"]["images"] + ind["two"]["images"] == 2 and (out / "grid.png").is_file()
+
+
 def test_dalle1_settings_on_an_unclip_model_are_clear_errors(tiny_model, tmp_path, capsys):
     from unclip.cli import main
+
+    assert main(["eval", "shapes", "--model", str(tiny_model), "--num", "2", "--upscale", "bicubic",
+                 "--out", str(tmp_path / "e")]) == 2
+    assert "--upscale is a setting of DALL-E 1 models" in capsys.readouterr().err
 
     assert main(["generate", "a red circle", "--model", str(tiny_model), "--out", str(tmp_path / "g"),
                  "--rerank", "4"]) == 2

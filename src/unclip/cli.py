@@ -88,8 +88,12 @@ def cmd_eval(args) -> None:
             figures = evaluate_manifest(args.manifest, args.out, scorer)
             source = args.manifest
         else:
+            from .validate import sampling
+
+            sampling(rerank=args.rerank)  # before the model loads
             pipe = load_pipeline(args.model, dtype_of(args), image_encoder=args.image_encoder)
-            figures = evaluate_model(pipe, args.out, num=args.num, batch_size=args.batch_size, prior=args.prior)
+            figures = evaluate_model(pipe, args.out, num=args.num, batch_size=args.batch_size, prior=args.prior,
+                                     **check_dalle1_flags(pipe, args))
             source = args.model or "default model"
         print_report(f"shapes: generated images scored against their prompts ({source}); "
                      f"report and grid in {args.out}", figures)
@@ -111,9 +115,7 @@ def cmd_generate(args) -> None:
     check_generate(len(prompts), args.num_images, args.seed, args.batch_size, **sampling)
     prepare_out(args.out, args.overwrite)  # every check before the model loads
     pipe = load_pipeline(args.model, dtype_of(args))
-    dalle_only = [f"--{k}" for k in ("rerank", "upscale") if sampling[k] is not None]
-    if dalle_only and getattr(pipe, "kind", None) != "dalle1":
-        raise ValueError(f"{dalle_only[0]} is a setting of DALL-E 1 models (--model dalle1)")
+    check_dalle1_flags(pipe, args)
     manifest = generate_files(pipe, prompts, args.out, num_images=args.num_images, seed=args.seed,
                               batch_size=args.batch_size, **sampling)
     print(f"wrote {len(manifest.read_text().splitlines())} images and {manifest}")
@@ -230,10 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--decoder-guidance", type=float, help="decoder guidance scale (default: the model's)")
     g.add_argument("--steps", nargs="+", metavar="STAGE=N", help="sampling steps, e.g. prior=25 decoder=25 upsampler=7")
     g.add_argument("--batch-size", type=int, default=D["batch_size"], help="images generated together")
-    g.add_argument("--rerank", type=int, help="DALL-E 1: candidates drawn per image, the best by CLIP kept "
-                   "(default: the model's, 8)")
-    g.add_argument("--upscale", choices=["upsampler", "bicubic"], help="DALL-E 1: from the dVAE's 64 px to 128 "
-                   "px by the model's unCLIP upsampler (default) or bicubic")
+    dalle1_flags(g)
     prior_flag(g)
     overwrite_flag(g)
     dtype_flag(g)
@@ -306,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "default: the shipped model)")
     e.add_argument("--num", type=int, default=500, help="eval split items (groups of 100 per subset)")
     prior_flag(e)
+    dalle1_flags(e)
     image_encoder_flag(e)
     dtype_flag(e)
     return p
@@ -322,6 +322,21 @@ def prior_flag(parser) -> None:
     parser.add_argument("--prior", choices=PRIORS, help="the decoder's image embedding: diffusion (the default) "
                         "or ar: that prior's sample; text: the caption's CLIP text embedding; none: the "
                         "caption alone (the decoder's null image embedding)")
+
+
+def dalle1_flags(parser) -> None:
+    parser.add_argument("--rerank", type=int, help="DALL-E 1: candidates drawn per image, the best by CLIP kept "
+                        "(default: the model's, 8)")
+    parser.add_argument("--upscale", choices=["upsampler", "bicubic"], help="DALL-E 1: from the dVAE's 32 px to "
+                        "128 px by the model's unCLIP upsamplers (default) or bicubic")
+
+
+def check_dalle1_flags(pipe, args) -> dict:
+    """The DALL-E 1 settings given, refused with a reason on any other kind of model."""
+    given = {k: getattr(args, k) for k in ("rerank", "upscale") if getattr(args, k) is not None}
+    if given and getattr(pipe, "kind", None) != "dalle1":
+        raise ValueError(f"--{next(iter(given))} is a setting of DALL-E 1 models (--model dalle1)")
+    return given
 
 
 def image_encoder_flag(parser) -> None:

@@ -9,6 +9,8 @@ vectors. Encoder and decoder are diffusers' VAE blocks (conv ResNets, no attenti
 Reconstruction is the mean squared error in [-1, 1] (the paper's logit-Laplace likelihood
 matters for natural images' textures; the shapes world is flat colours), so the KL term,
 averaged per grid cell, is weighed against a per-pixel mean: hence `kl_weight` far below 6.6.
+Kept too high, it holds the encoder near uniform, and the codes that the argmax picks at
+encoding are not the ones the decoder learnt to read (configs/shapes/dvae.yaml).
 """
 
 from __future__ import annotations
@@ -68,7 +70,8 @@ class DVAEConfig:
 
 
 class DVAE(ModelMixin, ConfigMixin):
-    """64 px images <-> a 16 x 16 grid of codes (with three blocks: two halvings)."""
+    """Images <-> a grid of codes: n blocks halve the side n - 1 times (the shapes preset:
+    32 px, two blocks, 16 x 16 codes)."""
 
     @register_to_config
     def __init__(self, image_size: int = 64, codebook_size: int = 512, code_dim: int = 64,
