@@ -193,6 +193,8 @@ def test_clip_latent_commands_refuse_a_dalle1_folder(tiny_dalle, tmp_path, capsy
         assert "DALL-E 1 model does not have" in capsys.readouterr().err
     assert main(["generate", "a red circle", "--model", model, "--out", str(tmp_path / "g"), "--prior", "ar"]) == 2
     assert "prior is a setting of unCLIP models" in capsys.readouterr().err
+    assert main(["serve", "--model", model]) == 2
+    assert "is a DALL-E 1 model; the web app serves unCLIP and Karlo models" in capsys.readouterr().err
 
 
 def test_eval_shapes_scores_a_dalle1_folder_with_its_settings(tiny_dalle, tmp_path):

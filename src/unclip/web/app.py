@@ -160,7 +160,12 @@ def serve(model=None, host: str = "127.0.0.1", port: int = 7860, image_encoder=N
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # nothing leaves this machine
     from ..pipeline import load_pipeline, resolve_model
 
+    from ..dalle1.pipeline import is_dalle1_folder
+
     path = resolve_model(model)
+    if is_dalle1_folder(path):  # its jobs are text to image only; `unclip generate` does that
+        raise ValueError(f"{path} is a DALL-E 1 model; the web app serves unCLIP and Karlo models "
+                         "(use `unclip generate --model ...` for DALL-E 1)")
     pipe = load_pipeline(path, image_encoder=image_encoder)
     limits = limits or Limits()
     app, jobs = build_app(pipe, path, limits)
