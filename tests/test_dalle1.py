@@ -123,6 +123,23 @@ def test_training_writes_previews_and_a_model_folder(tiny_dalle):
     assert settings["transformer"]["rerank"] == 2
 
 
+def test_training_can_start_from_a_dalle1_folder(tiny_dalle, tiny_clip):
+    from unclip.config import load
+    from unclip.dalle1.pipeline import DalleOnePipeline
+    from unclip.train.dalle1 import DalleStage, DalleStageConfig
+
+    from .conftest import TINY
+
+    model = tiny_dalle / "dalle" / "model"
+    overrides = [f"dvae={tiny_dalle / 'dvae' / 'model'}", f"clip={tiny_clip}"]
+    fresh = DalleStage(load(DalleStageConfig, TINY / "dalle.yaml", overrides + ["train.seed=5"]))
+    stage = DalleStage(load(DalleStageConfig, TINY / "dalle.yaml", overrides + [f"init={model}", "train.seed=5"]))
+    trained = DalleOnePipeline.from_pretrained(model).transformer.state_dict()
+    state = stage.module.transformer.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in trained.items())
+    assert not torch.equal(fresh.module.transformer.image_head.weight, state["image_head.weight"])
+
+
 def test_generate_with_a_dalle1_folder(tiny_dalle, tmp_path):
     import json
 

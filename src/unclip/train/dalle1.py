@@ -86,6 +86,7 @@ class DVAEStage:
 class DalleStageConfig:
     dvae: str = "runs/dvae/model"  # a folder holding the trained dVAE
     clip: str = "src/unclip/assets/shapes/clip"  # its tokenizer writes the captions; it reranks
+    init: str | None = None  # start from the transformer of this DALL-E 1 folder (continue training)
     model: DalleConfig = field(default_factory=DalleConfig)
     data: DataConfig = field(default_factory=DataConfig)  # image_size: set to the dVAE's
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -126,6 +127,10 @@ class DalleStage:
               f"must be the dVAE's image size, {dvae.config.image_size}")
         transformer = DalleTransformer(cfg.model, text_vocab=len(self.clip.tokenizer), text_len=self.clip.max_length,
                                        image_vocab=dvae.config.codebook_size, image_len=dvae.grid ** 2)
+        if cfg.init:
+            init = DalleOnePipeline.from_pretrained(cfg.init)
+            init.require("transformer")
+            transformer.load_state_dict(init.transformer.state_dict())
         self.module = DalleModule(transformer, dvae, self.clip)
         self._source = make_source(cfg.data)
 
