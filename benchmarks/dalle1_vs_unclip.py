@@ -93,8 +93,8 @@ def dalle_split(pipe: DalleOnePipeline, b: int, rerank: int, use_cache: bool = T
     return {"transformer": t_tr / b, "dvae": t_dvae / b, "rerank": t_rerank / b, "upsamplers": t_up / b}
 
 
-def median_split(fn, reps: int) -> dict:
-    runs = [fn() for _ in range(reps)]
+def median_split(reps: int, fn, *args) -> dict:
+    runs = [fn(*args) for _ in range(reps)]
     split = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
     split["total"] = sum(split.values())
     return split
@@ -156,13 +156,8 @@ def main():
             f"DALL-E 1, rerank {n}": (dalle, {"rerank": n}),
             f"DALL-E 1, rerank {n}, bicubic": (dalle, {"rerank": n, "upscale": "bicubic"}),
             "DALL-E 1, rerank 1, bicubic": (dalle, {"rerank": 1, "upscale": "bicubic"})}
-    div_prompts = [it.prompt for it in shapes.eval_split(args.diversity)]
-    results = {}
-    for i, (label, (pipe, settings)) in enumerate(rows.items()):
-        results[label] = quality(pipe, f"{args.out}/{i}", args.num, div_prompts, **settings)
-        print(label, json.dumps(results[label]), flush=True)
+    cost = training_cost(dalle_folder)  # first: the cheap parts, so that a slip shows early
     recon = dvae_psnr(dalle.dvae, args.num)
-
     sizes = {"unCLIP": {"clip": params(unclip.clip), "prior": params(unclip.prior),
                         "decoder": params(unclip.decoder), "upsamplers": sum(map(params, unclip.upsamplers))},
              "DALL-E 1": {"clip": params(dalle.clip), "dvae": params(dalle.dvae),
@@ -171,22 +166,27 @@ def main():
     speed = {}
     for b in args.batches:
         reps = 3 if b == 1 else 1
-        speed[f"unCLIP b{b}"] = median_split(lambda: unclip_split(unclip, b), reps)
-        speed[f"DALL-E 1 rerank {n} b{b}"] = median_split(lambda: dalle_split(dalle, b, n), reps)
-        speed[f"DALL-E 1 rerank {n} no cache b{b}"] = median_split(lambda: dalle_split(dalle, b, n, False), reps)
-        speed[f"DALL-E 1 rerank 1 b{b}"] = median_split(lambda: dalle_split(dalle, b, 1), reps)
+        speed[f"unCLIP b{b}"] = median_split(reps, unclip_split, unclip, b)
+        speed[f"DALL-E 1 rerank {n} b{b}"] = median_split(reps, dalle_split, dalle, b, n)
+        speed[f"DALL-E 1 rerank {n} no cache b{b}"] = median_split(reps, dalle_split, dalle, b, n, False)
+        speed[f"DALL-E 1 rerank 1 b{b}"] = median_split(reps, dalle_split, dalle, b, 1)
         for k in list(speed)[-4:]:
             print(k, json.dumps(speed[k]), flush=True)
-    cost = training_cost(dalle_folder)
+    div_prompts = [it.prompt for it in shapes.eval_split(args.diversity)]
+    results = {}
+    for i, (label, (pipe, settings)) in enumerate(rows.items()):
+        results[label] = quality(pipe, f"{args.out}/{i}", args.num, div_prompts, **settings)
+        print(label, json.dumps(results[label]), flush=True)
 
-    print(f"\n| system | single all right | two objects | novel single | novel two | CLIP score | diversity |")
+    print("\n| system | single all right | two objects | novel single | novel two | CLIP score | diversity |")
     print("|---|---|---|---|---|---|---|")
     for label, f in results.items():
         print(f"| {label} | {f['single']:.3f} | {f['two']:.3f} | {f['novel_single']:.3f} | {f['novel_two']:.3f} "
               f"| {f['clip_score']:.3f} | {f['diversity']:.3f} |")
     print(f"\ndVAE reconstruction of {args.num} eval renders: {recon:.2f} dB PSNR")
-    print("\n| parameters (M) | " + " | ".join(f"{k}: {v:.2f}" for k, v in sizes["unCLIP"].items()) + " |")
-    print("| DALL-E 1 | " + " | ".join(f"{k}: {v:.2f}" for k, v in sizes["DALL-E 1"].items()) + " |")
+    print("\n| parameters (M) | stages |\n|---|---|")
+    print("| unCLIP | " + ", ".join(f"{k} {v:.2f}" for k, v in sizes["unCLIP"].items()) + " |")
+    print("| DALL-E 1 | " + ", ".join(f"{k} {v:.2f}" for k, v in sizes["DALL-E 1"].items()) + " |")
     print("\n| s/image | stages | total |\n|---|---|---|")
     for label, split in speed.items():
         stages = ", ".join(f"{k} {v:.3f}" for k, v in split.items() if k != "total")
