@@ -143,8 +143,8 @@ def load_cascade(path: Path, settings: dict, torch_dtype, load) -> list[Upsample
     ups = []
     for i, raw in enumerate(settings.get("upsamplers", []), start=1):
         cfg = from_dict(UpsamplerConfig, raw, f"upsamplers[{i}].")
-        ups.append(load(f"upsampler{i}", lambda i=i, cfg=cfg: Upsampler.from_pretrained(path / f"upsampler{i}", cfg,
-                                                                         torch_dtype=torch_dtype)))
+        ups.append(load(f"upsampler{i}", lambda i=i, cfg=cfg: Upsampler.from_pretrained(
+            path / f"upsampler{i}", cfg, torch_dtype=torch_dtype)))
     return ups
 
 
