@@ -240,3 +240,17 @@ def test_dalle1_settings_on_an_unclip_model_are_clear_errors(tiny_model, tmp_pat
     assert main(["generate", "a red circle", "--model", str(tiny_model), "--out", str(tmp_path / "h"),
                  "--rerank", "0"]) == 2
     assert "rerank (--rerank) must be at least 1" in capsys.readouterr().err
+
+
+def test_the_shipped_dalle1_model_loads_by_name_and_draws():
+    from unclip.pipeline import load_pipeline
+
+    pipe = load_pipeline("dalle1")
+    assert pipe.kind == "dalle1" and pipe.scale == 4 and len(pipe.upsamplers) == 2
+    gens = [torch.Generator().manual_seed(0)]
+    images = pipe("a large red circle on the left on a white background", generator=gens, rerank=1,
+                  upscale="bicubic", output_type="uint8").images
+    assert images.shape == (1, 128, 128, 3)
+    left, right = images[0, 40:88, 10:60].astype(int), images[0, 40:88, 70:120].astype(int)
+    # a red object on the left half, the white background on the right
+    assert (left[..., 0] - left[..., 1] > 100).mean() > 0.2 and (right.min(-1) > 200).mean() > 0.9
