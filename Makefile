@@ -29,8 +29,10 @@ train: setup
 	$(BIN)/unclip train decoder --config configs/shapes/decoder_gpu.yaml --resume \
 		--clip=runs/clip/model --init=runs/decoder_phase3/model
 	$(BIN)/unclip train upsampler --stage 1 --config configs/shapes/upsampler1.yaml --resume
+	$(BIN)/unclip train upsampler --stage 1 --config configs/shapes/upsampler1_full.yaml --resume
 	$(BIN)/unclip train upsampler --stage 2 --config configs/shapes/upsampler2.yaml --resume
-	$(BIN)/unclip assemble runs/prior/model runs/decoder_gpu/model runs/upsampler1/model runs/upsampler2/model --out runs/model
+	$(BIN)/unclip train upsampler --stage 2 --config configs/shapes/upsampler2_full.yaml --resume
+	$(BIN)/unclip assemble runs/prior/model runs/decoder_gpu/model runs/upsampler1_full/model runs/upsampler2_full/model --out runs/model
 
 # Debian's Chromium for the browser tests (Playwright's own browser download cannot work here).
 browser:

@@ -61,6 +61,42 @@ def test_the_low_resolution_input_changes_the_output():
     assert (a - b).abs().max() > 1e-3
 
 
+def test_clean_prob_leaves_that_share_of_training_inputs_uncorrupted():
+    low = torch.rand(64, 3, 8, 8) * 2 - 1
+    for prob, clean in ((0.0, 0), (1.0, 64)):
+        out = tiny_upsampler(degradation="bsr", clean_prob=prob).degrade(low, np.random.default_rng(0))
+        assert sum(torch.equal(a, b) for a, b in zip(out, low)) == clean
+    out = tiny_upsampler(degradation="bsr", clean_prob=0.5).degrade(low, np.random.default_rng(0))
+    assert 16 < sum(torch.equal(a, b) for a, b in zip(out, low)) < 48
+
+
+def test_the_residual_is_scaled_and_old_folders_keep_their_scale(tiny_model, tmp_path):
+    """The diffusion runs on (target - bicubic) / residual_scale; a folder written before the
+    setting existed was trained unscaled and must load with scale 1."""
+    import json
+    import shutil
+
+    from unclip.pipeline import UnCLIPPipeline
+
+    up = tiny_upsampler(residual_scale=0.5).eval()
+    low = torch.rand(1, 3, 8, 8) * 0.4 - 0.2
+    cond = upsample(low, 2)
+    a = up.sample(low, generator=torch.Generator().manual_seed(0))
+    up.cfg.residual_scale = 0.25  # the same sampled residual, half as large in pixels
+    b = up.sample(low, generator=torch.Generator().manual_seed(0))
+    inside = (a.abs() < 1) & (b.abs() < 1)  # not clamped
+    assert inside.float().mean() > 0.5
+    assert torch.allclose((b - cond)[inside], (a - cond)[inside] / 2, atol=1e-4)
+
+    old = tmp_path / "old"
+    shutil.copytree(tiny_model, old)
+    settings = json.loads((old / "unclip.json").read_text())
+    for raw in settings["upsamplers"]:
+        assert raw.pop("residual_scale") == UpsamplerConfig().residual_scale
+    (old / "unclip.json").write_text(json.dumps(settings))
+    assert [u.cfg.residual_scale for u in UnCLIPPipeline.from_pretrained(old).upsamplers] == [1.0, 1.0]
+
+
 def test_training_on_crops_lowers_the_loss():
     up = tiny_upsampler(crop_fraction=0.5)
     high = torch.tanh(torch.randn(8, 3, 16, 16, generator=torch.Generator().manual_seed(0)))
