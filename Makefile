@@ -32,7 +32,10 @@ train: setup
 	$(BIN)/unclip train upsampler --stage 1 --config configs/shapes/upsampler1_full.yaml --resume
 	$(BIN)/unclip train upsampler --stage 2 --config configs/shapes/upsampler2.yaml --resume
 	$(BIN)/unclip train upsampler --stage 2 --config configs/shapes/upsampler2_full.yaml --resume
-	$(BIN)/unclip assemble runs/prior/model runs/decoder_gpu/model runs/upsampler1_full/model runs/upsampler2_full/model --out runs/model
+	# the shipped second upsampler: 600 more whole-image steps, three inputs in four left clean
+	$(BIN)/unclip train upsampler --stage 2 --config configs/shapes/upsampler2_full.yaml --resume \
+		--init=runs/upsampler2_full/model --model.clean_prob=0.75 --train.out_dir=runs/upsampler2_clean
+	$(BIN)/unclip assemble runs/prior/model runs/decoder_gpu/model runs/upsampler1_full/model runs/upsampler2_clean/model --out runs/model
 
 # Debian's Chromium for the browser tests (Playwright's own browser download cannot work here).
 browser:

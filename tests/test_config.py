@@ -8,10 +8,16 @@ from unclip.train.clip import ClipStageConfig
 from .conftest import ROOT
 
 
-def test_presets_load():
-    for path in (ROOT / "configs").rglob("clip.yaml"):
-        cfg = load(ClipStageConfig, path)
-        assert cfg.train.steps > 0
+def test_every_preset_loads_with_its_stage_config():
+    from unclip.train import stage_classes
+
+    stages = ("prior_ar", "clip", "prior", "decoder", "upsampler", "dvae", "dalle")  # by file-name prefix
+    paths = sorted((ROOT / "configs").rglob("*.yaml"))
+    assert len(paths) > 10
+    for path in paths:
+        stage = next(s for s in stages if path.stem.startswith(s))
+        cfg = load(stage_classes(stage)[0], path)
+        assert cfg.train.steps > 0, path
 
 
 def test_unknown_key_names_the_key_and_the_valid_ones():
