@@ -13,13 +13,19 @@ def flatten(figures: dict, prefix: str = "") -> list[tuple[str, object]]:
     return rows
 
 
+def _format(value) -> str:
+    if not isinstance(value, float):
+        return str(value)
+    return f"{value:.3g}" if 0 < abs(value) < 1e-3 else f"{value:.4f}"  # small shares, e.g. speckle
+
+
 def print_report(title: str, figures: dict) -> None:
     rows = flatten(figures)
     width = max([len(name) for name, _ in rows] + [len(title)])
     print(title)
     print("-" * (width + 12))
     for name, value in rows:
-        shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+        shown = _format(value)
         print(f"{name:<{width}}  {shown:>10}")
     print("-" * (width + 12))
     print(json.dumps(figures))
