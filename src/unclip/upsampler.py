@@ -8,7 +8,9 @@ no text or embedding condition and no guidance.
 Three changes from the paper, each measured on shapes (issue 17), made the upsamplers beat
 bicubic where they had lost to it:
 - The diffusion runs on the residual (target minus the bicubic image), divided by
-  `residual_scale` (0.1); the sample is the bicubic image plus the residual. Its spread (std
+  `residual_scale` (0.1); the sample is the bicubic image plus the residual (on the full
+  image instead, an upsampler drifted in flat colours: 15.6 dB against bicubic's 33 dB after
+  1500 steps; an untrained residual one is already bicubic). The residual's spread (std
   0.03-0.09) is far below the unit noise the schedule assumes: unscaled, it is buried at every
   timestep but the last few, and the noise the network lets through lands in the image at full
   size (the mean prediction from pure noise: 27.3 dB against bicubic's 33.8; SSIM 0.65).
