@@ -107,13 +107,14 @@ def dtype_of(args):
 
 def cmd_generate(args) -> None:
     from .generate import check_generate, generate_files, parse_steps, prepare_out, read_prompts
-    from .pipeline import load_pipeline
 
     prompts = read_prompts(args.prompts, args.prompts_file)
     sampling = dict(prior_guidance_scale=args.prior_guidance, decoder_guidance_scale=args.decoder_guidance,
                     prior=args.prior, rerank=args.rerank, upscale=args.upscale, **parse_steps(args.steps))
     check_generate(len(prompts), args.num_images, args.seed, args.batch_size, **sampling)
     prepare_out(args.out, args.overwrite)  # every check before the model loads
+    from .pipeline import load_pipeline  # diffusers and transformers: 4 s of imports, after the checks
+
     pipe = load_pipeline(args.model, dtype_of(args))
     check_dalle1_flags(pipe, args)
     manifest = generate_files(pipe, prompts, args.out, num_images=args.num_images, seed=args.seed,
