@@ -1,13 +1,23 @@
 """`unclip generate` speed on this machine. First the cold start: a fresh `unclip generate`
-process, from its start until its first image is on disk. Then warm seconds per image at
-batch 1 and 16, split by stage, with the network evaluations each stage makes (calls, and
-rows: guidance doubles the rows of a call, best-of-n multiplies the prior's).
+process, from its start until its first image is on disk, with the time its imports take.
+Then warm seconds per image at each batch size, split by stage, with the network
+evaluations each stage makes (calls, and rows: guidance doubles the rows of a call, best-of-n
+multiplies the prior's).
 
-    python benchmarks/generate.py [--model DIR] [--batches 1 16]
+With --baseline-steps / --baseline-sampler, a second setting (e.g. the model's earlier
+defaults) is timed in the same run, alternating with the first, median of --repeats, and
+with --eval N both are scored by `unclip eval shapes` on the first N eval prompts.
+
+    python benchmarks/generate.py [--model DIR] [--batches 1 8 16] \\
+        [--steps decoder=8 ...] [--sampler decoder=dpm++ ...] \\
+        [--baseline-steps prior=25 decoder=25 upsampler=7 --baseline-sampler prior=ddpm decoder=ddim upsampler=ddim] \\
+        [--eval 500]
 """
 
 import argparse
+import json
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -16,6 +26,8 @@ from pathlib import Path
 
 import torch
 
+from unclip.evaluate.shapes_eval import evaluate_model, headline
+from unclip.generate import parse_samplers, parse_steps
 from unclip.pipeline import UnCLIPPipeline
 
 PROMPT = "a large red circle on the left on a white background"
@@ -33,10 +45,10 @@ def count_calls(module, tally: dict) -> None:
     module.denoise = counted
 
 
-def cold_start(model: str | None) -> float:
+def cold_start(model: str | None, settings: list[str]) -> float:
     """Seconds from launching `unclip generate PROMPT` until its first PNG exists."""
     with tempfile.TemporaryDirectory() as out:
-        cmd = [sys.executable, "-m", "unclip", "generate", PROMPT, "--out", out]
+        cmd = [sys.executable, "-m", "unclip", "generate", PROMPT, "--out", out, *settings]
         start = time.perf_counter()
         proc = subprocess.Popen(cmd + (["--model", model] if model else []),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -49,42 +61,91 @@ def cold_start(model: str | None) -> float:
     return seconds
 
 
+def import_seconds() -> float:
+    """A fresh interpreter's time to import what `unclip generate` needs before its first image."""
+    code = "import time; t = time.perf_counter(); import unclip.pipeline; print(time.perf_counter() - t)"
+    return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+
+
+def run_stages(pipe, b: int, s: dict) -> tuple[dict, torch.Tensor]:
+    """Seconds per stage for one batch of b images with settings s (the pipeline call's keywords)."""
+    gens = [torch.Generator().manual_seed(i) for i in range(b)]
+    seconds = {}
+    t = time.perf_counter()
+    z = pipe.image_embeds([PROMPT] * b, gens, steps=s.get("prior_num_inference_steps"),
+                          sampler=s.get("prior_sampler"))
+    seconds["prior"] = time.perf_counter() - t
+    t = time.perf_counter()
+    x = pipe.decode(z, [PROMPT] * b, generator=gens, steps=s.get("decoder_num_inference_steps"),
+                    sampler=s.get("decoder_sampler"))
+    seconds["decoder"] = time.perf_counter() - t
+    for i, up in enumerate(pipe.upsamplers, start=1):
+        t = time.perf_counter()
+        x = up.sample(x, generator=gens, steps=s.get("super_res_num_inference_steps"), sampler=s.get("super_res_sampler"))
+        seconds[f"upsampler{i}"] = time.perf_counter() - t
+    return seconds, x
+
+
 def main():
-    p = argparse.ArgumentParser()
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", help="pipeline folder (default: the shipped model)")
-    p.add_argument("--batches", type=int, nargs="+", default=[1, 16])
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 8, 16])
+    p.add_argument("--steps", nargs="+", metavar="STAGE=N", help="as `unclip generate --steps`")
+    p.add_argument("--sampler", nargs="+", metavar="STAGE=NAME", help="as `unclip generate --sampler`")
+    p.add_argument("--baseline-steps", nargs="+", metavar="STAGE=N")
+    p.add_argument("--baseline-sampler", nargs="+", metavar="STAGE=NAME")
+    p.add_argument("--repeats", type=int, default=3, help="timed batches per setting and batch size (median)")
+    p.add_argument("--eval", type=int, default=0, metavar="N", help="also score each setting on N eval prompts")
     args = p.parse_args()
-    print(f"cold start (process start to first image written): {cold_start(args.model):.1f} s")
+    settings = {"given": {**parse_steps(args.steps), **parse_samplers(args.sampler)}}
+    if args.baseline_steps or args.baseline_sampler:
+        settings["baseline"] = {**parse_steps(args.baseline_steps), **parse_samplers(args.baseline_sampler)}
+    flags = [f for name, items in (("--steps", args.steps), ("--sampler", args.sampler)) if items
+             for f in (name, *items)]
+    print(f"imports of unclip.pipeline in a fresh process: {import_seconds():.1f} s")
+    print(f"cold start (process start to first image written): {cold_start(args.model, flags):.1f} s")
+
     pipe = UnCLIPPipeline.from_pretrained(args.model)
+    defaults = pipe.sampling_defaults()
+    for name, s in settings.items():
+        print(f"{name}: {json.dumps({k: s.get(k, v) for k, v in defaults.items() if 'sampler' in k or 'steps' in k})}")
     stages = [("prior", pipe.prior), ("decoder", pipe.decoder)] + \
              [(f"upsampler{i}", up) for i, up in enumerate(pipe.upsamplers, start=1)]
     tallies = {name: {"calls": 0, "rows": 0} for name, _ in stages}
     for name, module in stages:
         count_calls(module, tallies[name])
-    print(f"model {args.model or 'default'}; {torch.get_num_threads()} threads; default sampling settings")
-    print(f"{'batch':>5} {'stage':<11}{'s/image':>9}{'calls':>7}{'rows/image':>11}")
-    pipe([PROMPT], generator=[torch.Generator().manual_seed(0)])  # warm-up
+    print(f"model {args.model or 'default'}; {torch.get_num_threads()} threads; median of {args.repeats}")
+    print(f"{'setting':<9}{'batch':>5} {'stage':<11}{'s/image':>9}{'calls':>7}{'rows/image':>11}")
+    for s in settings.values():
+        run_stages(pipe, 1, s)  # warm-up
+    summary = {}
     for b in args.batches:
-        for t in tallies.values():
-            t.update(calls=0, rows=0)
-        gens = [torch.Generator().manual_seed(i) for i in range(b)]
-        seconds = {}
-        start = time.perf_counter()
-        z = pipe.image_embeds([PROMPT] * b, gens)
-        seconds["prior"] = time.perf_counter() - start
-        t = time.perf_counter()
-        x = pipe.decode(z, [PROMPT] * b, generator=gens)
-        seconds["decoder"] = time.perf_counter() - t
-        for i, up in enumerate(pipe.upsamplers, start=1):
-            t = time.perf_counter()
-            x = up.sample(x, generator=gens)
-            seconds[f"upsampler{i}"] = time.perf_counter() - t
-        total = time.perf_counter() - start
-        for name, _ in stages:
-            print(f"{b:5d} {name:<11}{seconds[name] / b:9.3f}{tallies[name]['calls']:7d}"
-                  f"{tallies[name]['rows'] / b:11.0f}")
+        runs = {name: [] for name in settings}
+        for _ in range(args.repeats):
+            for name, s in settings.items():  # alternating, so that drifts in the machine hit both
+                for t in tallies.values():
+                    t.update(calls=0, rows=0)
+                seconds, x = run_stages(pipe, b, s)
+                runs[name].append((seconds, {k: dict(v) for k, v in tallies.items()}))
+        for name in settings:
+            per_stage = {st: statistics.median(r[0][st] for r in runs[name]) / b for st, _ in stages}
+            calls = runs[name][0][1]
+            for st, _ in stages:
+                print(f"{name:<9}{b:5d} {st:<11}{per_stage[st]:9.3f}{calls[st]['calls']:7d}{calls[st]['rows'] / b:11.0f}")
+            total = statistics.median(sum(r[0].values()) for r in runs[name]) / b
+            print(f"{name:<9}{b:5d} {'total':<11}{total:9.3f}   ({x.shape[-1]} px images)")
+            summary.setdefault(name, {})[b] = {"total": total, **per_stage}
+        if "baseline" in settings:
+            ratio = summary["baseline"][b]["total"] / summary["given"][b]["total"]
+            print(f"batch {b}: given settings {ratio:.2f}x faster than the baseline")
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(f"{b:5d} {'total':<11}{total / b:9.3f}   ({x.shape[-1]} px images; peak RSS so far {rss:.0f} MB)")
+        print(f"batch {b}: peak RSS of this process so far {rss:.0f} MB")
+    scores = {}
+    for name, s in settings.items() if args.eval else ():
+        with tempfile.TemporaryDirectory() as out:
+            scores[name] = headline(evaluate_model(pipe, out, num=args.eval, **s))
+        print(f"{name}: eval shapes on {args.eval} prompts: {json.dumps(scores[name])}", flush=True)
+    print(json.dumps({"seconds_per_image": summary, "eval": scores, "settings": settings}))
 
 
 if __name__ == "__main__":

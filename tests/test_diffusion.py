@@ -76,7 +76,7 @@ def test_min_snr_weighting_is_min_snr_gamma_in_x0_terms(prediction_type):
     assert plain.item() != pytest.approx(loss.item(), rel=1e-2)
 
 
-@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpm++"])
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpm++", "unipc"])
 def test_samplers_are_deterministic_and_finite(sampler):
     sched = make_scheduler(sampler, num_train_timesteps=1000, prediction_type="epsilon")
 

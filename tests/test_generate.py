@@ -76,12 +76,36 @@ def test_generate_cli_writes_images_and_manifest_reproducibly(tiny_model, tmp_pa
         assert np.abs(a - b).max() <= 1
 
 
+def test_each_stage_samples_with_another_sampler_when_asked(tiny_model, tmp_path):
+    pipe = UnCLIPPipeline.from_pretrained(tiny_model)
+
+    def run(**kw):
+        return pipe(PROMPTS[:1], generator=[torch.Generator().manual_seed(0)], output_type="np",
+                    prior_num_inference_steps=3, decoder_num_inference_steps=3, super_res_num_inference_steps=2,
+                    **kw).images
+
+    base = run()
+    assert np.array_equal(base, run(decoder_sampler=pipe.decoder.cfg.sampler))  # the stage's own: the same
+    for key in ("prior_sampler", "decoder_sampler", "super_res_sampler"):
+        assert not np.array_equal(base, run(**{key: "unipc"})), key
+    assert pipe.decoder.scheduler.__class__.__name__ == "DDIMScheduler"  # a per-call choice, not kept
+    with pytest.raises(ValueError, match="decoder_sampler .--sampler decoder=NAME. must be one of"):
+        run(decoder_sampler="euler")
+    args = ["generate", PROMPTS[0], "--model", str(tiny_model), "--steps", "prior=2", "decoder=2", "upsampler=1",
+            "--sampler", "decoder=dpm++", "--out", str(tmp_path / "a")]
+    assert main(args) == 0
+    record = json.loads((tmp_path / "a" / "manifest.jsonl").read_text())
+    assert record["decoder_sampler"] == "dpm++"  # the manifest says how an image was made
+
+
 @pytest.mark.parametrize("bad, message", [
     (["   "], "empty prompt"),
     ([], "give a prompt"),
     (["--prompts-file", "EMPTY"], "has no prompts"),
     (["--prompts-file", "MISSING"], "not found"),
     (["a cat", "--steps", "prior=0"], "bad --steps"),
+    (["a cat", "--sampler", "decoder=euler"], "bad --sampler"),
+    (["a cat", "--sampler", "vae=ddim"], "bad --sampler"),
 ])
 def test_generate_rejects_bad_input_clearly(tiny_model, tmp_path, capsys, bad, message):
     (tmp_path / "EMPTY").write_text("\n  \n")

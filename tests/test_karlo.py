@@ -211,6 +211,11 @@ def test_text_folder_edits_with_an_added_image_tower(karlo, karlo_variations, tm
     assert (tmp_path / "yes" / "00000.png").is_file()
 
 
+def test_samplers_are_a_setting_of_our_models_only(karlo, tmp_path, capsys):
+    assert main(["generate", PROMPT, "--model", str(karlo[0]), "--sampler", "decoder=dpm++", "--out", str(tmp_path)]) == 2
+    assert "--sampler decoder=NAME is not a setting of this model" in capsys.readouterr().err
+
+
 def test_generate_needs_the_prior(karlo_variations, tmp_path, capsys):
     assert main(["generate", PROMPT, "--model", str(karlo_variations[0]), "--out", str(tmp_path)]) == 2
     assert "has no prior" in capsys.readouterr().err

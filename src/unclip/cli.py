@@ -106,11 +106,12 @@ def dtype_of(args):
 
 
 def cmd_generate(args) -> None:
-    from .generate import check_generate, generate_files, parse_steps, prepare_out, read_prompts
+    from .generate import check_generate, generate_files, parse_samplers, parse_steps, prepare_out, read_prompts
 
     prompts = read_prompts(args.prompts, args.prompts_file)
     sampling = dict(prior_guidance_scale=args.prior_guidance, decoder_guidance_scale=args.decoder_guidance,
-                    prior=args.prior, rerank=args.rerank, upscale=args.upscale, **parse_steps(args.steps))
+                    prior=args.prior, rerank=args.rerank, upscale=args.upscale, **parse_steps(args.steps),
+                    **parse_samplers(args.sampler))
     check_generate(len(prompts), args.num_images, args.seed, args.batch_size, **sampling)
     prepare_out(args.out, args.overwrite)  # every check before the model loads
     from .pipeline import load_pipeline  # diffusers and transformers: 4 s of imports, after the checks
@@ -232,6 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--prior-guidance", type=float, help="prior guidance scale (default: the model's)")
     g.add_argument("--decoder-guidance", type=float, help="decoder guidance scale (default: the model's)")
     g.add_argument("--steps", nargs="+", metavar="STAGE=N", help="sampling steps, e.g. prior=25 decoder=25 upsampler=7")
+    g.add_argument("--sampler", nargs="+", metavar="STAGE=NAME",
+                   help="samplers, e.g. decoder=dpm++ (ddpm, ddim, dpm++, unipc; default: the model's)")
     g.add_argument("--batch-size", type=int, default=D["batch_size"], help="images generated together")
     dalle1_flags(g)
     prior_flag(g)

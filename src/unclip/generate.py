@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import re
@@ -15,6 +16,7 @@ from . import validate
 
 STEP_KEYS = {"prior": "prior_num_inference_steps", "decoder": "decoder_num_inference_steps",
              "upsampler": "super_res_num_inference_steps"}
+SAMPLER_KEYS = {"prior": "prior_sampler", "decoder": "decoder_sampler", "upsampler": "super_res_sampler"}
 
 
 def read_prompts(prompts: list[str], prompts_file: str | Path | None = None) -> list[str]:
@@ -56,6 +58,18 @@ def parse_steps(items: list[str] | None) -> dict[str, int]:
             raise ValueError(f"bad --steps item {item!r}; use e.g. prior=25 decoder=25 upsampler=7 "
                              f"(1..{validate.MAX_STEPS} steps)")
         out[STEP_KEYS[stage]] = int(value)
+    return out
+
+
+def parse_samplers(items: list[str] | None) -> dict[str, str]:
+    """["decoder=dpm++"] -> {"decoder_sampler": "dpm++"}."""
+    out = {}
+    for item in items or []:
+        stage, _, value = item.partition("=")
+        if stage not in SAMPLER_KEYS or value not in validate.SAMPLERS:
+            raise ValueError(f"bad --sampler item {item!r}; use e.g. decoder=dpm++ upsampler=ddim "
+                             f"(samplers: {', '.join(validate.SAMPLERS)})")
+        out[SAMPLER_KEYS[stage]] = value
     return out
 
 
@@ -120,6 +134,10 @@ def generate_files(pipe, prompts: list[str], out: str | Path, *, num_images: int
     check_generate(len(prompts), num_images, seed, batch_size, **sampling)
     out = prepare_out(out, overwrite)
     given = {k: v for k, v in sampling.items() if v is not None}  # the rest: the model's defaults
+    takes = inspect.signature(pipe.__call__).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in takes.values()):
+        for k in given.keys() - takes.keys():
+            raise ValueError(f"{validate.FLAGS.get(k, k)} is not a setting of this model ({type(pipe).__name__})")
     jobs = [(p, seed + i) for i, p in enumerate(p for p in prompts for _ in range(num_images))]
     lines = []
     with tqdm(total=len(jobs), desc="generate", unit="img") as bar:

@@ -169,7 +169,8 @@ class UnCLIPPipeline(Components):
 
     @torch.no_grad()
     def image_embeds(self, prompts: list[str], generator: Generators = None, *, prior: str = "diffusion",
-                     guidance_scale: float | None = None, steps: int | None = None) -> torch.Tensor:
+                     guidance_scale: float | None = None, steps: int | None = None,
+                     sampler: str | None = None) -> torch.Tensor:
         """The decoder's image embeddings (B, D) for `prompts`, by `prior` (validate.PRIORS):
         a prior's sample (L2-normalised), the CLIP text embedding itself ("text"), or the
         decoder's learned null image embedding, so that the caption alone conditions ("none")."""
@@ -181,12 +182,12 @@ class UnCLIPPipeline(Components):
         if prior == "text":
             return cond["text_embed"]
         if prior == "ar":
-            if steps is not None:
-                raise ValueError("prior_num_inference_steps (--steps prior=N) is for the diffusion prior; "
-                                 "the AR prior draws one code per step")
+            if steps is not None or sampler is not None:
+                raise ValueError("prior_num_inference_steps and prior_sampler (--steps prior=N, --sampler "
+                                 "prior=NAME) are for the diffusion prior; the AR prior draws one code per step")
             return self.prior_net("ar").sample(cond, null, guidance_scale=guidance_scale, generator=generator)
         return self.prior_net("diffusion").sample(cond, null, guidance_scale=guidance_scale, steps=steps,
-                                                  generator=generator)
+                                                  generator=generator, sampler=sampler)
 
     @torch.no_grad()
     def decode(self, image_embed: torch.Tensor, prompts: list[str] | None = None, *,
@@ -203,9 +204,10 @@ class UnCLIPPipeline(Components):
         return self.decoder.sample(cond, text_null, generator=generator, x_T=x_T, **kw)
 
     @torch.no_grad()
-    def upsample(self, images: torch.Tensor, *, generator: Generators = None, steps: int | None = None):
+    def upsample(self, images: torch.Tensor, *, generator: Generators = None, steps: int | None = None,
+                 sampler: str | None = None):
         """Through every upsampler in turn."""
-        return cascade(self.upsamplers, images, generator=generator, steps=steps)
+        return cascade(self.upsamplers, images, generator=generator, steps=steps, sampler=sampler)
 
     @torch.no_grad()
     def __call__(self, prompt: str | list[str] | None = None, *, image_embeddings: torch.Tensor | None = None,
@@ -213,17 +215,21 @@ class UnCLIPPipeline(Components):
                  prior_num_inference_steps: int | None = None, decoder_num_inference_steps: int | None = None,
                  super_res_num_inference_steps: int | None = None, prior_guidance_scale: float | None = None,
                  decoder_guidance_scale: float | None = None, output_type: str = "pil",
-                 return_dict: bool = True, prior: str | None = None):
+                 return_dict: bool = True, prior: str | None = None, prior_sampler: str | None = None,
+                 decoder_sampler: str | None = None, super_res_sampler: str | None = None):
         """Text to image through every stage, in diffusers' conventions. Settings left None are
         the model's own. `prior`: which image embedding the decoder gets (validate.PRIORS; None: the
         diffusion prior). `image_embeddings` (B, D) skip the prior (with the prompt as the
-        decoder's caption, or the empty caption). `generator`: one, or one per image, so that
+        decoder's caption, or the empty caption). `*_sampler`: validate.SAMPLERS, for the stage's
+        own. `generator`: one, or one per image, so that
         each image depends on its own seed alone. Returns UnCLIPOutput(images, image_embeds)."""
         validate.sampling(num_images_per_prompt=num_images_per_prompt, prior=prior,
                           prior_num_inference_steps=prior_num_inference_steps,
                           decoder_num_inference_steps=decoder_num_inference_steps,
                           super_res_num_inference_steps=super_res_num_inference_steps,
-                          prior_guidance_scale=prior_guidance_scale, decoder_guidance_scale=decoder_guidance_scale)
+                          prior_guidance_scale=prior_guidance_scale, decoder_guidance_scale=decoder_guidance_scale,
+                          prior_sampler=prior_sampler, decoder_sampler=decoder_sampler,
+                          super_res_sampler=super_res_sampler)
         n = num_images_per_prompt
         if image_embeddings is not None:
             prompts = None if prompt is None else check_prompts(prompt, len(image_embeddings))
@@ -231,12 +237,13 @@ class UnCLIPPipeline(Components):
         else:
             prompts = check_prompts(prompt)
             z = self.image_embeds([p for p in prompts for _ in range(n)], generator, prior=prior or "diffusion",
-                                  guidance_scale=prior_guidance_scale, steps=prior_num_inference_steps)
+                                  guidance_scale=prior_guidance_scale, steps=prior_num_inference_steps,
+                                  sampler=prior_sampler)
         captions = None if prompts is None else [p for p in prompts for _ in range(n)]
         images = self.decode(z, captions, generator=generator, guidance_scale=decoder_guidance_scale,
-                             steps=decoder_num_inference_steps)
-        images = to_output(self.upsample(images, generator=generator, steps=super_res_num_inference_steps),
-                           output_type)
+                             steps=decoder_num_inference_steps, sampler=decoder_sampler)
+        images = to_output(self.upsample(images, generator=generator, steps=super_res_num_inference_steps,
+                                         sampler=super_res_sampler), output_type)
         return UnCLIPOutput(images, z) if return_dict else (images,)
 
     def sampling_defaults(self) -> dict:
@@ -246,7 +253,9 @@ class UnCLIPPipeline(Components):
                 "decoder_guidance_scale": dec and dec.cfg.guidance_scale,
                 "prior_num_inference_steps": prior and prior.cfg.sample_steps,
                 "decoder_num_inference_steps": dec and dec.cfg.sample_steps,
-                "super_res_num_inference_steps": ups[0].cfg.sample_steps if ups else None}
+                "super_res_num_inference_steps": ups[0].cfg.sample_steps if ups else None,
+                "prior_sampler": prior and prior.cfg.sampler, "decoder_sampler": dec and dec.cfg.sampler,
+                "super_res_sampler": ups[0].cfg.sampler if ups else None}
 
     # -- what the manipulations need (unclip.manipulate) -------------------------------------------
     @property

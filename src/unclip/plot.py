@@ -1,4 +1,4 @@
-"""Pictures people would rather look at than read: loss curves and captioned image grids,
+"""Pictures people would rather look at than read: loss curves, line charts and captioned image grids,
 drawn with Pillow alone (no plotting dependency)."""
 
 from __future__ import annotations
@@ -17,37 +17,58 @@ def _font(size: int = 12):
         return ImageFont.load_default()
 
 
-def loss_curve(steps: list[int], losses: list[float], title: str, width=640, height=360) -> Image.Image:
-    """A line plot of loss against step, with a log-scaled y axis when it spans a decade."""
+COLOURS = [(40, 90, 230), (230, 40, 40), (30, 150, 60), (200, 120, 0), (130, 60, 180)]
+
+
+def line_chart(series: dict[str, tuple[list[float], list[float]]], title: str, *, log_y: bool = False,
+               xlabel: str = "", width=640, height=360, markers: bool = False) -> Image.Image:
+    """Lines of y against x, one per named series (a legend when there are several)."""
     img = Image.new("RGB", (width, height), "white")
     draw, font = ImageDraw.Draw(img), _font()
     left, right, top, bottom = 60, width - 15, 30, height - 35
     draw.text((left, 8), title, fill="black", font=font)
     draw.rectangle([left, top, right, bottom], outline="black")
-    pts = [(s, v) for s, v in zip(steps, losses) if math.isfinite(v)]
-    if len(pts) < 2:
+    pts = {k: [(x, y) for x, y in zip(*v) if math.isfinite(y) and (y > 0 or not log_y)] for k, v in series.items()}
+    every = [p for v in pts.values() for p in v]
+    if len(every) < 2:
         return img
-    xs, ys = np.array([p[0] for p in pts], float), np.array([p[1] for p in pts], float)
-    log_y = ys.min() > 0 and ys.max() / ys.min() > 10
+    xs = np.array([p[0] for p in every], float)
+    ys = np.array([p[1] for p in every], float)
     yv = np.log10(ys) if log_y else ys
     x0, x1, y0, y1 = xs.min(), max(xs.max(), xs.min() + 1), yv.min(), yv.max()
     y1 = y1 if y1 > y0 else y0 + 1e-6
 
     def px(x, y):
+        y = math.log10(y) if log_y else y
         return (left + (x - x0) / (x1 - x0) * (right - left), bottom - (y - y0) / (y1 - y0) * (bottom - top))
 
     for frac in (0, 0.5, 1):  # axis labels at the ends and the middle
         yy = y0 + frac * (y1 - y0)
-        label = f"{10 ** yy:.3g}" if log_y else f"{yy:.3g}"
-        draw.text((4, px(x0, yy)[1] - 6), label, fill="black", font=font)
+        draw.text((4, bottom - frac * (bottom - top) - 6), f"{10 ** yy if log_y else yy:.3g}", fill="black", font=font)
         xx = x0 + frac * (x1 - x0)
-        draw.text((px(xx, y0)[0] - 10, bottom + 6), f"{xx:.0f}", fill="black", font=font)
-    draw.line([px(x, y) for x, y in zip(xs, yv)], fill=(40, 90, 230), width=1)
-    if len(xs) > 20:  # a smoothed line on top of the noisy one
-        k = max(len(xs) // 20, 2)
-        smooth = np.convolve(yv, np.ones(k) / k, mode="valid")
-        draw.line([px(x, y) for x, y in zip(xs[k - 1 :], smooth)], fill=(230, 40, 40), width=2)
+        draw.text((left + frac * (right - left) - 10, bottom + 6), f"{xx:.3g}", fill="black", font=font)
+    draw.text((right - 6 * len(xlabel), bottom + 20), xlabel, fill="black", font=font)
+    for i, (name, line) in enumerate(pts.items()):
+        colour = COLOURS[i % len(COLOURS)]
+        if len(line) > 1:
+            draw.line([px(x, y) for x, y in line], fill=colour, width=2 if markers else 1)
+        for x, y in line if markers else []:
+            cx, cy = px(x, y)
+            draw.ellipse([cx - 3, cy - 3, cx + 3, cy + 3], fill=colour)
+        if len(series) > 1:
+            draw.text((left + 8, top + 6 + 14 * i), name, fill=colour, font=font)
     return img
+
+
+def loss_curve(steps: list[int], losses: list[float], title: str, width=640, height=360) -> Image.Image:
+    """Loss against step, log-scaled when it spans a decade, with a smoothed line on top."""
+    ys = np.array([v for v in losses if math.isfinite(v)], float)
+    log_y = len(ys) > 1 and ys.min() > 0 and ys.max() / ys.min() > 10
+    series = {"loss": (steps, losses)}
+    if len(steps) > 20:
+        k = max(len(steps) // 20, 2)
+        series["smoothed"] = (steps[k - 1:], list(np.convolve(losses, np.ones(k) / k, mode="valid")))
+    return line_chart(series, title, log_y=log_y, width=width, height=height)
 
 
 def image_grid(images: np.ndarray, captions: list[str] | None = None, cols: int = 4,

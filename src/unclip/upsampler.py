@@ -38,7 +38,7 @@ from .config import check
 from .data.degrade import DEGRADATIONS
 from .diffusion.objectives import training_loss
 from .diffusion.sampling import Generators, randn, sample
-from .diffusion.schedules import make_scheduler
+from .diffusion.schedules import Sampled, Sampler
 
 
 @dataclass
@@ -55,7 +55,7 @@ class UpsamplerConfig:
     timesteps: int = 1000
     schedule: Literal["cosine", "linear"] = "cosine"
     sample_steps: int = 7  # as Karlo
-    sampler: Literal["ddpm", "ddim", "dpm++"] = "ddim"
+    sampler: Sampler = "ddim"
 
     def __post_init__(self):
         check(self.factor >= 2, "factor", "must be at least 2")
@@ -81,13 +81,15 @@ def random_crops(images: list[torch.Tensor], size: int, generator: torch.Generat
             for im in images]
 
 
-class Upsampler(nn.Module):
+class Upsampler(Sampled, nn.Module):
     def __init__(self, unet: UNet2DModel, cfg: UpsamplerConfig):
         super().__init__()
         self.unet, self.cfg = unet, cfg
-        self.scheduler = make_scheduler(cfg.sampler, num_train_timesteps=cfg.timesteps, schedule=cfg.schedule,
-                                        prediction_type=cfg.prediction_type,
-                                        clip_sample_range=2.0 / cfg.residual_scale)
+        self.scheduler = self.make_scheduler()
+
+    def scheduler_args(self) -> dict:
+        return dict(num_train_timesteps=self.cfg.timesteps, schedule=self.cfg.schedule,
+                    prediction_type=self.cfg.prediction_type, clip_sample_range=2.0 / self.cfg.residual_scale)
 
     @classmethod
     def from_config(cls, cfg: UpsamplerConfig) -> Upsampler:
@@ -132,11 +134,12 @@ class Upsampler(nn.Module):
                              prediction_type=self.cfg.prediction_type, generator=generator)
 
     @torch.no_grad()
-    def sample(self, low: torch.Tensor, *, steps: int | None = None, generator: Generators = None) -> torch.Tensor:
+    def sample(self, low: torch.Tensor, *, steps: int | None = None, generator: Generators = None,
+               sampler: str | None = None) -> torch.Tensor:
         """(B, 3, h, w) in [-1, 1] -> (B, 3, h * factor, w * factor) in [-1, 1]."""
         cond = upsample(low, self.cfg.factor)
         x_T = randn(tuple(cond.shape), generator, device=low.device)
-        residual = sample(lambda x, t: self.denoise(x, t, cond), x_T, self.scheduler,
+        residual = sample(lambda x, t: self.denoise(x, t, cond), x_T, self.scheduler_for(sampler),
                           steps=steps or self.cfg.sample_steps, generator=generator)
         return (cond + self.cfg.residual_scale * residual).clamp(-1, 1)
 
@@ -166,8 +169,8 @@ def load_cascade(path: Path, settings: dict, torch_dtype, load) -> list[Upsample
 
 
 def cascade(upsamplers: list[Upsampler], images: torch.Tensor, *, generator: Generators = None,
-            steps: int | None = None) -> torch.Tensor:
+            steps: int | None = None, sampler: str | None = None) -> torch.Tensor:
     """Through every upsampler in turn."""
     for up in upsamplers:
-        images = up.sample(images, generator=generator, steps=steps)
+        images = up.sample(images, generator=generator, steps=steps, sampler=sampler)
     return images

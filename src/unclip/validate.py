@@ -13,7 +13,8 @@ FLAGS = {
     "super_res_num_inference_steps": "--steps upsampler=N", "num_images_per_prompt": "--num-images",
     "num_images": "--num-images", "batch_size": "--batch-size", "seed": "--seed", "eta": "--eta",
     "steps": "--steps", "frames": "--frames", "max_theta": "--max-theta", "prior": "--prior",
-    "rerank": "--rerank", "upscale": "--upscale",
+    "rerank": "--rerank", "upscale": "--upscale", "prior_sampler": "--sampler prior=NAME",
+    "decoder_sampler": "--sampler decoder=NAME", "super_res_sampler": "--sampler upsampler=NAME",
 }
 # The defaults of every setting a person can give, read by the command line and the web app
 # alike (one source of truth). Sampling settings left out here default to the model's own.
@@ -26,6 +27,7 @@ DEFAULTS = {
 }
 MAX_SEED = 2 ** 63 - 1  # torch.Generator.manual_seed takes a signed 64-bit integer
 MAX_STEPS = 1000  # the training timesteps of every model here
+SAMPLERS = ("ddpm", "ddim", "dpm++", "unipc")  # diffusion.schedules.make_scheduler
 PRIORS = ("diffusion", "ar", "text", "none")  # what gives the decoder its image embedding (Sec. 5.1)
 UPSCALES = ("upsampler", "bicubic")  # DALL-E 1: from the dVAE's size to twice it
 
@@ -71,13 +73,15 @@ def prior(value) -> str:
 
 
 def sampling(**settings) -> dict:
-    """Guidance scales (>= 0), step counts (1..1000) and the prior of a pipeline call; None
+    """Guidance scales (>= 0), step counts (1..1000), samplers and the prior of a pipeline call; None
     means the model's default and passes."""
     for name, value in settings.items():
         if value is None:
             continue
         if name == "prior":
             prior(value)
+        elif name.endswith("sampler"):
+            choice(name, value, SAMPLERS)
         elif name == "upscale":
             choice(name, value, UPSCALES)
         elif name == "rerank":

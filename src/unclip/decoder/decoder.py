@@ -31,7 +31,7 @@ from ..config import check
 from ..diffusion.guidance import cfg, drop_cond
 from ..diffusion.objectives import training_loss
 from ..diffusion.sampling import Generators, randn, sample
-from ..diffusion.schedules import make_scheduler
+from ..diffusion.schedules import Sampled, Sampler
 
 TEXT_KEYS = ("text_embed", "text_encodings", "mask")
 
@@ -59,7 +59,7 @@ class DecoderConfig:
     # the caption adds to the embedding, e.g. which shape goes with which colour.
     guidance_null: Literal["both", "text"] = "both"
     sample_steps: int = 25
-    sampler: Literal["ddpm", "ddim", "dpm++"] = "ddim"
+    sampler: Sampler = "ddim"
     eta: float = 0.0
 
     def __post_init__(self):
@@ -76,7 +76,7 @@ class DecoderConfig:
         check(self.snr_gamma is None or self.snr_gamma > 0, "snr_gamma", "must be positive (or null)")
 
 
-class Decoder(nn.Module):
+class Decoder(Sampled, nn.Module):
     """UNet + conditioning + diffusion. Conditions are dicts: image_embed (B, D) and, when the
     text path is on, text_embed, text_encodings, mask (as `data.embeddings.encode_text`)."""
 
@@ -84,8 +84,11 @@ class Decoder(nn.Module):
         super().__init__()
         self.unet, self.text_proj, self.cfg = unet, conditioning, cfg
         self.unet.set_attn_processor(AttnAddedKVProcessor())  # plain matmul: faster on the CPU
-        self.scheduler = make_scheduler(cfg.sampler, num_train_timesteps=cfg.timesteps, schedule=cfg.schedule,
-                                        prediction_type=cfg.prediction_type, clip_sample_range=1.0)
+        self.scheduler = self.make_scheduler()
+
+    def scheduler_args(self) -> dict:
+        return dict(num_train_timesteps=self.cfg.timesteps, schedule=self.cfg.schedule,
+                    prediction_type=self.cfg.prediction_type, clip_sample_range=1.0)
 
     @classmethod
     def from_config(cls, cfg: DecoderConfig, embed_dim: int) -> Decoder:
@@ -161,13 +164,13 @@ class Decoder(nn.Module):
     @torch.no_grad()
     def sample(self, cond: dict, text_null: dict, *, guidance_scale: float | None = None,
                steps: int | None = None, eta: float | None = None, generator: Generators = None,
-               x_T: torch.Tensor | None = None) -> torch.Tensor:
+               x_T: torch.Tensor | None = None, sampler: str | None = None) -> torch.Tensor:
         """Images (B, 3, S, S) in [-1, 1]; from `x_T` if given (e.g. a DDIM inversion)."""
         scale = self.cfg.guidance_scale if guidance_scale is None else guidance_scale
         b, s = cond["image_embed"].shape[0], self.cfg.image_size
         if x_T is None:
             x_T = randn((b, 3, s, s), generator, device=cond["image_embed"].device)
         guided = cfg(self.denoise, cond, self.null(text_null, self.cfg.guidance_null), scale)
-        x0 = sample(guided, x_T, self.scheduler, steps=steps or self.cfg.sample_steps,
+        x0 = sample(guided, x_T, self.scheduler_for(sampler), steps=steps or self.cfg.sample_steps,
                     eta=self.cfg.eta if eta is None else eta, generator=generator)
         return x0.clamp(-1, 1)

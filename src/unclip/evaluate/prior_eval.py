@@ -27,9 +27,10 @@ METHODS = ("prior", "text_embedding_baseline", "no_guidance", "another_render")
 
 @torch.no_grad()
 def evaluate_prior(pipe, num: int = 500, group: int = 100, seed: int = 0, batch: int = 100,
-                   methods: tuple[str, ...] = METHODS, prior: str = "diffusion") -> dict:
+                   methods: tuple[str, ...] = METHODS, prior: str = "diffusion", **sampling) -> dict:
     """{subset: {method: {"cosine": .., "retrieval": ..}}} over the first `num` eval items;
-    `prior`: which of the pipeline's priors, "diffusion" or "ar"."""
+    `prior`: which of the pipeline's priors, "diffusion" or "ar"; `sampling`: for its `sample`
+    (e.g. steps, sampler)."""
     clip, items, net = pipe.clip, shapes.eval_split(num), pipe.prior_net(prior)
     generator = torch.Generator().manual_seed(seed)
     figures = {}
@@ -45,7 +46,7 @@ def evaluate_prior(pipe, num: int = 500, group: int = 100, seed: int = 0, batch:
                     preds[m].append(cond["text_embed"])
                 else:
                     scale = 1.0 if m == "no_guidance" else None
-                    preds[m].append(net.sample(cond, null, guidance_scale=scale, generator=generator))
+                    preds[m].append(net.sample(cond, null, guidance_scale=scale, generator=generator, **sampling))
         if "another_render" in methods:
             rng = np.random.default_rng(seed)
             others = [dataclasses.replace(it, scene=shapes.resample_scene(it.scene, rng)) for it in chosen]

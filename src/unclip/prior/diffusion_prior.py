@@ -28,7 +28,7 @@ from ..config import check
 from ..diffusion.guidance import cfg, drop_cond
 from ..diffusion.objectives import training_loss
 from ..diffusion.sampling import Generators, randn, repeat_generators, sample
-from ..diffusion.schedules import make_scheduler
+from ..diffusion.schedules import Sampled, Sampler
 
 TEXT_KEYS = ("text_embed", "text_encodings", "mask")  # the whole text condition, all dropped together
 
@@ -47,7 +47,7 @@ class PriorConfig:
     clip_sample_range: float = 5.0  # clamp predicted standardised z_i at each step (Karlo)
     guidance_scale: float = 4.0
     sample_steps: int = 25
-    sampler: Literal["ddpm", "ddim", "dpm++"] = "ddpm"
+    sampler: Sampler = "ddpm"
     best_of: int = 2
 
     def __post_init__(self):
@@ -57,7 +57,7 @@ class PriorConfig:
         check(self.sample_steps <= self.timesteps, "sample_steps", "must be at most timesteps")
 
 
-class DiffusionPrior(nn.Module):
+class DiffusionPrior(Sampled, nn.Module):
     """PriorTransformer plus standardisation, the x0 objective, guidance and best-of-n.
 
     Conditions are dicts: text_embed (B, D) L2-normalised, text_encodings (B, L, D) per-token
@@ -70,8 +70,11 @@ class DiffusionPrior(nn.Module):
         self.transformer.set_attn_processor(AttnProcessor())
         self.transformer.clip_mean.requires_grad_(False)  # statistics, not trained weights
         self.transformer.clip_std.requires_grad_(False)
-        self.scheduler = make_scheduler(cfg.sampler, num_train_timesteps=cfg.timesteps, schedule=cfg.schedule,
-                                        prediction_type="sample", clip_sample_range=cfg.clip_sample_range)
+        self.scheduler = self.make_scheduler()
+
+    def scheduler_args(self) -> dict:
+        return dict(num_train_timesteps=self.cfg.timesteps, schedule=self.cfg.schedule,
+                    prediction_type="sample", clip_sample_range=self.cfg.clip_sample_range)
 
     @classmethod
     def from_config(cls, cfg: PriorConfig, embed_dim: int, text_len: int) -> DiffusionPrior:
@@ -130,7 +133,7 @@ class DiffusionPrior(nn.Module):
 
     @torch.no_grad()
     def sample(self, cond: dict, null: dict, *, guidance_scale: float | None = None, steps: int | None = None,
-               best_of: int | None = None, generator: Generators = None) -> torch.Tensor:
+               best_of: int | None = None, generator: Generators = None, sampler: str | None = None) -> torch.Tensor:
         """Draw `best_of` image embeddings per caption and keep the one with the highest dot
         product with its text embedding. Returns L2-normalised z_i (B, D). `generator`: one, or
         one per caption (see `diffusion.sampling.randn`)."""
@@ -141,7 +144,8 @@ class DiffusionPrior(nn.Module):
         generator = repeat_generators(generator, n)
         x_T = randn((b * n, d), generator, device=cond["text_embed"].device)
         guided = cfg(self.denoise, rep, {k: null[k] for k in TEXT_KEYS}, scale)
-        x0 = sample(guided, x_T, self.scheduler, steps=steps or self.cfg.sample_steps, generator=generator)
+        x0 = sample(guided, x_T, self.scheduler_for(sampler), steps=steps or self.cfg.sample_steps,
+                    generator=generator)
         z_i = F.normalize(self.unstandardize(x0).float(), dim=-1).view(b, n, d)
         score = (z_i * F.normalize(cond["text_embed"].float(), dim=-1)[:, None]).sum(-1)  # (B, n)
         return z_i[torch.arange(b), score.argmax(dim=1)]
