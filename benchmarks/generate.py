@@ -61,10 +61,18 @@ def cold_start(model: str | None, settings: list[str]) -> float:
     return seconds
 
 
-def import_seconds() -> float:
-    """A fresh interpreter's time to import what `unclip generate` needs before its first image."""
-    code = "import time; t = time.perf_counter(); import unclip.pipeline; print(time.perf_counter() - t)"
-    return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+IMPORTS = ["torch", "transformers.models.clip.modeling_clip", "diffusers.models.unets.unet_2d_condition",
+           "unclip.pipeline"]
+
+
+def import_seconds() -> dict:
+    """A fresh interpreter's time to import, one after the other, what `unclip generate`
+    needs before its first image: {module: seconds it added}."""
+    code = ("import importlib, json, time\nout = {}\n"
+            f"for name in {IMPORTS!r}:\n"
+            "    t = time.perf_counter(); importlib.import_module(name); out[name] = time.perf_counter() - t\n"
+            "print(json.dumps(out))")
+    return json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
 
 
 def run_stages(pipe, b: int, s: dict) -> tuple[dict, torch.Tensor]:
@@ -102,7 +110,9 @@ def main():
         settings["baseline"] = {**parse_steps(args.baseline_steps), **parse_samplers(args.baseline_sampler)}
     flags = [f for name, items in (("--steps", args.steps), ("--sampler", args.sampler)) if items
              for f in (name, *items)]
-    print(f"imports of unclip.pipeline in a fresh process: {import_seconds():.1f} s")
+    imports = import_seconds()
+    print(f"imports in a fresh process: {sum(imports.values()):.1f} s (" +
+          ", ".join(f"{name} +{sec:.1f}" for name, sec in imports.items()) + ")")
     print(f"cold start (process start to first image written): {cold_start(args.model, flags):.1f} s")
 
     pipe = UnCLIPPipeline.from_pretrained(args.model)

@@ -113,6 +113,9 @@ def draw(results: dict, path: Path) -> None:
         if results.get("decoder"):
             charts.append(line_chart(lines(results["decoder"], key), f"decoder: {label} ({results['decoder_fixed']})",
                                      xlabel="steps", markers=True))
+    if results.get("decoder"):
+        charts.append(line_chart(lines(results["decoder"], "s_per_image"), "s/image: whole pipeline, eval at batch 16",
+                                 xlabel="decoder steps", markers=True))
     if not charts:
         return
     cols = 2
@@ -128,6 +131,8 @@ def main():
     p.add_argument("--model", help="pipeline folder (default: the shipped model)")
     p.add_argument("--stages", nargs="+", default=["upsampler", "prior", "decoder"], choices=list(STEPS))
     p.add_argument("--samplers", nargs="+", default=["ddim", "dpm++", "unipc"], choices=SAMPLERS)
+    p.add_argument("--steps", nargs="+", type=int, help="step counts to try (default: per stage, "
+                   + "; ".join(f"{k} {' '.join(map(str, v))}" for k, v in STEPS.items()) + ")")
     p.add_argument("--num", type=int, default=500, help="eval prompts (prior, decoder)")
     p.add_argument("--upsampler-num", type=int, default=64, help="eval scenes for the upsamplers")
     p.add_argument("--fix", nargs="*", default=[], metavar="STAGE=SAMPLER:STEPS",
@@ -139,15 +144,23 @@ def main():
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     pipe = UnCLIPPipeline.from_pretrained(args.model)
     print(f"{torch.get_num_threads()} threads; samplers {args.samplers}")
+    if args.steps:
+        STEPS.update({stage: tuple(args.steps) for stage in args.stages})
+    new = {}
     if "upsampler" in args.stages:
-        results["upsampler"] = sweep_upsamplers(pipe, args.upsampler_num, args.samplers)
+        new["upsampler"] = sweep_upsamplers(pipe, args.upsampler_num, args.samplers)
     if "prior" in args.stages:
-        results["prior"] = sweep_prior(pipe, args.num, args.samplers)
+        new["prior"] = sweep_prior(pipe, args.num, args.samplers)
     if "decoder" in args.stages:
-        fixed = parse_fix(args.fix)
-        results["decoder"] = sweep_decoder(pipe, args.num, args.samplers, fixed, results_path.with_suffix(""))
-        results["decoder_fixed"] = " ".join(args.fix) or "model defaults"
-        results["decoder_num"] = args.num
+        fix = " ".join(args.fix) or "model defaults"
+        if results.get("decoder_fixed", fix) != fix or results.get("decoder_num", args.num) != args.num:
+            results.pop("decoder", None)  # rows measured under other settings are not comparable
+        new["decoder"] = sweep_decoder(pipe, args.num, args.samplers, parse_fix(args.fix), results_path.with_suffix(""))
+        results.update(decoder_fixed=fix, decoder_num=args.num)
+    for stage, rows in new.items():  # a row replaces an earlier one of the same setting
+        key = lambda r: (r.get("stage"), r["sampler"], r["steps"])  # noqa: E731
+        merged = {key(r): r for r in results.get(stage, []) + rows}
+        results[stage] = sorted(merged.values(), key=lambda r: (r.get("stage", 0), r["sampler"], r["steps"]))
     results_path.parent.mkdir(parents=True, exist_ok=True)
     results_path.write_text(json.dumps(results, indent=1))
     draw(results, Path(args.plot))

@@ -184,3 +184,16 @@ def test_demo_train_trains_every_stage_and_scores_it(tmp_path, capsys):
     assert report["in_distribution"]["single"]["images"] + report["in_distribution"]["two"]["images"] == 4
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-2]) == report  # printed as JSON too
     assert main(["demo", "--train", "--model", str(out / "model")]) == 2  # --train makes its own model
+
+
+def test_the_shipped_model_at_its_default_steps_reproduces_under_a_seed():
+    """Issue 16: the fewer-step defaults are deterministic: a seed gives the same 128 px image
+    again, another seed another image."""
+    pipe = UnCLIPPipeline.from_pretrained(None)
+
+    def draw(seed):
+        return pipe(PROMPTS[:1], generator=[torch.Generator().manual_seed(seed)], output_type="uint8").images[0]
+
+    first = draw(3)
+    assert first.shape == (128, 128, 3)
+    assert np.array_equal(first, draw(3)) and not np.array_equal(first, draw(4))

@@ -36,7 +36,8 @@ def line_chart(series: dict[str, tuple[list[float], list[float]]], title: str, *
     ys = np.array([p[1] for p in every], float)
     yv = np.log10(ys) if log_y else ys
     x0, x1, y0, y1 = xs.min(), max(xs.max(), xs.min() + 1), yv.min(), yv.max()
-    y1 = y1 if y1 > y0 else y0 + 1e-6
+    if y1 - y0 < 1e-9:  # a flat line: draw it in the middle of a small range
+        y0, y1 = y0 - 0.01 * (abs(y0) or 1), y1 + 0.01 * (abs(y1) or 1)
 
     def px(x, y):
         y = math.log10(y) if log_y else y
