@@ -140,6 +140,32 @@ def test_training_can_start_from_a_dalle1_folder(tiny_dalle, tiny_clip):
     assert not torch.equal(fresh.module.transformer.image_head.weight, state["image_head.weight"])
 
 
+def test_decoder_fine_tuning_keeps_the_codes_and_sharpens_the_images(tiny_dalle):
+    from unclip.config import load
+    from unclip.dalle1.pipeline import DalleOnePipeline
+    from unclip.train.dalle1 import DVAEStage, DVAEStageConfig, eval_renders
+
+    from .conftest import TINY
+
+    model = tiny_dalle / "dalle" / "model"
+    stage = DVAEStage(load(DVAEStageConfig, TINY / "dvae.yaml", [f"init={model}", "model.freeze_encoder=true"]))
+    vae = stage.module.dvae
+    images = eval_renders(16, num=8)
+    codes = vae.encode(images)
+    before = torch.nn.functional.mse_loss(vae.decode(codes), images).item()
+    trained = [p for p in stage.module.parameters() if p.requires_grad]
+    assert not any(p.requires_grad for p in vae.encoder.parameters()) and trained
+    opt = torch.optim.Adam(trained, lr=2e-3)
+    for _ in range(30):
+        loss = stage.module({"pixels": images})
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    shipped = DalleOnePipeline.from_pretrained(model).dvae
+    assert torch.equal(vae.encode(images), codes) and torch.equal(shipped.encode(images), codes)
+    assert torch.nn.functional.mse_loss(vae.decode(codes), images).item() < 0.8 * before
+
+
 def test_generate_with_a_dalle1_folder(tiny_dalle, tmp_path):
     import json
 

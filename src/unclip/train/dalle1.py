@@ -24,6 +24,7 @@ from ..plot import image_grid
 
 @dataclass
 class DVAEStageConfig:
+    init: str | None = None  # start from the dVAE of this DALL-E 1 folder (continue, or fine-tune the decoder)
     model: DVAEConfig = field(default_factory=DVAEConfig)
     data: DataConfig = field(default_factory=DataConfig)  # image_size is the dVAE's
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -35,11 +36,15 @@ class DVAEModule(nn.Module):
     def __init__(self, dvae: DVAE, cfg: DVAEConfig):
         super().__init__()
         self.dvae, self.cfg, self.step = dvae, cfg, 0
+        if cfg.freeze_encoder:
+            dvae.encoder.requires_grad_(False)  # the codes stay as they are; the codebook's vectors may move
 
     def set_step(self, step: int) -> None:
         self.step = step
 
     def forward(self, batch: dict) -> torch.Tensor:
+        if self.cfg.freeze_encoder:
+            return self.dvae.decoder_loss(batch["pixels"])
         return self.dvae.loss(batch["pixels"], self.cfg.temperature(self.step), self.cfg.kl(self.step),
                               hard=self.cfg.straight_through)[0]
 
@@ -60,6 +65,10 @@ class DVAEStage:
         dvae = DVAE(image_size=cfg.data.image_size, codebook_size=m.codebook_size, code_dim=m.code_dim,
                     block_out_channels=tuple(m.block_out_channels), layers_per_block=m.layers_per_block,
                     norm_num_groups=32)
+        if cfg.init:
+            init = DalleOnePipeline.from_pretrained(cfg.init)
+            init.require("dvae")
+            dvae.load_state_dict(init.dvae.state_dict())
         self.module = DVAEModule(dvae, m)
         self._source = make_source(cfg.data)
 
