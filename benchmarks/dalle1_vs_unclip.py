@@ -5,7 +5,8 @@ Quality, on the first NUM eval prompts at 128 px: `unclip eval shapes` figures (
 all right, two objects, the same on novel colour-shape pairs), CLIP score, diversity (mean
 pairwise CLIP-embedding distance of 4 samples for each of the first DIVERSITY prompts);
 DALL-E 1 with its reranking and upsamplers, with bicubic in their place, and without reranking.
-The dVAE's reconstruction PSNR of eval renders. Cost: parameters per stage, seconds per image
+The dVAE's reconstruction PSNR of eval renders, and its ceiling: the eval prompts' true renders
+through the dVAE and the upsamplers, scored. Cost: parameters per stage, seconds per image
 at batch 1 and 16 split by stage (the transformer with and without its key/value cache, with
 and without reranking), and training time: each preset stage's seconds per step measured here
 times its steps.
@@ -29,9 +30,9 @@ from unclip.config import load
 from unclip.dalle1.pipeline import DalleOnePipeline
 from unclip.data import shapes
 from unclip.data.stream import make_loader
-from unclip.data.transforms import to_tensor
+from unclip.data.transforms import to_tensor, to_uint8
 from unclip.evaluate.image_metrics import psnr
-from unclip.evaluate.shapes_eval import diversity, evaluate_model, headline
+from unclip.evaluate.shapes_eval import diversity, evaluate_model, headline, score_images
 from unclip.pipeline import UnCLIPPipeline, resolve_model
 from unclip.train import stage_classes
 from unclip.upsampler import cascade
@@ -43,7 +44,7 @@ TRAINING = {
     "unclip": [("clip", ["clip"]), ("prior", ["prior"]),
                ("decoder", ["decoder", "decoder_continue", "decoder_phase3", "decoder_gpu"]),
                ("upsampler", ["upsampler1"]), ("upsampler", ["upsampler2"])],
-    "dalle1": [("dvae", ["dvae"]), ("dalle", ["dalle"])],
+    "dalle1": [("dvae", ["dvae"]), ("dvae", ["dvae_decoder"]), ("dalle", ["dalle", "dalle_continue"])],
 }
 
 
@@ -63,6 +64,19 @@ def quality(pipe, out: str, num: int, div_prompts: list[str], **settings) -> dic
 def dvae_psnr(dvae, num: int) -> float:
     truth = to_tensor(np.stack([shapes.render(it.scene, dvae.config.image_size) for it in shapes.eval_split(num)]))
     return psnr(dvae.decode(dvae.encode(truth)).clamp(-1, 1), truth)
+
+
+@torch.no_grad()
+def dvae_ceiling(pipe: DalleOnePipeline, out: str, num: int) -> dict:
+    """The eval prompts' true renders through the dVAE (encode, decode) and the upsamplers,
+    scored like generated images: what a transformer that wrote the true codes would reach."""
+    items, images = shapes.eval_split(num), []
+    for start in range(0, num, 25):
+        chunk = items[start:start + 25]
+        truth = to_tensor(np.stack([shapes.render(it.scene, pipe.dvae.config.image_size) for it in chunk]))
+        recon = pipe.dvae.decode(pipe.dvae.encode(truth)).float().clamp(-1, 1)
+        images.append(to_uint8(cascade(pipe.upsamplers, recon, generator=torch.Generator().manual_seed(start))))
+    return headline(score_images(np.concatenate(images), [it.prompt for it in items], out, pipe))
 
 
 def clock(fn):
@@ -125,7 +139,7 @@ def training_cost(dalle_folder: Path) -> dict:
     clip = str(resolve_model(None) / "clip")
     tmp = tempfile.mkdtemp()
     overrides = {"prior": [f"clip={clip}", f"cache={tmp}/cache", "cache_size=1024"], "decoder": [f"clip={clip}"],
-                 "dalle": [f"clip={clip}", f"dvae={dalle_folder}"]}
+                 "dvae": [f"init={dalle_folder}"], "dalle": [f"clip={clip}", f"dvae={dalle_folder}"]}
     cost = {}
     for system, stages in TRAINING.items():
         for stage, configs in stages:
@@ -158,6 +172,7 @@ def main():
             "DALL-E 1, rerank 1, bicubic": (dalle, {"rerank": 1, "upscale": "bicubic"})}
     cost = training_cost(dalle_folder)  # first: the cheap parts, so that a slip shows early
     recon = dvae_psnr(dalle.dvae, args.num)
+    ceiling = dvae_ceiling(dalle, f"{args.out}/dvae-ceiling", args.num)
     sizes = {"unCLIP": {"clip": params(unclip.clip), "prior": params(unclip.prior),
                         "decoder": params(unclip.decoder), "upsamplers": sum(map(params, unclip.upsamplers))},
              "DALL-E 1": {"clip": params(dalle.clip), "dvae": params(dalle.dvae),
@@ -183,7 +198,8 @@ def main():
     for label, f in results.items():
         print(f"| {label} | {f['single']:.3f} | {f['two']:.3f} | {f['novel_single']:.3f} | {f['novel_two']:.3f} "
               f"| {f['clip_score']:.3f} | {f['diversity']:.3f} |")
-    print(f"\ndVAE reconstruction of {args.num} eval renders: {recon:.2f} dB PSNR")
+    print(f"\ndVAE reconstruction of {args.num} eval renders: {recon:.2f} dB PSNR; scored after the "
+          "upsamplers (a transformer's ceiling): " + ", ".join(f"{k} {v:.3f}" for k, v in ceiling.items()))
     print("\n| parameters (M) | stages |\n|---|---|")
     print("| unCLIP | " + ", ".join(f"{k} {v:.2f}" for k, v in sizes["unCLIP"].items()) + " |")
     print("| DALL-E 1 | " + ", ".join(f"{k} {v:.2f}" for k, v in sizes["DALL-E 1"].items()) + " |")
@@ -195,7 +211,7 @@ def main():
     for label, c in cost.items():
         print(f"| {label} | {c['s_per_step']:.2f} x {c['batch']} | {c['images']:,} | {c['cpu_minutes']:.0f} |")
     print(json.dumps({"num": args.num, "diversity_prompts": args.diversity, "quality": results,
-                      "dvae_psnr": recon, "params_m": sizes, "s_per_image": speed, "training": cost}))
+                      "dvae_psnr": recon, "dvae_ceiling": ceiling, "params_m": sizes, "s_per_image": speed, "training": cost}))
 
 
 if __name__ == "__main__":

@@ -80,7 +80,7 @@ def evaluate_model(pipe, out: str | Path, num: int = 500, batch_size: int = 16, 
         gens = [torch.Generator().manual_seed(seed + start + i) for i in range(len(chunk))]
         images.append(pipe(chunk, generator=gens, output_type="uint8", **sampling).images)
     images = np.concatenate(images)
-    return _score_and_report(images, prompts, out, pipe if _can_embed_images(pipe) else None)
+    return score_images(images, prompts, out, pipe if _can_embed_images(pipe) else None)
 
 
 def _can_embed_images(pipe) -> bool:
@@ -99,10 +99,12 @@ def evaluate_manifest(manifest: str | Path, out: str | Path, scorer=None) -> dic
         raise ValueError(f"manifest {manifest} lists no images")
     prompts = [r["prompt"] for r in records]
     images = [np.asarray(open_rgb(manifest.parent / r["file"]).resize((128, 128))) for r in records]
-    return _score_and_report(np.stack(images), prompts, out, scorer)
+    return score_images(np.stack(images), prompts, out, scorer)
 
 
-def _score_and_report(images: np.ndarray, prompts: list[str], out, scorer) -> dict:
+def score_images(images: np.ndarray, prompts: list[str], out, scorer) -> dict:
+    """Score uint8 images (B, H, W, 3) against their prompts, write report.json and grid.png to
+    `out`; `scorer`: a pipeline whose CLIP gives the CLIP score (None: none)."""
     detector = Detector()
     scenes = [parse_prompt(p) for p in prompts]
     verdicts = [score(detector(img), scene) for img, scene in zip(images, scenes)]
