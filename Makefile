@@ -32,10 +32,16 @@ train: setup
 	$(BIN)/unclip train upsampler --stage 1 --config configs/shapes/upsampler1_full.yaml --resume
 	$(BIN)/unclip train upsampler --stage 2 --config configs/shapes/upsampler2.yaml --resume
 	$(BIN)/unclip train upsampler --stage 2 --config configs/shapes/upsampler2_full.yaml --resume
-	# the shipped second upsampler: 600 more whole-image steps, three inputs in four left clean
+	# the shipped second upsampler: 600 + 900 more whole-image steps, three inputs in four left clean
 	$(BIN)/unclip train upsampler --stage 2 --config configs/shapes/upsampler2_full.yaml --resume \
 		--init=runs/upsampler2_full/model --model.clean_prob=0.75 --train.out_dir=runs/upsampler2_clean
-	$(BIN)/unclip assemble runs/prior/model runs/decoder_gpu/model runs/upsampler1_full/model runs/upsampler2_clean/model --out runs/model
+	$(BIN)/unclip train upsampler --stage 2 --config configs/shapes/upsampler2_full.yaml --resume \
+		--init=runs/upsampler2_clean/model --model.clean_prob=0.75 --train.steps=900 --train.out_dir=runs/upsampler2_more
+	# the reranker: a CLIP trained with hard negatives, which tells which colour goes with which shape
+	$(BIN)/unclip train clip --config configs/shapes/clip.yaml --resume --train.steps=3000 \
+		--data.hard_negatives=true --train.out_dir=runs/reranker
+	$(BIN)/unclip assemble runs/prior/model runs/decoder_gpu/model runs/upsampler1_full/model runs/upsampler2_more/model \
+		--reranker runs/reranker/model --rerank 4 --out runs/model
 
 # Debian's Chromium for the browser tests (Playwright's own browser download cannot work here).
 browser:

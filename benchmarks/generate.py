@@ -2,14 +2,14 @@
 process, from its start until its first image is on disk, with the time its imports take.
 Then warm seconds per image at each batch size, split by stage, with the network
 evaluations each stage makes (calls, and rows: guidance doubles the rows of a call, best-of-n
-multiplies the prior's).
+multiplies the prior's, reranking n candidates multiplies the prior's and the decoder's).
 
-With --baseline-steps / --baseline-sampler, a second setting (e.g. the model's earlier
+With --baseline-steps / --baseline-sampler / --baseline-rerank, a second setting (e.g. the model's earlier
 defaults) is timed in the same run, alternating with the first, median of --repeats, and
 with --eval N both are scored by `unclip eval shapes` on the first N eval prompts.
 
     python benchmarks/generate.py [--model DIR] [--batches 1 8 16] \\
-        [--steps decoder=8 ...] [--sampler decoder=dpm++ ...] \\
+        [--steps decoder=8 ...] [--sampler decoder=dpm++ ...] [--rerank 4] \\
         [--baseline-steps prior=25 decoder=25 upsampler=7 --baseline-sampler prior=ddpm decoder=ddim upsampler=ddim] \\
         [--eval 500]
 """
@@ -26,9 +26,11 @@ from pathlib import Path
 
 import torch
 
+from unclip.diffusion.sampling import repeat_generators
 from unclip.evaluate.shapes_eval import evaluate_model, headline
 from unclip.generate import parse_samplers, parse_steps
 from unclip.pipeline import UnCLIPPipeline
+from unclip.rerank import best_of
 
 PROMPT = "a large red circle on the left on a white background"
 
@@ -78,15 +80,20 @@ def import_seconds() -> dict:
 def run_stages(pipe, b: int, s: dict) -> tuple[dict, torch.Tensor]:
     """Seconds per stage for one batch of b images with settings s (the pipeline call's keywords)."""
     gens = [torch.Generator().manual_seed(i) for i in range(b)]
+    k = pipe.candidates(s.get("rerank"), [PROMPT] * b)
+    rows, g = [PROMPT] * (b * k), repeat_generators(gens, k)
     seconds = {}
     t = time.perf_counter()
-    z = pipe.image_embeds([PROMPT] * b, gens, steps=s.get("prior_num_inference_steps"),
-                          sampler=s.get("prior_sampler"))
+    z = pipe.image_embeds(rows, g, steps=s.get("prior_num_inference_steps"), sampler=s.get("prior_sampler"))
     seconds["prior"] = time.perf_counter() - t
     t = time.perf_counter()
-    x = pipe.decode(z, [PROMPT] * b, generator=gens, steps=s.get("decoder_num_inference_steps"),
+    x = pipe.decode(z, rows, generator=g, steps=s.get("decoder_num_inference_steps"),
                     sampler=s.get("decoder_sampler"))
     seconds["decoder"] = time.perf_counter() - t
+    t = time.perf_counter()
+    if k > 1:
+        x = x[best_of(pipe.reranker or pipe.clip, x, [PROMPT] * b, k)[0]]
+    seconds["rerank"] = time.perf_counter() - t
     for i, up in enumerate(pipe.upsamplers, start=1):
         t = time.perf_counter()
         x = up.sample(x, generator=gens, steps=s.get("super_res_num_inference_steps"), sampler=s.get("super_res_sampler"))
@@ -100,15 +107,22 @@ def main():
     p.add_argument("--batches", type=int, nargs="+", default=[1, 8, 16])
     p.add_argument("--steps", nargs="+", metavar="STAGE=N", help="as `unclip generate --steps`")
     p.add_argument("--sampler", nargs="+", metavar="STAGE=NAME", help="as `unclip generate --sampler`")
+    p.add_argument("--rerank", type=int, help="candidates per image (default: the model's)")
     p.add_argument("--baseline-steps", nargs="+", metavar="STAGE=N")
     p.add_argument("--baseline-sampler", nargs="+", metavar="STAGE=NAME")
+    p.add_argument("--baseline-rerank", type=int)
     p.add_argument("--repeats", type=int, default=3, help="timed batches per setting and batch size (median)")
     p.add_argument("--eval", type=int, default=0, metavar="N", help="also score each setting on N eval prompts")
     args = p.parse_args()
-    settings = {"given": {**parse_steps(args.steps), **parse_samplers(args.sampler)}}
-    if args.baseline_steps or args.baseline_sampler:
-        settings["baseline"] = {**parse_steps(args.baseline_steps), **parse_samplers(args.baseline_sampler)}
-    flags = [f for name, items in (("--steps", args.steps), ("--sampler", args.sampler)) if items
+    def rerank(n):
+        return {} if n is None else {"rerank": n}
+
+    settings = {"given": {**parse_steps(args.steps), **parse_samplers(args.sampler), **rerank(args.rerank)}}
+    if args.baseline_steps or args.baseline_sampler or args.baseline_rerank:
+        settings["baseline"] = {**parse_steps(args.baseline_steps), **parse_samplers(args.baseline_sampler),
+                                **rerank(args.baseline_rerank)}
+    flags = [f for name, items in (("--steps", args.steps), ("--sampler", args.sampler),
+                                   ("--rerank", [str(args.rerank)] if args.rerank else None)) if items
              for f in (name, *items)]
     imports = import_seconds()
     print(f"imports in a fresh process: {sum(imports.values()):.1f} s (" +
@@ -118,12 +132,14 @@ def main():
     pipe = UnCLIPPipeline.from_pretrained(args.model)
     defaults = pipe.sampling_defaults()
     for name, s in settings.items():
-        print(f"{name}: {json.dumps({k: s.get(k, v) for k, v in defaults.items() if 'sampler' in k or 'steps' in k})}")
-    stages = [("prior", pipe.prior), ("decoder", pipe.decoder)] + \
+        shown = {k: s.get(k, v) for k, v in defaults.items() if 'sampler' in k or 'steps' in k}
+        print(f"{name}: {json.dumps({**shown, 'rerank': s.get('rerank', pipe.rerank)})}")
+    stages = [("prior", pipe.prior), ("decoder", pipe.decoder), ("rerank", None)] + \
              [(f"upsampler{i}", up) for i, up in enumerate(pipe.upsamplers, start=1)]
     tallies = {name: {"calls": 0, "rows": 0} for name, _ in stages}
     for name, module in stages:
-        count_calls(module, tallies[name])
+        if module is not None:
+            count_calls(module, tallies[name])
     print(f"model {args.model or 'default'}; {torch.get_num_threads()} threads; median of {args.repeats}")
     print(f"{'setting':<9}{'batch':>5} {'stage':<11}{'s/image':>9}{'calls':>7}{'rows/image':>11}")
     for s in settings.values():

@@ -222,6 +222,34 @@ def test_rerank_keeps_the_candidate_clip_scores_highest(tiny_dalle):
         assert torch.equal(best[i], candidates[3 * i + int(scores[i].argmax())])
 
 
+def test_a_reranker_clip_scores_in_place_of_the_folders_own(tiny_dalle, tiny_clip, tmp_path):
+    import json
+
+    from unclip.cli import main
+    from unclip.clip import ClipEncoder
+    from unclip.dalle1.pipeline import DalleOnePipeline
+    from unclip.rerank import best_of
+
+    other = ClipEncoder.from_pretrained(tiny_clip)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.mul_(-1.0)  # a CLIP that disagrees with the folder's
+    other.save_pretrained(tmp_path / "clip")
+    out = tmp_path / "m"
+    assert main(["assemble", str(tiny_dalle / "dalle" / "model"), "--out", str(out), "--reranker",
+                 str(tmp_path / "clip"), "--rerank", "3"]) == 0
+    settings = json.loads((out / "dalle1.json").read_text())
+    assert settings["components"] == ["clip", "dvae", "transformer", "reranker"]
+    assert settings["transformer"]["rerank"] == 3
+    pipe = DalleOnePipeline.from_pretrained(out)
+    candidates = torch.rand(6, 3, 16, 16) * 2 - 1
+    prompts = ["a red circle", "a green star"]
+    best, scores = pipe.rerank(candidates, prompts, 3)
+    idx, by_reranker = best_of(pipe.reranker, candidates, prompts, 3)
+    assert torch.equal(scores, by_reranker) and torch.equal(best, candidates[idx])
+    assert not torch.equal(scores, best_of(pipe.clip, candidates, prompts, 3)[1])
+
+
 def test_clip_latent_commands_refuse_a_dalle1_folder(tiny_dalle, tmp_path, capsys):
     import numpy as np
     from PIL import Image
@@ -260,9 +288,6 @@ def test_dalle1_settings_on_an_unclip_model_are_clear_errors(tiny_model, tmp_pat
                  "--out", str(tmp_path / "e")]) == 2
     assert "--upscale is a setting of DALL-E 1 models" in capsys.readouterr().err
 
-    assert main(["generate", "a red circle", "--model", str(tiny_model), "--out", str(tmp_path / "g"),
-                 "--rerank", "4"]) == 2
-    assert "--rerank is a setting of DALL-E 1 models" in capsys.readouterr().err
     assert main(["generate", "a red circle", "--model", str(tiny_model), "--out", str(tmp_path / "h"),
                  "--rerank", "0"]) == 2
     assert "rerank (--rerank) must be at least 1" in capsys.readouterr().err

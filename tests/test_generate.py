@@ -197,3 +197,57 @@ def test_the_shipped_model_at_its_default_steps_reproduces_under_a_seed():
     first = draw(3)
     assert first.shape == (128, 128, 3)
     assert np.array_equal(first, draw(3)) and not np.array_equal(first, draw(4))
+
+
+@pytest.fixture(scope="module")
+def reranked(tiny_model, tiny_clip, tmp_path_factory):
+    """The tiny model with a reranking CLIP of its own (another random CLIP) and 3 candidates."""
+    other = ClipEncoder.from_pretrained(tiny_clip)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    path = tmp_path_factory.mktemp("reranker")
+    other.save_pretrained(path / "clip")
+    out = path / "model"
+    assert main(["assemble", str(tiny_model), "--out", str(out), "--reranker", str(path / "clip"),
+                 "--rerank", "3"]) == 0
+    return out
+
+
+def test_rerank_keeps_the_candidate_the_reranker_scores_highest(reranked):
+    from unclip.diffusion.sampling import repeat_generators
+    from unclip.rerank import best_of
+
+    settings = json.loads((reranked / "unclip.json").read_text())
+    assert settings["components"][-1] == "reranker" and settings["rerank"] == 3
+    pipe = UnCLIPPipeline.from_pretrained(reranked)
+    assert pipe.rerank == 3 and pipe.reranker is not None
+
+    def gens():
+        return [torch.Generator().manual_seed(s) for s in (5, 6)]
+
+    out = pipe(PROMPTS, generator=gens())
+    # the same candidates drawn by hand: each image's generator draws its 3 in turn
+    rows, g = [p for p in PROMPTS for _ in range(3)], repeat_generators(gens(), 3)
+    z = pipe.image_embeds(rows, g)
+    best, scores = best_of(pipe.reranker, pipe.decode(z, rows, generator=g), PROMPTS, 3)
+    assert torch.equal(out.image_embeds, z[best])
+    assert scores.shape == (2, 3) and len({tuple(r.tolist()) for r in z[:3]}) == 3  # three distinct candidates
+    # rerank=1 draws one candidate, exactly what a model without a reranker draws
+    one = pipe(PROMPTS, generator=gens(), rerank=1, output_type="uint8").images
+    assert np.array_equal(one, UnCLIPPipeline(pipe.clip, pipe.prior, pipe.decoder, pipe.upsamplers)(
+        PROMPTS, generator=gens(), output_type="uint8").images)
+
+
+def test_reranked_images_depend_on_their_own_seed_and_need_a_prompt(reranked):
+    pipe = UnCLIPPipeline.from_pretrained(reranked)
+    together = pipe(PROMPTS, generator=[torch.Generator().manual_seed(s) for s in (5, 6)], output_type="uint8").images
+    alone = pipe(PROMPTS[1:], generator=[torch.Generator().manual_seed(6)], output_type="uint8").images
+    assert np.abs(together[1].astype(int) - alone[0].astype(int)).max() <= 1
+    z = torch.randn(1, D)
+    assert pipe(image_embeddings=z, output_type="uint8").images.shape == (1, 32, 32, 3)  # nothing to score: 1
+    with pytest.raises(ValueError, match="give a prompt"):
+        pipe(image_embeddings=z, rerank=2)
+    with pytest.raises(ValueError, match="rerank .* must be at least 1"):
+        pipe(PROMPTS, rerank=0)

@@ -225,6 +225,9 @@ def test_eval_shapes_runs_on_a_karlo_folder(karlo, tmp_path, capsys):
     assert main(["eval", "shapes", "--model", str(karlo[0]), "--num", "2", "--out", str(tmp_path)]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (tmp_path / "grid.png").is_file()
+    assert main(["eval", "shapes", "--model", str(karlo[0]), "--num", "2", "--rerank", "2",
+                 "--out", str(tmp_path / "r")]) == 2
+    assert "--rerank is a setting of unclip's own and DALL-E 1 models" in capsys.readouterr().err
 
 
 def damage(path, tmp_path, how):

@@ -93,7 +93,7 @@ def cmd_eval(args) -> None:
             sampling(rerank=args.rerank)  # before the model loads
             pipe = load_pipeline(args.model, dtype_of(args), image_encoder=args.image_encoder)
             figures = evaluate_model(pipe, args.out, num=args.num, batch_size=args.batch_size, prior=args.prior,
-                                     **check_dalle1_flags(pipe, args))
+                                     **check_model_flags(pipe, args))
             source = args.model or "default model"
         print_report(f"shapes: generated images scored against their prompts ({source}); "
                      f"report and grid in {args.out}", figures)
@@ -117,7 +117,7 @@ def cmd_generate(args) -> None:
     from .pipeline import load_pipeline  # diffusers and transformers: 4 s of imports, after the checks
 
     pipe = load_pipeline(args.model, dtype_of(args))
-    check_dalle1_flags(pipe, args)
+    check_model_flags(pipe, args)
     manifest = generate_files(pipe, prompts, args.out, num_images=args.num_images, seed=args.seed,
                               batch_size=args.batch_size, **sampling)
     print(f"wrote {len(manifest.read_text().splitlines())} images and {manifest}")
@@ -149,8 +149,8 @@ def cmd_assemble(args) -> None:
 
     from .pipeline import assemble
 
-    pipe = assemble(args.parts, args.out, torch.float16 if args.fp16 else None)
-    parts = [n for n in ("clip", "prior", "ar_prior", "decoder", "dvae", "transformer")
+    pipe = assemble(args.parts, args.out, torch.float16 if args.fp16 else None, args.reranker, args.rerank)
+    parts = [n for n in ("clip", "prior", "ar_prior", "decoder", "dvae", "transformer", "reranker")
              if getattr(pipe, n, None) is not None]
     print(f"wrote {args.out}: {', '.join(parts + [f'{len(pipe.upsamplers)} upsamplers'])}")
 
@@ -236,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sampler", nargs="+", metavar="STAGE=NAME",
                    help="samplers, e.g. decoder=dpm++ (ddpm, ddim, dpm++, unipc; default: the model's)")
     g.add_argument("--batch-size", type=int, default=D["batch_size"], help="images generated together")
-    dalle1_flags(g)
+    model_flags(g)
     prior_flag(g)
     overwrite_flag(g)
     dtype_flag(g)
@@ -296,6 +296,10 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("parts", nargs="+", help="model folders, e.g. runs/prior/model runs/decoder/model ...")
     a.add_argument("--out", required=True, help="output folder")
     a.add_argument("--fp16", action="store_true", help="store the weights in fp16 (half the size)")
+    a.add_argument("--reranker", metavar="DIR", help="a CLIP folder (as `unclip train clip` exports) to score "
+                   "candidates by, stored as the model's reranker/")
+    a.add_argument("--rerank", type=int, help="candidates drawn per image by default, the best by the reranker "
+                   "(or the model's CLIP) kept")
 
     e = sub.add_parser("eval", help="evaluate a trained stage", description="Print a table of figures and, "
                        "as the last line, one JSON object with all of them.")
@@ -309,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "default: the shipped model)")
     e.add_argument("--num", type=int, default=500, help="eval split items (groups of 100 per subset)")
     prior_flag(e)
-    dalle1_flags(e)
+    model_flags(e)
     image_encoder_flag(e)
     dtype_flag(e)
     return p
@@ -328,18 +332,24 @@ def prior_flag(parser) -> None:
                         "caption alone (the decoder's null image embedding)")
 
 
-def dalle1_flags(parser) -> None:
-    parser.add_argument("--rerank", type=int, help="DALL-E 1: candidates drawn per image, the best by CLIP kept "
-                        "(default: the model's, 8)")
+def model_flags(parser) -> None:
+    parser.add_argument("--rerank", type=int, help="candidates drawn per image, the best by the model's reranking "
+                        "CLIP kept (default: the model's; 1 draws one)")
     parser.add_argument("--upscale", choices=["upsampler", "bicubic"], help="DALL-E 1: from the dVAE's 32 px to "
                         "128 px by the model's unCLIP upsamplers (default) or bicubic")
 
 
-def check_dalle1_flags(pipe, args) -> dict:
-    """The DALL-E 1 settings given, refused with a reason on any other kind of model."""
+def check_model_flags(pipe, args) -> dict:
+    """The settings given of one kind of model, refused with a reason on the others: --rerank
+    (unclip's own and DALL-E 1 models), --upscale (DALL-E 1)."""
+    from .pipeline import UnCLIPPipeline
+
+    dalle = getattr(pipe, "kind", None) == "dalle1"
     given = {k: getattr(args, k) for k in ("rerank", "upscale") if getattr(args, k) is not None}
-    if given and getattr(pipe, "kind", None) != "dalle1":
-        raise ValueError(f"--{next(iter(given))} is a setting of DALL-E 1 models (--model dalle1)")
+    if "upscale" in given and not dalle:
+        raise ValueError("--upscale is a setting of DALL-E 1 models (--model dalle1)")
+    if "rerank" in given and not (dalle or isinstance(pipe, UnCLIPPipeline)):
+        raise ValueError("--rerank is a setting of unclip's own and DALL-E 1 models, not of Karlo's")
     return given
 
 

@@ -2,7 +2,8 @@
 
 A pipeline folder holds a subfolder per component in diffusers' `save_pretrained` layout
 (config plus safetensors): `clip/`, `prior/`, `ar_prior/`, `decoder/` (`unet/`, `text_proj/`),
-`upsampler1/`, `upsampler2/`, and `unclip.json` with each component's settings (sampling
+`upsampler1/`, `upsampler2/`, optionally `reranker/` (a CLIP that picks the best of `rerank`
+candidates per image, unclip.rerank), and `unclip.json` with each component's settings (sampling
 defaults), the fingerprint of the CLIP the others were trained on, and the version of unclip
 that wrote it. Nothing is pickled and loading runs no code from the folder. Components are
 optional, so a stage's training run exports a partial pipeline and `assemble` merges them.
@@ -25,9 +26,10 @@ from .data.embeddings import clip_fingerprint, encode_image, encode_text
 from .data.transforms import center_square, to_tensor
 from .decoder import Decoder, DecoderConfig
 from .diffusion.guidance import cfg
-from .diffusion.sampling import Generators, ddim_invert
+from .diffusion.sampling import Generators, ddim_invert, repeat_generators
 from .output import Components, UnCLIPOutput, check_prompts, to_output
 from .prior import ARPrior, ARPriorConfig, DiffusionPrior, PriorConfig
+from .rerank import RERANKER, best_of, load_reranker
 from .upsampler import Upsampler, cascade, load_cascade, save_cascade
 from .weights import component_error
 
@@ -99,9 +101,11 @@ class UnCLIPPipeline(Components):
     """CLIP, priors, decoder and upsamplers; any of them may be missing from a partial folder."""
 
     def __init__(self, clip: ClipEncoder | None, prior: DiffusionPrior | None = None,
-                 decoder: Decoder | None = None, upsamplers: list[Upsampler] = (), ar_prior: ARPrior | None = None):
+                 decoder: Decoder | None = None, upsamplers: list[Upsampler] = (), ar_prior: ARPrior | None = None,
+                 reranker: ClipEncoder | None = None, rerank: int = 1):
         self.clip, self.prior, self.decoder, self.upsamplers = clip, prior, decoder, list(upsamplers)
-        self.ar_prior = ar_prior
+        self.ar_prior, self.reranker = ar_prior, reranker
+        self.set_rerank(rerank)  # candidates per image by default
 
     @classmethod
     def from_pretrained(cls, path: str | Path | None = None, torch_dtype=torch.float32) -> UnCLIPPipeline:
@@ -131,7 +135,11 @@ class UnCLIPPipeline(Components):
             cfg = from_dict(DecoderConfig, settings.get("decoder", {}), "decoder.")
             decoder = load("decoder", lambda: Decoder.from_pretrained(path / "decoder", cfg, torch_dtype=torch_dtype))
         upsamplers = load_cascade(path, settings, torch_dtype, load)
-        return cls(clip, prior, decoder, upsamplers, ar_prior)
+        reranker = load(RERANKER, lambda: load_reranker(path, torch_dtype)) if RERANKER in parts else None
+        try:
+            return cls(clip, prior, decoder, upsamplers, ar_prior, reranker, settings.get("rerank", 1))
+        except ValueError as e:
+            raise ValueError(f"{path / SETTINGS}: {e}") from None
 
     def save_pretrained(self, path: str | Path) -> None:
         path = Path(path)
@@ -148,10 +156,14 @@ class UnCLIPPipeline(Components):
                 settings[name] = asdict(part.cfg)
                 settings["components"].append(name)
         save_cascade(self.upsamplers, path, settings)
+        if self.reranker is not None:
+            self.reranker.save_pretrained(path / RERANKER)
+            settings["components"].append(RERANKER)
+        settings["rerank"] = self.rerank
         (path / SETTINGS).write_text(json.dumps(settings, indent=2))
 
     def components(self) -> list:
-        return [self.clip, self.prior, self.ar_prior, self.decoder, *self.upsamplers]
+        return [self.clip, self.prior, self.ar_prior, self.decoder, *self.upsamplers, self.reranker]
 
     @torch.no_grad()
     def text_condition(self, prompts: list[str]) -> tuple[dict, dict]:
@@ -216,14 +228,17 @@ class UnCLIPPipeline(Components):
                  super_res_num_inference_steps: int | None = None, prior_guidance_scale: float | None = None,
                  decoder_guidance_scale: float | None = None, output_type: str = "pil",
                  return_dict: bool = True, prior: str | None = None, prior_sampler: str | None = None,
-                 decoder_sampler: str | None = None, super_res_sampler: str | None = None):
+                 decoder_sampler: str | None = None, super_res_sampler: str | None = None,
+                 rerank: int | None = None):
         """Text to image through every stage, in diffusers' conventions. Settings left None are
         the model's own. `prior`: which image embedding the decoder gets (validate.PRIORS; None: the
         diffusion prior). `image_embeddings` (B, D) skip the prior (with the prompt as the
         decoder's caption, or the empty caption). `*_sampler`: validate.SAMPLERS, for the stage's
-        own. `generator`: one, or one per image, so that
-        each image depends on its own seed alone. Returns UnCLIPOutput(images, image_embeds)."""
-        validate.sampling(num_images_per_prompt=num_images_per_prompt, prior=prior,
+        own. `rerank`: candidates drawn through prior and decoder per image, the one the
+        reranking CLIP scores highest against its caption upsampled (unclip.rerank).
+        `generator`: one, or one per image, so that each image depends on its own seed alone.
+        Returns UnCLIPOutput(images, image_embeds)."""
+        validate.sampling(num_images_per_prompt=num_images_per_prompt, prior=prior, rerank=rerank,
                           prior_num_inference_steps=prior_num_inference_steps,
                           decoder_num_inference_steps=decoder_num_inference_steps,
                           super_res_num_inference_steps=super_res_num_inference_steps,
@@ -233,18 +248,37 @@ class UnCLIPPipeline(Components):
         n = num_images_per_prompt
         if image_embeddings is not None:
             prompts = None if prompt is None else check_prompts(prompt, len(image_embeddings))
-            z = F.normalize(image_embeddings.float(), dim=-1).repeat_interleave(n, dim=0)
         else:
             prompts = check_prompts(prompt)
-            z = self.image_embeds([p for p in prompts for _ in range(n)], generator, prior=prior or "diffusion",
-                                  guidance_scale=prior_guidance_scale, steps=prior_num_inference_steps,
-                                  sampler=prior_sampler)
         captions = None if prompts is None else [p for p in prompts for _ in range(n)]
-        images = self.decode(z, captions, generator=generator, guidance_scale=decoder_guidance_scale,
+        k = self.candidates(rerank, captions)
+        rows, gens = None if captions is None else [c for c in captions for _ in range(k)], \
+            repeat_generators(generator, k)
+        if image_embeddings is not None:
+            z = F.normalize(image_embeddings.float(), dim=-1).repeat_interleave(n * k, dim=0)
+        else:
+            z = self.image_embeds(rows, gens, prior=prior or "diffusion", guidance_scale=prior_guidance_scale,
+                                  steps=prior_num_inference_steps, sampler=prior_sampler)
+        images = self.decode(z, rows, generator=gens, guidance_scale=decoder_guidance_scale,
                              steps=decoder_num_inference_steps, sampler=decoder_sampler)
+        if k > 1:
+            best, _ = best_of(self.reranker or self.clip, images, captions, k)
+            images, z = images[best], z[best]
         images = to_output(self.upsample(images, generator=generator, steps=super_res_num_inference_steps,
                                          sampler=super_res_sampler), output_type)
         return UnCLIPOutput(images, z) if return_dict else (images,)
+
+    def set_rerank(self, n: int) -> None:
+        self.rerank = validate.count("rerank", n)
+
+    def candidates(self, rerank: int | None, captions: list[str] | None) -> int:
+        """How many candidates to draw per image: `rerank`, or the model's default; one when
+        there is no caption to score them against."""
+        if captions is None:
+            if rerank is not None and rerank > 1:
+                raise ValueError("rerank (--rerank) scores candidates against their prompt; give a prompt")
+            return 1
+        return self.rerank if rerank is None else rerank
 
     def sampling_defaults(self) -> dict:
         """The call's sampling settings as this model's folder sets them (None: no such stage)."""
@@ -308,12 +342,14 @@ class UnCLIPPipeline(Components):
                                    x_T=x_T)
 
 
-def assemble(parts: list[str | Path], out: str | Path, dtype: torch.dtype | None = None):
+def assemble(parts: list[str | Path], out: str | Path, dtype: torch.dtype | None = None,
+             reranker: str | Path | None = None, rerank: int | None = None):
     """Merge partial pipeline folders (one per training run) into one, stored in `dtype` if
     given (fp16 halves the size). Every part that holds a CLIP-conditioned component must have
     been trained on the same CLIP. With a DALL-E 1 part among them the result is a DALL-E 1
     folder: its parts give CLIP, dVAE and transformer, unclip folders give only their
-    upsamplers (the cascade both systems share)."""
+    upsamplers (the cascade both systems share). `reranker`: a CLIP folder (as `unclip train
+    clip` exports) to score candidates by; `rerank`: candidates per image by default."""
     from .dalle1.pipeline import DalleOnePipeline, is_dalle1_folder
 
     dalle = any(is_dalle1_folder(p) for p in parts)
@@ -322,7 +358,7 @@ def assemble(parts: list[str | Path], out: str | Path, dtype: torch.dtype | None
     for path in parts:
         if is_dalle1_folder(path):
             pipe = DalleOnePipeline.from_pretrained(path)
-            for name in ("clip", "dvae", "transformer"):
+            for name in ("clip", "dvae", "transformer", RERANKER):
                 setattr(merged, name, getattr(pipe, name) or getattr(merged, name))
             merged.upsamplers += pipe.upsamplers
             continue
@@ -330,6 +366,8 @@ def assemble(parts: list[str | Path], out: str | Path, dtype: torch.dtype | None
         merged.upsamplers += pipe.upsamplers
         if dalle:
             continue
+        if pipe.reranker is not None:
+            merged.reranker, merged.rerank = pipe.reranker, pipe.rerank
         if pipe.clip is not None:
             fp = read_settings(path)["clip_fingerprint"]
             if fingerprint is not None and fp != fingerprint:
@@ -340,6 +378,10 @@ def assemble(parts: list[str | Path], out: str | Path, dtype: torch.dtype | None
                 setattr(merged, name, getattr(pipe, name))
     if dalle and merged.upsamplers:
         merged.scale = int(np.prod([up.cfg.factor for up in merged.upsamplers]))
+    if reranker is not None:
+        merged.reranker = ClipEncoder.from_pretrained(reranker).eval()
+    if rerank is not None:
+        merged.set_rerank(rerank)
     if dtype is not None:
         merged.to(dtype=dtype)
     merged.save_pretrained(out)

@@ -2,7 +2,8 @@
 
 Folder: `dalle1.json` (kind, components, the transformer's sampling settings), `dvae/`
 (diffusers' save_pretrained), `transformer/`, `clip/` (its tokenizer writes the captions'
-tokens, its towers rerank the candidates) and optionally `upsampler1/`, `upsampler2/`...: unCLIP
+tokens, its towers rerank the candidates, unless a `reranker/` CLIP does) and optionally
+`upsampler1/`, `upsampler2/`...: unCLIP
 upsamplers that take the decoded images up by `scale` (the shipped model: 32 -> 64 -> 128 px,
 the same cascade as the unCLIP model's); bicubic when there are none or when asked for.
 
@@ -27,6 +28,7 @@ from ..data.embeddings import encode_image, encode_text
 from ..data.transforms import center_square, to_tensor
 from ..diffusion.sampling import Generators, repeat_generators
 from ..output import Components, UnCLIPOutput, check_prompts, to_output
+from ..rerank import RERANKER, best_of, load_reranker
 from ..upsampler import Upsampler, cascade, load_cascade, save_cascade, upsample
 from ..weights import component_error
 from .dvae import DVAE
@@ -43,8 +45,10 @@ class DalleOnePipeline(Components):
     kind, kind_name = "dalle1", "DALL-E 1 model"
 
     def __init__(self, clip: ClipEncoder | None, dvae: DVAE | None = None,
-                 transformer: DalleTransformer | None = None, upsamplers: list[Upsampler] = (), scale: int = 4):
+                 transformer: DalleTransformer | None = None, upsamplers: list[Upsampler] = (), scale: int = 4,
+                 reranker: ClipEncoder | None = None):
         self.clip, self.dvae, self.transformer, self.upsamplers = clip, dvae, transformer, list(upsamplers)
+        self.reranker = reranker
         factors = [up.cfg.factor for up in self.upsamplers]
         if factors and int(np.prod(factors)) != scale:
             raise ValueError(f"the upsamplers scale by {int(np.prod(factors))}, the model by {scale}")
@@ -73,13 +77,14 @@ class DalleOnePipeline(Components):
         transformer = load("transformer", lambda: DalleTransformer.from_pretrained(path / "transformer", cfg,
                                                                                    torch_dtype))
         upsamplers = load_cascade(path, settings, torch_dtype, load)
-        return cls(clip, dvae, transformer, upsamplers, settings.get("scale", 4))
+        reranker = load(RERANKER, lambda: load_reranker(path, torch_dtype))
+        return cls(clip, dvae, transformer, upsamplers, settings.get("scale", 4), reranker)
 
     def save_pretrained(self, path: str | Path) -> None:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         settings: dict = {"kind": self.kind, "unclip_version": __version__, "scale": self.scale, "components": []}
-        for name in ("clip", "dvae", "transformer"):
+        for name in ("clip", "dvae", "transformer", RERANKER):
             part = getattr(self, name)
             if part is not None:
                 part.save_pretrained(path / name)
@@ -90,7 +95,11 @@ class DalleOnePipeline(Components):
         (path / SETTINGS).write_text(json.dumps(settings, indent=2))
 
     def components(self) -> list:
-        return [self.clip, self.dvae, self.transformer, *self.upsamplers]
+        return [self.clip, self.dvae, self.transformer, *self.upsamplers, self.reranker]
+
+    def set_rerank(self, n: int) -> None:
+        self.require("transformer")
+        self.transformer.cfg.rerank = validate.count("rerank", n)
 
     def tokenize(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         enc = self.clip.tokenize(prompts)
@@ -106,14 +115,10 @@ class DalleOnePipeline(Components):
     def embed_captions(self, captions: list[str]) -> torch.Tensor:
         return encode_text(self.clip, list(captions))["text_embed"]
 
-    @torch.no_grad()
     def rerank(self, candidates: torch.Tensor, prompts: list[str], n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The best of each prompt's n consecutive candidates (B * n, 3, S, S) by CLIP score,
-        and every candidate's score (B, n)."""
-        image = encode_image(self.clip, candidates.clamp(-1, 1))
-        text = encode_text(self.clip, prompts)["text_embed"].repeat_interleave(n, dim=0)
-        scores = (image * text).sum(-1).view(len(prompts), n)
-        best = scores.argmax(1) + torch.arange(len(prompts)) * n
+        """The best of each prompt's n consecutive candidates (B * n, 3, S, S) by CLIP score
+        (the reranker's, else the folder's CLIP), and every candidate's score (B, n)."""
+        best, scores = best_of(self.reranker or self.clip, candidates, prompts, n)
         return candidates[best], scores
 
     @torch.no_grad()

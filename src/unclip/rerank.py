@@ -1,0 +1,36 @@
+"""CLIP reranking (DALL-E 1, Ramesh et al. 2021, Sec. 2.5): draw n candidates per image and
+keep the one whose CLIP image embedding is closest to its caption's text embedding.
+
+The scorer is a model folder's `reranker/` CLIP when it has one, else its own `clip/`. The CLIP
+that a prior and decoder were trained on need not be the best judge: the shapes model's own
+CLIP tells poorly which colour goes with which shape, so reranking by it does not help
+two-object scenes; one trained with hard negatives (swapped colours, shapes, places) does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .clip import ClipEncoder
+from .data.embeddings import encode_image, encode_text
+
+RERANKER = "reranker"  # the scorer's subfolder and component name
+
+
+@torch.no_grad()
+def best_of(clip: ClipEncoder, candidates: torch.Tensor, prompts: list[str], n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each prompt's best of its n consecutive candidates (B * n, 3, S, S) in [-1, 1]: the
+    indices (B,) into `candidates` and every candidate's cosine with its prompt (B, n)."""
+    if len(candidates) != n * len(prompts):
+        raise ValueError(f"{len(candidates)} candidates for {len(prompts)} prompts x {n}")
+    image = encode_image(clip, candidates.clamp(-1, 1))
+    text = F.normalize(encode_text(clip, prompts)["text_embed"].float(), dim=-1).repeat_interleave(n, dim=0)
+    scores = (image * text).sum(-1).view(len(prompts), n)
+    return scores.argmax(1) + torch.arange(len(prompts), device=scores.device) * n, scores
+
+
+def load_reranker(path: Path, torch_dtype=torch.float32) -> ClipEncoder:
+    return ClipEncoder.from_pretrained(Path(path) / RERANKER, torch_dtype).eval()
