@@ -240,6 +240,21 @@ def test_rerank_keeps_the_candidate_the_reranker_scores_highest(reranked):
         PROMPTS, generator=gens(), output_type="uint8").images)
 
 
+def test_images_are_the_same_however_many_the_decoder_takes_at_once(reranked, monkeypatch):
+    import unclip.pipeline
+
+    pipe = UnCLIPPipeline.from_pretrained(reranked)
+    prompts = PROMPTS + ["a green star"]
+
+    def draw():
+        return pipe(prompts, generator=[torch.Generator().manual_seed(s) for s in (1, 2, 3)], rerank=2,
+                    output_type="np").images
+
+    together = draw()
+    monkeypatch.setattr(unclip.pipeline, "CPU_DECODER_IMAGES", 2)  # one image of 2 candidates per call
+    assert np.abs(draw() - together).max() < 1e-4
+
+
 def test_reranked_images_depend_on_their_own_seed_and_need_a_prompt(reranked):
     pipe = UnCLIPPipeline.from_pretrained(reranked)
     together = pipe(PROMPTS, generator=[torch.Generator().manual_seed(s) for s in (5, 6)], output_type="uint8").images
