@@ -31,9 +31,11 @@ from unclip.dalle1.pipeline import DalleOnePipeline
 from unclip.data import shapes
 from unclip.data.stream import make_loader
 from unclip.data.transforms import to_tensor, to_uint8
+from unclip.diffusion.sampling import repeat_generators
 from unclip.evaluate.image_metrics import psnr
 from unclip.evaluate.shapes_eval import diversity, evaluate_model, headline, score_images
 from unclip.pipeline import UnCLIPPipeline, resolve_model
+from unclip.rerank import judged_after
 from unclip.train import stage_classes
 from unclip.upsampler import cascade
 
@@ -102,9 +104,13 @@ def dalle_split(pipe: DalleOnePipeline, b: int, rerank: int, use_cache: bool = T
         ids.repeat_interleave(rerank, 0), mask.repeat_interleave(rerank, 0),
         generator=[torch.Generator().manual_seed(i) for i in range(b * rerank)], use_cache=use_cache))
     images, t_dvae = clock(lambda: pipe.dvae.decode(codes).float().clamp(-1, 1))
+    after = judged_after(images.shape[-1], pipe.upsamplers, pipe.judge) if rerank > 1 else 0
+    images, t_judged = clock(lambda: cascade(pipe.upsamplers[:after], images,
+                                             generator=repeat_generators(gens, rerank)))
     (best, _), t_rerank = clock(lambda: pipe.rerank(images, prompts, rerank))
-    _, t_up = clock(lambda: cascade(pipe.upsamplers, best, generator=gens))
-    return {"transformer": t_tr / b, "dvae": t_dvae / b, "rerank": t_rerank / b, "upsamplers": t_up / b}
+    _, t_up = clock(lambda: cascade(pipe.upsamplers[after:], best, generator=gens))
+    return {"transformer": t_tr / b, "dvae": t_dvae / b, "rerank": t_rerank / b,
+            "upsamplers": (t_judged + t_up) / b}
 
 
 def median_split(reps: int, fn, *args) -> dict:

@@ -2,7 +2,8 @@
 process, from its start until its first image is on disk, with the time its imports take.
 Then warm seconds per image at each batch size, split by stage, with the network
 evaluations each stage makes (calls, and rows: guidance doubles the rows of a call, best-of-n
-multiplies the prior's, reranking n candidates multiplies the prior's and the decoder's).
+multiplies the prior's, reranking n candidates multiplies the prior's, the decoder's and those
+of the upsamplers that run before the judge).
 
 With --baseline-steps / --baseline-sampler / --baseline-rerank, a second setting (e.g. the model's earlier
 defaults) is timed in the same run, alternating with the first, median of --repeats, and
@@ -90,14 +91,23 @@ def run_stages(pipe, b: int, s: dict) -> tuple[dict, torch.Tensor]:
     x = pipe.decode(z, rows, generator=g, steps=s.get("decoder_num_inference_steps"),
                     sampler=s.get("decoder_sampler"))
     seconds["decoder"] = time.perf_counter() - t
+    ups = list(enumerate(pipe.upsamplers, start=1))
+    judged = pipe.judged_after(k)  # the upsamplers candidates go through before the judge
+
+    def upsample(x, part, generator):
+        for i, up in part:
+            t = time.perf_counter()
+            x = up.sample(x, generator=generator, steps=s.get("super_res_num_inference_steps"),
+                          sampler=s.get("super_res_sampler"))
+            seconds[f"upsampler{i}"] = time.perf_counter() - t
+        return x
+
+    x = upsample(x, ups[:judged], g)
     t = time.perf_counter()
     if k > 1:
-        x = x[best_of(pipe.reranker or pipe.clip, x, [PROMPT] * b, k)[0]]
+        x = x[best_of(pipe.judge, x, [PROMPT] * b, k)[0]]
     seconds["rerank"] = time.perf_counter() - t
-    for i, up in enumerate(pipe.upsamplers, start=1):
-        t = time.perf_counter()
-        x = up.sample(x, generator=gens, steps=s.get("super_res_num_inference_steps"), sampler=s.get("super_res_sampler"))
-        seconds[f"upsampler{i}"] = time.perf_counter() - t
+    x = upsample(x, ups[judged:], gens)
     return seconds, x
 
 

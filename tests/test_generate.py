@@ -227,17 +227,32 @@ def test_rerank_keeps_the_candidate_the_reranker_scores_highest(reranked):
     def gens():
         return [torch.Generator().manual_seed(s) for s in (5, 6)]
 
-    out = pipe(PROMPTS, generator=gens())
-    # the same candidates drawn by hand: each image's generator draws its 3 in turn
-    rows, g = [p for p in PROMPTS for _ in range(3)], repeat_generators(gens(), 3)
+    out = pipe(PROMPTS, generator=gens(), output_type="np")
+    # the same candidates drawn by hand: each image's generator draws its 3 in turn, through
+    # prior, decoder (8 px) and the first upsampler (16 px, the judge's size); then the best
+    # goes on through the second upsampler alone
+    assert pipe.judged_after(3) == 1 and pipe.judge is pipe.reranker
+    per_image = gens()
+    rows, g = [p for p in PROMPTS for _ in range(3)], repeat_generators(per_image, 3)
     z = pipe.image_embeds(rows, g)
-    best, scores = best_of(pipe.reranker, pipe.decode(z, rows, generator=g), PROMPTS, 3)
+    candidates = pipe.upsamplers[0].sample(pipe.decode(z, rows, generator=g), generator=g)
+    best, scores = best_of(pipe.reranker, candidates, PROMPTS, 3)
     assert torch.equal(out.image_embeds, z[best])
     assert scores.shape == (2, 3) and len({tuple(r.tolist()) for r in z[:3]}) == 3  # three distinct candidates
+    final = ((pipe.upsamplers[1].sample(candidates[best], generator=per_image) + 1) / 2).clamp(0, 1)
+    assert np.abs(out.images - final.permute(0, 2, 3, 1).numpy()).max() < 1e-5
     # rerank=1 draws one candidate, exactly what a model without a reranker draws
     one = pipe(PROMPTS, generator=gens(), rerank=1, output_type="uint8").images
     assert np.array_equal(one, UnCLIPPipeline(pipe.clip, pipe.prior, pipe.decoder, pipe.upsamplers)(
         PROMPTS, generator=gens(), output_type="uint8").images)
+
+
+def test_candidates_are_judged_at_the_judges_own_size(reranked):
+    pipe = UnCLIPPipeline.from_pretrained(reranked)  # 8 px decoder, 8 -> 16 -> 32 upsamplers
+    assert pipe.judge.image_size == 16 and pipe.judged_after(1) == 0  # one candidate: nothing to judge
+    for size, after in ((8, 0), (12, 1), (16, 1), (32, 2), (224, 2)):
+        pipe.reranker.model.config.vision_config.image_size = size
+        assert pipe.judged_after(3) == after, size
 
 
 def test_images_are_the_same_however_many_the_decoder_takes_at_once(reranked, monkeypatch):

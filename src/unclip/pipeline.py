@@ -30,7 +30,7 @@ from .diffusion.guidance import cfg
 from .diffusion.sampling import Generators, ddim_invert, repeat_generators
 from .output import Components, UnCLIPOutput, check_prompts, to_output
 from .prior import ARPrior, ARPriorConfig, DiffusionPrior, PriorConfig
-from .rerank import RERANKER, best_of, load_reranker
+from .rerank import RERANKER, best_of, judged_after, load_reranker
 from .upsampler import Upsampler, cascade, load_cascade, save_cascade
 from .weights import component_error
 
@@ -260,31 +260,44 @@ class UnCLIPPipeline(Components):
         # On the CPU the decoder is fastest per image at about 32 guided rows a call (1.5x
         # faster than 128, measured); chunks hold whole images, so each depends on its seed alone.
         per_call = max(1, CPU_DECODER_IMAGES // k) if self.decoder.unet.device.type == "cpu" else total
+        up_kw = {"steps": super_res_num_inference_steps, "sampler": super_res_sampler}
         chunks = [self._best_candidates(
             None if captions is None else captions[s:s + per_call], None if given is None else given[s:s + per_call],
             generator[s:s + per_call] if isinstance(generator, Sequence) else generator, k,
             {"prior": prior or "diffusion", "guidance_scale": prior_guidance_scale,
              "steps": prior_num_inference_steps, "sampler": prior_sampler},
             {"guidance_scale": decoder_guidance_scale, "steps": decoder_num_inference_steps,
-             "sampler": decoder_sampler})
+             "sampler": decoder_sampler}, up_kw)
             for s in range(0, total, per_call)]
         images, z = torch.cat([c[0] for c in chunks]), torch.cat([c[1] for c in chunks])
-        images = to_output(self.upsample(images, generator=generator, steps=super_res_num_inference_steps,
-                                         sampler=super_res_sampler), output_type)
+        later = self.upsamplers[self.judged_after(k):]
+        images = to_output(cascade(later, images, generator=generator, **up_kw), output_type)
         return UnCLIPOutput(images, z) if return_dict else (images,)
 
     def _best_candidates(self, captions: list[str] | None, given: torch.Tensor | None, generator: Generators,
-                         k: int, prior_kw: dict, decoder_kw: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """Base-size images and their embeddings: k candidates per image through prior (unless
-        the embeddings are `given`) and decoder, the best by the reranking CLIP kept."""
+                         k: int, prior_kw: dict, decoder_kw: dict, up_kw: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images and their embeddings: k candidates per image through prior (unless the
+        embeddings are `given`), decoder and the upsamplers the judge sees them after
+        (`judged_after`), the best by the reranking CLIP kept."""
         rows = None if captions is None else [c for c in captions for _ in range(k)]
         gens = repeat_generators(generator, k)
         z = given.repeat_interleave(k, dim=0) if given is not None else self.image_embeds(rows, gens, **prior_kw)
         images = self.decode(z, rows, generator=gens, **decoder_kw)
         if k == 1:
             return images, z
-        best, _ = best_of(self.reranker or self.clip, images, captions, k)
+        images = cascade(self.upsamplers[:self.judged_after(k)], images, generator=gens, **up_kw)
+        best, _ = best_of(self.judge, images, captions, k)
         return images[best], z[best]
+
+    @property
+    def judge(self) -> ClipEncoder:
+        """The CLIP that reranks candidates: the folder's reranker, else its own CLIP."""
+        return self.reranker or self.clip
+
+    def judged_after(self, k: int) -> int:
+        """How many upsamplers an image's k candidates go through before they are judged
+        (unclip.rerank.judged_after); none for one candidate."""
+        return 0 if k == 1 else judged_after(self.decoder.cfg.image_size, self.upsamplers, self.judge)
 
     def set_rerank(self, n: int) -> None:
         self.rerank = validate.count("rerank", n)

@@ -32,5 +32,18 @@ def best_of(clip: ClipEncoder, candidates: torch.Tensor, prompts: list[str], n: 
     return scores.argmax(1) + torch.arange(len(prompts), device=scores.device) * n, scores
 
 
+def judged_after(side: int, upsamplers: list, judge: ClipEncoder) -> int:
+    """How many of the `upsamplers` candidates of `side` px go through before `judge` scores
+    them: until they reach its input size. Enlarged by the judge itself, the shapes decoder's
+    32 px candidates lose what tells a star from a triangle (measured: the shapes reranker picks
+    a right held-out two-object scene for 0.30 of prompts from 32 px candidates, 0.52 from the
+    first upsampler's 64 px ones, best of 8); upsampling candidates costs little beside drawing
+    them."""
+    n = 0
+    while n < len(upsamplers) and side < judge.image_size:
+        side, n = side * upsamplers[n].cfg.factor, n + 1
+    return n
+
+
 def load_reranker(path: Path, torch_dtype=torch.float32) -> ClipEncoder:
     return ClipEncoder.from_pretrained(Path(path) / RERANKER, torch_dtype).eval()

@@ -28,7 +28,7 @@ from ..data.embeddings import encode_image, encode_text
 from ..data.transforms import center_square, to_tensor
 from ..diffusion.sampling import Generators, repeat_generators
 from ..output import Components, UnCLIPOutput, check_prompts, to_output
-from ..rerank import RERANKER, best_of, load_reranker
+from ..rerank import RERANKER, best_of, judged_after, load_reranker
 from ..upsampler import Upsampler, cascade, load_cascade, save_cascade, upsample
 from ..weights import component_error
 from .dvae import DVAE
@@ -118,15 +118,21 @@ class DalleOnePipeline(Components):
     def rerank(self, candidates: torch.Tensor, prompts: list[str], n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The best of each prompt's n consecutive candidates (B * n, 3, S, S) by CLIP score
         (the reranker's, else the folder's CLIP), and every candidate's score (B, n)."""
-        best, scores = best_of(self.reranker or self.clip, candidates, prompts, n)
+        best, scores = best_of(self.judge, candidates, prompts, n)
         return candidates[best], scores
+
+    @property
+    def judge(self):
+        """The CLIP that reranks candidates: the folder's reranker, else its own CLIP."""
+        return self.reranker or self.clip
 
     @torch.no_grad()
     def __call__(self, prompt: str | list[str], *, num_images_per_prompt: int = 1, generator: Generators = None,
                  rerank: int | None = None, upscale: str = "upsampler", temperature: float | None = None,
                  top_k: int | None = None, output_type: str = "pil", return_dict: bool = True, **unclip_only):
         """Text to images `scale` times the dVAE's side. `rerank`: candidates drawn per image, the
-        best by CLIP kept (default: the model's). `generator`: one, or one per image. `upscale`:
+        best by CLIP kept (default: the model's), judged after the upsamplers that take them to
+        the judge's size (unclip.rerank.judged_after). `generator`: one, or one per image. `upscale`:
         "upsampler" (the model's cascade; bicubic if it has none) or "bicubic"."""
         given = [k for k, v in unclip_only.items() if v is not None]
         if given:
@@ -140,11 +146,12 @@ class DalleOnePipeline(Components):
         codes = self.transformer.sample(ids.repeat_interleave(n, 0), mask.repeat_interleave(n, 0),
                                         generator=repeat_generators(generator, n), temperature=temperature,
                                         top_k=top_k)
-        images, _ = self.rerank(self.dvae.decode(codes).float().clamp(-1, 1), prompts, n)
-        if upscale == "upsampler" and self.upsamplers:
-            images = cascade(self.upsamplers, images, generator=generator)
-        else:
-            images = upsample(images, self.scale)
+        candidates = self.dvae.decode(codes).float().clamp(-1, 1)
+        ups = self.upsamplers if upscale == "upsampler" else []
+        after = judged_after(candidates.shape[-1], ups, self.judge) if n > 1 else 0
+        candidates = cascade(ups[:after], candidates, generator=repeat_generators(generator, n))
+        images, _ = self.rerank(candidates, prompts, n)
+        images = cascade(ups[after:], images, generator=generator) if ups else upsample(images, self.scale)
         images = to_output(images, output_type)
         empty = torch.zeros(len(prompts), 0)
         return UnCLIPOutput(images, empty) if return_dict else (images,)
