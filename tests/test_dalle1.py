@@ -210,6 +210,28 @@ def test_assemble_gives_a_dalle1_folder_the_unclip_upsamplers(tiny_dalle, tiny_m
     with pytest.raises(ValueError, match="the upsamplers scale by 4, the model by 2"):
         DalleOnePipeline(pipe.clip, pipe.dvae, pipe.transformer, pipe.upsamplers, scale=2)
 
+    # a 32 px judge sees the candidates after the first upsampler (16 -> 32 px); the images are
+    # the same however many candidates it takes a call
+    import unclip.rerank
+    from unclip.clip import ClipConfig, ClipEncoder
+
+    torch.manual_seed(0)
+    pipe.reranker = ClipEncoder.from_config(ClipConfig(
+        image_size=32, patch_size=8, vision_width=32, vision_layers=1, vision_heads=2, text_width=32,
+        text_layers=1, text_heads=2, max_length=pipe.clip.max_length, embed_dim=16), pipe.clip.tokenizer).eval()
+    assert unclip.rerank.judged_after(16, pipe.upsamplers, pipe.judge) == 1
+
+    def draw():
+        return pipe(["a red circle", "a blue square"], generator=[torch.Generator().manual_seed(s) for s in (1, 2)],
+                    rerank=2, output_type="np").images
+
+    together = draw()
+    unclip.rerank.CPU_CANDIDATES, default = 2, unclip.rerank.CPU_CANDIDATES
+    try:
+        assert np.abs(draw() - together).max() < 1e-4
+    finally:
+        unclip.rerank.CPU_CANDIDATES = default
+
 
 def test_rerank_keeps_the_candidate_clip_scores_highest(tiny_dalle):
     from unclip.dalle1.pipeline import DalleOnePipeline

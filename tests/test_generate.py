@@ -256,7 +256,7 @@ def test_candidates_are_judged_at_the_judges_own_size(reranked):
 
 
 def test_images_are_the_same_however_many_the_decoder_takes_at_once(reranked, monkeypatch):
-    import unclip.pipeline
+    import unclip.rerank
 
     pipe = UnCLIPPipeline.from_pretrained(reranked)
     prompts = PROMPTS + ["a green star"]
@@ -266,7 +266,7 @@ def test_images_are_the_same_however_many_the_decoder_takes_at_once(reranked, mo
                     output_type="np").images
 
     together = draw()
-    monkeypatch.setattr(unclip.pipeline, "CPU_DECODER_IMAGES", 2)  # one image of 2 candidates per call
+    monkeypatch.setattr(unclip.rerank, "CPU_CANDIDATES", 2)  # one image of 2 candidates per call
     assert np.abs(draw() - together).max() < 1e-4
 
 

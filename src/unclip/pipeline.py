@@ -30,12 +30,11 @@ from .diffusion.guidance import cfg
 from .diffusion.sampling import Generators, ddim_invert, repeat_generators
 from .output import Components, UnCLIPOutput, check_prompts, to_output
 from .prior import ARPrior, ARPriorConfig, DiffusionPrior, PriorConfig
-from .rerank import RERANKER, best_of, judged_after, load_reranker
+from .rerank import RERANKER, best_of, images_per_call, judged_after, load_reranker
 from .upsampler import Upsampler, cascade, load_cascade, save_cascade
 from .weights import component_error
 
 SETTINGS = "unclip.json"
-CPU_DECODER_IMAGES = 16  # images (times candidates) per decoder call on the CPU
 
 
 def default_model_dir() -> Path:
@@ -257,9 +256,7 @@ class UnCLIPPipeline(Components):
         k = self.candidates(rerank, captions)
         self.require("decoder")
         total = len(captions if given is None else given)
-        # On the CPU the decoder is fastest per image at about 32 guided rows a call (1.5x
-        # faster than 128, measured); chunks hold whole images, so each depends on its seed alone.
-        per_call = max(1, CPU_DECODER_IMAGES // k) if self.decoder.unet.device.type == "cpu" else total
+        per_call = images_per_call(k, self.decoder.unet.device, total)
         up_kw = {"steps": super_res_num_inference_steps, "sampler": super_res_sampler}
         chunks = [self._best_candidates(
             None if captions is None else captions[s:s + per_call], None if given is None else given[s:s + per_call],

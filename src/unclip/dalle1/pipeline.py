@@ -15,6 +15,7 @@ caption's text embedding is kept.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from ..data.embeddings import encode_image, encode_text
 from ..data.transforms import center_square, to_tensor
 from ..diffusion.sampling import Generators, repeat_generators
 from ..output import Components, UnCLIPOutput, check_prompts, to_output
-from ..rerank import RERANKER, best_of, judged_after, load_reranker
+from ..rerank import RERANKER, best_of, images_per_call, judged_after, load_reranker
 from ..upsampler import Upsampler, cascade, load_cascade, save_cascade, upsample
 from ..weights import component_error
 from .dvae import DVAE
@@ -149,7 +150,11 @@ class DalleOnePipeline(Components):
         candidates = self.dvae.decode(codes).float().clamp(-1, 1)
         ups = self.upsamplers if upscale == "upsampler" else []
         after = judged_after(candidates.shape[-1], ups, self.judge) if n > 1 else 0
-        candidates = cascade(ups[:after], candidates, generator=repeat_generators(generator, n))
+        if after:  # in chunks of whole images on the CPU, as unCLIP's candidates (images_per_call)
+            rows, gens = images_per_call(n, candidates.device, len(prompts)) * n, repeat_generators(generator, n)
+            candidates = torch.cat([cascade(ups[:after], candidates[s:s + rows],
+                                            generator=gens[s:s + rows] if isinstance(gens, Sequence) else gens)
+                                    for s in range(0, len(candidates), rows)])
         images, _ = self.rerank(candidates, prompts, n)
         images = cascade(ups[after:], images, generator=generator) if ups else upsample(images, self.scale)
         images = to_output(images, output_type)
