@@ -5,7 +5,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup browser demo train test bench serve
+.PHONY: setup browser demo train test test-all bench serve
 
 $(BIN)/unclip: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -49,15 +49,17 @@ browser:
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 		echo "could not install chromium: the browser tests will be skipped"
 
-test: setup browser
+# The quick suite (under 5 minutes on 2 cores); test-all adds the slow, browser and shipped-model tests.
+test: setup
+	$(BIN)/python -m pytest -m "not slow and not browser and not shipped"
+
+test-all: setup browser
 	$(BIN)/python -m pytest
 
 serve: setup
 	$(BIN)/unclip serve
 
+
+# Every benchmark script prints its figures; each takes minutes to tens of minutes on 2 cores.
 bench: setup
-	$(BIN)/python benchmarks/render.py
-	$(BIN)/python benchmarks/train_clip.py
-	$(BIN)/python benchmarks/prior.py
-	$(BIN)/python benchmarks/train_cascade.py
-	$(BIN)/python benchmarks/generate.py
+	for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

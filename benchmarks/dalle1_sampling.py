@@ -17,7 +17,7 @@ import torch
 
 from unclip.dalle1.pipeline import DalleOnePipeline
 from unclip.evaluate.shapes_eval import evaluate_model, headline
-from unclip.pipeline import resolve_model
+from unclip.registry import resolve_model
 
 TYPES = {"temperature": float, "top_k": int, "top_p": float, "rerank": int}
 

@@ -34,7 +34,8 @@ from unclip.data.transforms import to_tensor, to_uint8
 from unclip.diffusion.sampling import repeat_generators
 from unclip.evaluate.image_metrics import psnr
 from unclip.evaluate.shapes_eval import diversity, evaluate_model, headline, score_images
-from unclip.pipeline import UnCLIPPipeline, resolve_model
+from unclip.pipeline import DalleTwoPipeline
+from unclip.registry import resolve_model
 from unclip.rerank import judged_after
 from unclip.train import stage_classes
 from unclip.upsampler import cascade
@@ -88,7 +89,7 @@ def clock(fn):
 
 
 @torch.no_grad()
-def unclip_split(pipe: UnCLIPPipeline, b: int) -> dict:
+def unclip_split(pipe: DalleTwoPipeline, b: int) -> dict:
     prompts, gens = [PROMPT] * b, [torch.Generator().manual_seed(i) for i in range(b)]
     z, t_prior = clock(lambda: pipe.image_embeds(prompts, gens))
     x, t_dec = clock(lambda: pipe.decode(z, prompts, generator=gens))
@@ -167,7 +168,7 @@ def main():
     p.add_argument("--batches", type=int, nargs="+", default=[1, 16])
     p.add_argument("--out", default="runs/dalle1-vs-unclip", help="eval reports and grids, one folder per row")
     args = p.parse_args()
-    unclip = UnCLIPPipeline.from_pretrained(args.unclip)
+    unclip = DalleTwoPipeline.from_pretrained(args.unclip)
     dalle_folder = resolve_model(args.dalle1)
     dalle = DalleOnePipeline.from_pretrained(dalle_folder)
     print(f"{torch.get_num_threads()} threads, fp32; {args.num} eval prompts; diversity over {args.diversity} x 4")

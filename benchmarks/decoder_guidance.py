@@ -19,7 +19,7 @@ from unclip.data import shapes
 from unclip.data.transforms import to_tensor, to_uint8
 from unclip.evaluate.detector import Detector, score
 from unclip.evaluate.shapes_eval import summarize
-from unclip.pipeline import UnCLIPPipeline
+from unclip.pipeline import DalleTwoPipeline
 
 
 def main():
@@ -32,7 +32,7 @@ def main():
     p.add_argument("--null", choices=["both", "text"], help="what guidance's null pass drops (default: the model's)")
     p.add_argument("--embeds", choices=["prior", "true"], default="prior")
     args = p.parse_args()
-    pipe = UnCLIPPipeline.from_pretrained(args.model)
+    pipe = DalleTwoPipeline.from_pretrained(args.model)
     pipe.decoder.cfg.guidance_null = args.null or pipe.decoder.cfg.guidance_null
     items = shapes.eval_split(args.num)
     prompts, scenes = [it.prompt for it in items], [it.scene for it in items]

@@ -30,7 +30,7 @@ import torch
 from unclip.diffusion.sampling import repeat_generators
 from unclip.evaluate.shapes_eval import evaluate_model, headline
 from unclip.generate import parse_samplers, parse_steps
-from unclip.pipeline import UnCLIPPipeline
+from unclip.pipeline import DalleTwoPipeline
 from unclip.rerank import best_of
 
 PROMPT = "a large red circle on the left on a white background"
@@ -149,7 +149,7 @@ def main():
           ", ".join(f"{name} +{sec:.1f}" for name, sec in imports.items()) + ")")
     print(f"cold start (process start to first image written): {cold_start(args.model, flags):.1f} s")
 
-    pipe = UnCLIPPipeline.from_pretrained(args.model)
+    pipe = DalleTwoPipeline.from_pretrained(args.model)
     defaults = pipe.sampling_defaults()
     for name, s in settings.items():
         shown = {k: s.get(k, v) for k, v in defaults.items() if 'sampler' in k or 'steps' in k}

@@ -19,7 +19,7 @@ import numpy as np
 from unclip import manipulate as m
 from unclip.data import shapes
 from unclip.evaluate.detector import Detector
-from unclip.pipeline import UnCLIPPipeline
+from unclip.pipeline import DalleTwoPipeline
 from unclip.plot import image_grid
 
 
@@ -35,7 +35,7 @@ def main():
     p.add_argument("--num", type=int, default=20)
     p.add_argument("--out", help="write example strips here")
     args = p.parse_args()
-    pipe, det = UnCLIPPipeline.from_pretrained(args.model), Detector()
+    pipe, det = DalleTwoPipeline.from_pretrained(args.model), Detector()
     size = 32 * 2 ** len(pipe.upsamplers) if pipe.upsamplers else pipe.decoder.cfg.image_size
     scenes = singles(args.num)
     images = [shapes.render(s, size) for s in scenes]

@@ -26,7 +26,7 @@ import torch
 from unclip.data import shapes
 from unclip.evaluate.prior_eval import evaluate_prior
 from unclip.evaluate.shapes_eval import diversity, evaluate_model, headline
-from unclip.pipeline import UnCLIPPipeline
+from unclip.pipeline import DalleTwoPipeline
 from unclip.validate import PRIORS
 
 
@@ -38,7 +38,7 @@ def main():
     p.add_argument("--priors", nargs="+", default=list(PRIORS), choices=PRIORS)
     p.add_argument("--out", default="runs/prior-ablation", help="eval reports and grids, one folder per prior")
     args = p.parse_args()
-    pipe = UnCLIPPipeline.from_pretrained(args.model)
+    pipe = DalleTwoPipeline.from_pretrained(args.model)
     print(f"{torch.get_num_threads()} threads; {args.num} eval prompts, diversity over {args.diversity} prompts x 4")
     results = {}
     prompts = [it.prompt for it in shapes.eval_split(args.diversity)]

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from unclip.clip import ClipEncoder
 from unclip.data import shapes
 from unclip.evaluate.clip_retrieval import by_subset, retrieval_hits, true_image_embeds
-from unclip.pipeline import UnCLIPPipeline
+from unclip.pipeline import DalleTwoPipeline
 
 
 def best_by_text(draws: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
@@ -39,9 +39,9 @@ def main():
     p.add_argument("--prior", type=int, nargs="*", default=[], help="best-of-n to score the prior at")
     args = p.parse_args()
     if args.clip:
-        pipe = UnCLIPPipeline(ClipEncoder.from_pretrained(args.clip).eval())
+        pipe = DalleTwoPipeline(ClipEncoder.from_pretrained(args.clip).eval())
     else:
-        pipe = UnCLIPPipeline.from_pretrained(args.model)
+        pipe = DalleTwoPipeline.from_pretrained(args.model)
     rng = np.random.default_rng(1)
     for subset, items in by_subset(shapes.eval_split(args.num)):
         report(pipe, subset, items, rng, args.draws, args.prior)

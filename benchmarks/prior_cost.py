@@ -23,7 +23,7 @@ import torch
 from unclip.config import load
 from unclip.data import shapes
 from unclip.evaluate.prior_eval import evaluate_prior
-from unclip.pipeline import UnCLIPPipeline
+from unclip.pipeline import DalleTwoPipeline
 from unclip.train.prior import ARPriorStageConfig, PriorStageConfig
 
 STEPS = (4, 8, 16, 25, 64)  # diffusion prior sampling steps tried
@@ -66,7 +66,7 @@ def main():
     p.add_argument("--num", type=int, default=200, help="eval prompts for the quality figures")
     args = p.parse_args()
     torch.manual_seed(0)
-    pipe = UnCLIPPipeline.from_pretrained(args.model)
+    pipe = DalleTwoPipeline.from_pretrained(args.model)
     diff, ar = pipe.prior, pipe.ar_prior
     prompts = [it.prompt for it in shapes.eval_split(64)]
     cond, null = pipe.text_condition(prompts)

@@ -31,7 +31,7 @@ from unclip.data.transforms import to_tensor
 from unclip.evaluate.image_metrics import psnr
 from unclip.evaluate.prior_eval import evaluate_prior
 from unclip.evaluate.shapes_eval import evaluate_model, headline
-from unclip.pipeline import UnCLIPPipeline
+from unclip.pipeline import DalleTwoPipeline
 from unclip.plot import line_chart
 from unclip.validate import SAMPLERS
 
@@ -142,7 +142,7 @@ def main():
     args = p.parse_args()
     results_path = Path(args.results)
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
-    pipe = UnCLIPPipeline.from_pretrained(args.model)
+    pipe = DalleTwoPipeline.from_pretrained(args.model)
     print(f"{torch.get_num_threads()} threads; samplers {args.samplers}")
     if args.steps:
         STEPS.update({stage: tuple(args.steps) for stage in args.stages})

@@ -21,7 +21,7 @@ from unclip.data import shapes
 from unclip.data.transforms import to_uint8
 from unclip.evaluate.detector import Detector, score
 from unclip.evaluate.shapes_eval import subset_of
-from unclip.pipeline import UnCLIPPipeline
+from unclip.pipeline import DalleTwoPipeline
 from unclip.upsampler import upsample
 
 
@@ -31,7 +31,7 @@ def main():
     ap.add_argument("--num", type=int, default=100, help="two-object eval prompts (in distribution and novel)")
     ap.add_argument("--batch-size", type=int, default=10)
     args = ap.parse_args()
-    pipe = UnCLIPPipeline.from_pretrained(args.model)
+    pipe = DalleTwoPipeline.from_pretrained(args.model)
     items = [it for it in shapes.eval_split(5 * args.num) if it.kind == "two"][:args.num]
     detector, results = Detector(), {}
     scale = int(np.prod([up.cfg.factor for up in pipe.upsamplers]))

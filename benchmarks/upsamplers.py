@@ -19,7 +19,7 @@ from unclip.data import shapes
 from unclip.data.degrade import DEGRADATIONS
 from unclip.data.transforms import to_tensor
 from unclip.evaluate.image_metrics import psnr, ssim
-from unclip.pipeline import UnCLIPPipeline
+from unclip.pipeline import DalleTwoPipeline
 from unclip.upsampler import upsample
 
 
@@ -31,7 +31,7 @@ def main():
     ap.add_argument("--base", type=int, default=32, help="input side of the first upsampler")
     args = ap.parse_args()
     torch.manual_seed(0)
-    pipe = UnCLIPPipeline.from_pretrained(args.model)
+    pipe = DalleTwoPipeline.from_pretrained(args.model)
     items = shapes.eval_split(args.num)
     rows, size = [], args.base
     print(f"{'stage':>5} {'input':>8} {'bicubic dB':>10} {'upsampler dB':>12} {'gain':>6} "

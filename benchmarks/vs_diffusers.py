@@ -1,4 +1,4 @@
-"""unclip against diffusers' UnCLIPPipeline on the same Karlo-format weights, side by side.
+"""unclip against diffusers' DalleTwoPipeline on the same Karlo-format weights, side by side.
 
 A Karlo-architecture model scaled to 21 M parameters (CLIP width 128, prior 4 layers x 4
 heads x 32, decoder at 32 px with widths 64/128/256, two super-res UNets 32->64) is built with
@@ -64,10 +64,10 @@ def worker(which: str, folder: str, args, conn) -> None:
     torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
     if which == "diffusers":
-        from diffusers.pipelines.deprecated.unclip import UnCLIPPipeline
+        from diffusers.pipelines.deprecated.unclip import DalleTwoPipeline
 
         parts = random_components(KarloSizes(**SIZES), seed=0)
-        pipe = UnCLIPPipeline(**parts).to(args.device, dtype)
+        pipe = DalleTwoPipeline(**parts).to(args.device, dtype)
         pipe.set_progress_bar_config(disable=True)
         modules = {n: getattr(pipe, n) for n in STAGES}
     else:

@@ -1,14 +1,25 @@
+import json
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 
+# The suite gives one answer on every machine: `--dtype auto` resolves as on a CPU without fast
+# bf16 (float32), in this process and in the commands it starts, from a precision cache of its
+# own (never the user's). Tests of the probe itself set its answer explicitly.
+os.environ["UNCLIP_CACHE"] = tempfile.mkdtemp(prefix="unclip-test-cache-")
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+from unclip import precision  # after UNCLIP_CACHE is set
+
+_cpu = precision._cpu_key().rsplit("|", 1)[0]
+precision.CACHE.write_text(json.dumps({f"{_cpu}|{n} threads": 1.0 for n in range(1, (os.cpu_count() or 1) + 1)}))
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny"
 D, L = 16, 6  # tiny CLIP: embedding size, caption tokens (plus 2 specials)
-
-torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
 @pytest.fixture
@@ -53,7 +64,7 @@ def tiny_model(tiny_clip, tmp_path_factory):
     """A folder with a whole random pipeline: both priors, 8 px base, two upsamplers to 32 px."""
     from unclip.clip import ClipEncoder
     from unclip.decoder import Decoder, DecoderConfig
-    from unclip.pipeline import UnCLIPPipeline
+    from unclip.pipeline import DalleTwoPipeline
     from unclip.prior import ARPrior, ARPriorConfig, DiffusionPrior, PriorConfig
     from unclip.upsampler import Upsampler, UpsamplerConfig
 
@@ -71,5 +82,5 @@ def tiny_model(tiny_clip, tmp_path_factory):
     for m in (prior, decoder, *ups):
         randomize(m)
     path = tmp_path_factory.mktemp("model")
-    UnCLIPPipeline(clip, prior, decoder, ups, ar.eval()).save_pretrained(path)
+    DalleTwoPipeline(clip, prior, decoder, ups, ar.eval()).save_pretrained(path)
     return path

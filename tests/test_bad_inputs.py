@@ -133,8 +133,8 @@ def test_manipulation_outputs_are_never_overwritten(tiny_model, tmp_path, capsys
 def test_api_rejects_the_same_values(tiny_model):
     import torch
 
+    from unclip import load_pipeline
     from unclip import manipulate as m
-    from unclip.pipeline import load_pipeline
 
     pipe = load_pipeline(tiny_model)
     for kw, word in ((dict(decoder_guidance_scale=float("nan")), "decoder_guidance_scale"),

@@ -285,7 +285,7 @@ def test_clip_latent_commands_refuse_a_dalle1_folder(tiny_dalle, tmp_path, capsy
         assert main([*command, "--model", model, "--out", str(tmp_path / command[0])]) == 2
         assert "DALL-E 1 model does not have" in capsys.readouterr().err
     assert main(["generate", "a red circle", "--model", model, "--out", str(tmp_path / "g"), "--prior", "ar"]) == 2
-    assert "prior is a setting of unCLIP models" in capsys.readouterr().err
+    assert "--prior is not a setting of this DALL-E 1 model" in capsys.readouterr().err
     assert main(["serve", "--model", model]) == 2
     assert "is a DALL-E 1 model; the web app serves unCLIP and Karlo models" in capsys.readouterr().err
 
@@ -308,15 +308,16 @@ def test_dalle1_settings_on_an_unclip_model_are_clear_errors(tiny_model, tmp_pat
 
     assert main(["eval", "shapes", "--model", str(tiny_model), "--num", "2", "--upscale", "bicubic",
                  "--out", str(tmp_path / "e")]) == 2
-    assert "--upscale is a setting of DALL-E 1 models" in capsys.readouterr().err
+    assert "--upscale is not a setting of this unclip model" in capsys.readouterr().err
 
     assert main(["generate", "a red circle", "--model", str(tiny_model), "--out", str(tmp_path / "h"),
                  "--rerank", "0"]) == 2
     assert "rerank (--rerank) must be at least 1" in capsys.readouterr().err
 
 
+@pytest.mark.shipped
 def test_the_shipped_dalle1_model_loads_by_name_and_draws():
-    from unclip.pipeline import load_pipeline
+    from unclip import load_pipeline
 
     pipe = load_pipeline("dalle1")
     assert pipe.kind == "dalle1" and pipe.scale == 4 and len(pipe.upsamplers) == 2

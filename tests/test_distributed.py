@@ -31,6 +31,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform != "linux", reason="gloo process groups on Linux")
 def test_two_processes_match_one(tmp_path):
     accelerate = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
@@ -41,3 +42,63 @@ def test_two_processes_match_one(tmp_path):
     assert list(one) == list(two) == [1, 2, 3, 4]
     for step in one:
         assert two[step] == pytest.approx(one[step], rel=1e-4, abs=1e-5), step
+
+
+GENERATE = ["generate", "a red circle", "a blue square", "a green star", "--num-images", "2", "--batch-size", "2",
+            "--steps", "prior=2", "decoder=2", "upsampler=1", "--dtype", "float32", "--rerank", "1"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform != "linux", reason="gloo process groups on Linux")
+def test_generate_splits_prompts_over_two_processes(tiny_model, tmp_path):
+    """`accelerate launch -m unclip generate`: one folder, one manifest in prompt order naming the
+    process of each image, the same images as one process draws."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
+    accelerate = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                  "--main_process_port", str(free_port())]
+    runs = {}
+    for name, launcher in (("two", accelerate), ("one", [sys.executable])):
+        out = tmp_path / name
+        done = subprocess.run([*launcher, "-m", "unclip", *GENERATE, "--model", str(tiny_model), "--out", str(out)],
+                              env=env, capture_output=True, text=True, timeout=240)
+        assert done.returncode == 0, done.stderr[-3000:]
+        runs[name] = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
+    one, two = runs["one"], runs["two"]
+    assert [(r["prompt"], r["seed"], r["file"]) for r in one] == [(r["prompt"], r["seed"], r["file"]) for r in two]
+    assert [r["prompt"] for r in one][:2] == ["a red circle"] * 2 and len(one) == 6
+    assert {r["process"] for r in two} == {0, 1} and {r["process"] for r in one} == {0}
+    for a, b in zip(one, two):
+        x, y = (np.asarray(Image.open(tmp_path / d / r["file"])).astype(int) for d, r in (("one", a), ("two", b)))
+        assert np.abs(x - y).mean() <= 1, a["file"]
+
+
+def test_resume_draws_only_what_is_missing(tiny_model, tmp_path, capsys):
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from unclip.cli import main
+
+    out = tmp_path / "run"
+    args = [*GENERATE, "--model", str(tiny_model), "--out", str(out)]
+    assert main(args) == 0
+    first = {p.name: np.asarray(Image.open(p)) for p in sorted(out.glob("*.png"))}
+    kept = (out / "00000.png").stat().st_mtime_ns
+    (out / "00003.png").unlink()  # as if the run had been killed before these
+    (out / "manifest.jsonl").unlink()
+    assert main(args) == 2 and "--resume" in capsys.readouterr().err  # never silently redrawn
+    assert main([*args, "--resume"]) == 0
+    assert (out / "00000.png").stat().st_mtime_ns == kept
+    lines = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
+    assert [r["file"] for r in lines] == sorted(first) and [r["seed"] for r in lines] == list(range(6))
+    for name, image in first.items():  # the redrawn one up to rounding (it is drawn in a batch of 1, not 2)
+        assert np.abs(np.asarray(Image.open(out / name)).astype(int) - image).mean() <= 1, name
+    changed = [*args[:-4], "--steps", "prior=3", "decoder=2", "upsampler=1", *args[-4:], "--resume"]
+    assert main(changed) == 0  # other settings: every image is drawn again
+    assert (out / "00000.png").stat().st_mtime_ns != kept

@@ -120,14 +120,14 @@ def test_bad_inputs_are_clear_errors(tmp_path):
 
 def test_upsampler_trains_on_a_folder_of_photographs(folder, tmp_path):
     from unclip.cli import main
-    from unclip.pipeline import UnCLIPPipeline
+    from unclip.pipeline import DalleTwoPipeline
 
     from .conftest import TINY
 
     out = tmp_path / "up"
     assert main(["train", "upsampler", "--config", str(TINY / "upsampler.yaml"), "--data.source=folder",
                  f"--data.path={folder}", f"--train.out_dir={out}"]) == 0
-    up = UnCLIPPipeline.from_pretrained(out / "model").upsamplers[0]
+    up = DalleTwoPipeline.from_pretrained(out / "model").upsamplers[0]
     import torch
 
     assert up.sample(torch.zeros(1, 3, 8, 8)).shape == (1, 3, 16, 16)

@@ -9,7 +9,7 @@ from PIL import Image
 
 from unclip.cli import main
 from unclip.clip import ClipEncoder
-from unclip.pipeline import UnCLIPPipeline
+from unclip.pipeline import DalleTwoPipeline
 
 from .conftest import TINY, D
 
@@ -17,13 +17,13 @@ PROMPTS = ["a large red circle on the left on a white background", "a blue squar
 
 
 def test_folder_round_trip_is_exact_and_self_describing(tiny_model, tmp_path):
-    pipe = UnCLIPPipeline.from_pretrained(tiny_model)
+    pipe = DalleTwoPipeline.from_pretrained(tiny_model)
     settings = json.loads((tiny_model / "unclip.json").read_text())
     assert settings["components"] == ["clip", "prior", "ar_prior", "decoder", "upsampler1", "upsampler2"]
     assert "unclip_version" in settings and settings["upsamplers"][1]["degradation"] == "bsr"
     assert not list(tiny_model.rglob("*.bin")) and not list(tiny_model.rglob("*.pt"))  # safetensors only
     pipe.save_pretrained(tmp_path / "again")
-    again = UnCLIPPipeline.from_pretrained(tmp_path / "again")
+    again = DalleTwoPipeline.from_pretrained(tmp_path / "again")
     for a, b in ((pipe.decoder, again.decoder), (pipe.upsamplers[1], again.upsamplers[1]), (pipe.prior, again.prior),
                  (pipe.ar_prior, again.ar_prior)):
         sa, sb = a.state_dict(), b.state_dict()
@@ -37,7 +37,7 @@ def test_folder_round_trip_is_exact_and_self_describing(tiny_model, tmp_path):
 
 
 def test_an_image_depends_on_its_own_seed_not_its_batch(tiny_model):
-    pipe = UnCLIPPipeline.from_pretrained(tiny_model)
+    pipe = DalleTwoPipeline.from_pretrained(tiny_model)
     together = pipe(PROMPTS, generator=[torch.Generator().manual_seed(s) for s in (5, 6)], output_type="uint8").images
     alone = pipe(PROMPTS[1:], generator=[torch.Generator().manual_seed(6)], output_type="uint8").images
     assert np.abs(together[1].astype(int) - alone[0].astype(int)).max() <= 1
@@ -46,7 +46,7 @@ def test_an_image_depends_on_its_own_seed_not_its_batch(tiny_model):
 
 
 def test_guidance_changes_the_images(tiny_model):
-    pipe = UnCLIPPipeline.from_pretrained(tiny_model)
+    pipe = DalleTwoPipeline.from_pretrained(tiny_model)
     def gens():
         return [torch.Generator().manual_seed(0)]
 
@@ -77,7 +77,7 @@ def test_generate_cli_writes_images_and_manifest_reproducibly(tiny_model, tmp_pa
 
 
 def test_each_stage_samples_with_another_sampler_when_asked(tiny_model, tmp_path):
-    pipe = UnCLIPPipeline.from_pretrained(tiny_model)
+    pipe = DalleTwoPipeline.from_pretrained(tiny_model)
 
     def run(**kw):
         return pipe(PROMPTS[:1], generator=[torch.Generator().manual_seed(0)], output_type="np",
@@ -125,7 +125,7 @@ def test_train_decoder_and_upsampler_then_assemble_and_generate(tiny_clip, tmp_p
     # the stage number must agree with the config file's
     assert main(["train", "upsampler", "--stage", "2", "--config", str(TINY / "upsampler.yaml")]) == 2
     assert main(["assemble", str(dec / "model"), str(up / "model"), "--out", str(tmp_path / "m")]) == 0
-    pipe = UnCLIPPipeline.from_pretrained(tmp_path / "m")
+    pipe = DalleTwoPipeline.from_pretrained(tmp_path / "m")
     assert pipe.prior is None and len(pipe.upsamplers) == 1
     images = pipe.decode(torch.randn(2, D), ["a red circle", "a blue star"],
                          generator=torch.Generator().manual_seed(0))
@@ -144,7 +144,7 @@ def test_train_decoder_and_upsampler_then_assemble_and_generate(tiny_clip, tmp_p
 
 
 def test_assemble_refuses_parts_trained_on_different_clips(tiny_clip, tmp_path):
-    a = UnCLIPPipeline(ClipEncoder.from_pretrained(tiny_clip))
+    a = DalleTwoPipeline(ClipEncoder.from_pretrained(tiny_clip))
     a.save_pretrained(tmp_path / "a")
     with torch.no_grad():
         a.clip.model.logit_scale.add_(1.0)
@@ -159,7 +159,7 @@ def test_fp16_folder_is_half_the_size_and_loads_as_fp32(tiny_model, tmp_path):
         return sum(f.stat().st_size for f in folder.rglob("*.safetensors"))
 
     assert weight_bytes(tmp_path / "half") < 0.6 * weight_bytes(tiny_model)
-    full, half = UnCLIPPipeline.from_pretrained(tiny_model), UnCLIPPipeline.from_pretrained(tmp_path / "half")
+    full, half = DalleTwoPipeline.from_pretrained(tiny_model), DalleTwoPipeline.from_pretrained(tmp_path / "half")
     assert half.clip.model.dtype == torch.float32 and next(half.decoder.parameters()).dtype == torch.float32
     z = torch.nn.functional.normalize(torch.randn(1, D), dim=-1)
     a = full.decode(z, ["a red circle"], generator=torch.Generator().manual_seed(0))
@@ -177,7 +177,7 @@ def test_demo_train_trains_every_stage_and_scores_it(tmp_path, capsys):
     out = tmp_path / "demo-train"
     args = ["demo", "--train", "--configs", str(TINY), "--out", str(out), "--eval-num", "4"]
     assert main(args) == 0
-    pipe = UnCLIPPipeline.from_pretrained(out / "model")
+    pipe = DalleTwoPipeline.from_pretrained(out / "model")
     assert pipe.prior is not None and pipe.decoder is not None and len(pipe.upsamplers) == 1
     assert Image.open(out / "grid" / "grid.png").size[0] > 4 * 32
     report = json.loads((out / "eval" / "report.json").read_text())
@@ -186,10 +186,11 @@ def test_demo_train_trains_every_stage_and_scores_it(tmp_path, capsys):
     assert main(["demo", "--train", "--model", str(out / "model")]) == 2  # --train makes its own model
 
 
+@pytest.mark.shipped
 def test_the_shipped_model_at_its_default_steps_reproduces_under_a_seed():
     """Issue 16: the fewer-step defaults are deterministic: a seed gives the same 128 px image
     again, another seed another image."""
-    pipe = UnCLIPPipeline.from_pretrained(None)
+    pipe = DalleTwoPipeline.from_pretrained(None)
 
     def draw(seed):
         return pipe(PROMPTS[:1], generator=[torch.Generator().manual_seed(seed)], output_type="uint8").images[0]
@@ -221,7 +222,7 @@ def test_rerank_keeps_the_candidate_the_reranker_scores_highest(reranked):
 
     settings = json.loads((reranked / "unclip.json").read_text())
     assert settings["components"][-1] == "reranker" and settings["rerank"] == 3
-    pipe = UnCLIPPipeline.from_pretrained(reranked)
+    pipe = DalleTwoPipeline.from_pretrained(reranked)
     assert pipe.rerank == 3 and pipe.reranker is not None
 
     def gens():
@@ -243,12 +244,12 @@ def test_rerank_keeps_the_candidate_the_reranker_scores_highest(reranked):
     assert np.abs(out.images - final.permute(0, 2, 3, 1).numpy()).max() < 1e-5
     # rerank=1 draws one candidate, exactly what a model without a reranker draws
     one = pipe(PROMPTS, generator=gens(), rerank=1, output_type="uint8").images
-    assert np.array_equal(one, UnCLIPPipeline(pipe.clip, pipe.prior, pipe.decoder, pipe.upsamplers)(
+    assert np.array_equal(one, DalleTwoPipeline(pipe.clip, pipe.prior, pipe.decoder, pipe.upsamplers)(
         PROMPTS, generator=gens(), output_type="uint8").images)
 
 
 def test_candidates_are_judged_at_the_judges_own_size(reranked):
-    pipe = UnCLIPPipeline.from_pretrained(reranked)  # 8 px decoder, 8 -> 16 -> 32 upsamplers
+    pipe = DalleTwoPipeline.from_pretrained(reranked)  # 8 px decoder, 8 -> 16 -> 32 upsamplers
     assert pipe.judge.image_size == 16 and pipe.judged_after(1) == 0  # one candidate: nothing to judge
     for size, after in ((8, 0), (12, 1), (16, 1), (32, 2), (224, 2)):
         pipe.reranker.model.config.vision_config.image_size = size
@@ -258,7 +259,7 @@ def test_candidates_are_judged_at_the_judges_own_size(reranked):
 def test_images_are_the_same_however_many_the_decoder_takes_at_once(reranked, monkeypatch):
     import unclip.rerank
 
-    pipe = UnCLIPPipeline.from_pretrained(reranked)
+    pipe = DalleTwoPipeline.from_pretrained(reranked)
     prompts = PROMPTS + ["a green star"]
 
     def draw():
@@ -271,7 +272,7 @@ def test_images_are_the_same_however_many_the_decoder_takes_at_once(reranked, mo
 
 
 def test_reranked_images_depend_on_their_own_seed_and_need_a_prompt(reranked):
-    pipe = UnCLIPPipeline.from_pretrained(reranked)
+    pipe = DalleTwoPipeline.from_pretrained(reranked)
     together = pipe(PROMPTS, generator=[torch.Generator().manual_seed(s) for s in (5, 6)], output_type="uint8").images
     alone = pipe(PROMPTS[1:], generator=[torch.Generator().manual_seed(6)], output_type="uint8").images
     assert np.abs(together[1].astype(int) - alone[0].astype(int)).max() <= 1

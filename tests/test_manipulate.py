@@ -13,7 +13,7 @@ from unclip.cli import main
 from unclip.data import shapes
 from unclip.diffusion.sampling import ddim_invert, sample
 from unclip.diffusion.schedules import make_scheduler
-from unclip.pipeline import UnCLIPPipeline
+from unclip.pipeline import DalleTwoPipeline
 
 
 def test_slerp_ends_and_stays_on_the_sphere():
@@ -46,7 +46,7 @@ def test_ddim_inversion_then_ddim_reconstructs_exactly_for_an_exact_denoiser():
 @pytest.fixture
 def exact_pipe(tiny_model):
     """The tiny pipeline with its decoder replaced by the exact denoiser of one shapes image."""
-    pipe = UnCLIPPipeline.from_pretrained(tiny_model)
+    pipe = DalleTwoPipeline.from_pretrained(tiny_model)
     image = shapes.render(shapes.eval_split(1)[0].scene, 32)
     x_star = pipe.decoder_input(image)
     pipe.decoder.denoise = oracle(x_star, pipe.decoder.scheduler)
@@ -60,7 +60,7 @@ def test_reconstruct_through_the_pipeline_reports_psnr(exact_pipe):
 
 
 def test_variations_differ_from_each_other_and_depend_on_eta(exact_pipe, tiny_model):
-    pipe = UnCLIPPipeline.from_pretrained(tiny_model)  # a real (random) decoder, so eta matters
+    pipe = DalleTwoPipeline.from_pretrained(tiny_model)  # a real (random) decoder, so eta matters
     image = exact_pipe[1]
     out = m.vary(pipe, image, 3, eta=1.0, steps=4)
     assert out.shape == (3, 32, 32, 3) and not np.array_equal(out[0], out[1])
@@ -72,7 +72,7 @@ def test_variations_differ_from_each_other_and_depend_on_eta(exact_pipe, tiny_mo
 
 
 def test_interpolation_and_text_diff_frames(tiny_model):
-    pipe = UnCLIPPipeline.from_pretrained(tiny_model)
+    pipe = DalleTwoPipeline.from_pretrained(tiny_model)
     a, b = (shapes.render(it.scene, 32) for it in shapes.eval_split(2))
     for latent in ("inverted", "fixed"):
         frames, thetas = m.interpolate(pipe, a, b, 4, latent=latent, steps=3)

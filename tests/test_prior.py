@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from unclip.clip import ClipEncoder
 from unclip.data.embeddings import EmbeddingCache, build_cache, encode_text
 from unclip.data.stream import ShapesSource
-from unclip.pipeline import UnCLIPPipeline
+from unclip.pipeline import DalleTwoPipeline
 from unclip.prior import DiffusionPrior, PriorConfig
 
 from .conftest import D, L
@@ -157,9 +157,9 @@ def test_pipeline_folder_round_trip_reproduces_samples(tiny_clip, tmp_path):
     clip = ClipEncoder.from_pretrained(tiny_clip)
     prior = DiffusionPrior.from_config(PriorConfig(num_layers=1, num_heads=2, head_dim=8, sample_steps=5),
                                        D, clip.max_length)
-    pipe = UnCLIPPipeline(clip, prior)
+    pipe = DalleTwoPipeline(clip, prior)
     pipe.save_pretrained(tmp_path / "m")
-    loaded = UnCLIPPipeline.from_pretrained(tmp_path / "m")
+    loaded = DalleTwoPipeline.from_pretrained(tmp_path / "m")
     assert loaded.prior.cfg == prior.cfg
     prompts = ["a red circle", "a blue square above a red star"]
     a = pipe.image_embeds(prompts, generator=torch.Generator().manual_seed(0))

@@ -166,9 +166,9 @@ def test_every_prior_choice_generates(tiny_model, tmp_path, prior):
 
 def test_the_priors_give_different_embeddings_and_bad_choices_are_clear(tiny_model, capsys):
     from unclip.cli import main
-    from unclip.pipeline import UnCLIPPipeline
+    from unclip.pipeline import DalleTwoPipeline
 
-    pipe = UnCLIPPipeline.from_pretrained(tiny_model)
+    pipe = DalleTwoPipeline.from_pretrained(tiny_model)
     prompts = ["a red circle", "a green star"]
     z = {p: pipe.image_embeds(prompts, torch.Generator().manual_seed(0), prior=p) for p in
          ("diffusion", "ar", "text", "none")}
@@ -185,6 +185,6 @@ def test_the_priors_give_different_embeddings_and_bad_choices_are_clear(tiny_mod
     with pytest.raises(SystemExit):
         main(["generate", "a red circle", "--model", str(tiny_model), "--out", "x", "--prior", "clip"])
     assert "invalid choice: 'clip'" in capsys.readouterr().err
-    no_ar = UnCLIPPipeline(pipe.clip, pipe.prior, pipe.decoder, pipe.upsamplers)
+    no_ar = DalleTwoPipeline(pipe.clip, pipe.prior, pipe.decoder, pipe.upsamplers)
     with pytest.raises(ValueError, match="has no ar_prior"):
         no_ar("a red circle", prior="ar")

@@ -76,7 +76,7 @@ def test_the_residual_is_scaled_and_old_folders_keep_their_scale(tiny_model, tmp
     import json
     import shutil
 
-    from unclip.pipeline import UnCLIPPipeline
+    from unclip.pipeline import DalleTwoPipeline
 
     up = tiny_upsampler(residual_scale=0.5).eval()
     low = torch.rand(1, 3, 8, 8) * 0.4 - 0.2
@@ -94,7 +94,7 @@ def test_the_residual_is_scaled_and_old_folders_keep_their_scale(tiny_model, tmp
     for raw in settings["upsamplers"]:
         assert raw.pop("residual_scale") == UpsamplerConfig().residual_scale
     (old / "unclip.json").write_text(json.dumps(settings))
-    assert [u.cfg.residual_scale for u in UnCLIPPipeline.from_pretrained(old).upsamplers] == [1.0, 1.0]
+    assert [u.cfg.residual_scale for u in DalleTwoPipeline.from_pretrained(old).upsamplers] == [1.0, 1.0]
 
 
 def test_training_on_crops_lowers_the_loss():
@@ -117,16 +117,20 @@ def test_training_on_crops_lowers_the_loss():
     assert mean_loss() < 0.8 * before
 
 
+@pytest.mark.slow
 def test_upsampling_a_real_photograph_reports_psnr_against_bicubic(capsys):
     """A real photograph, downsized 2x and upsampled by an upsampler trained briefly on crops of
     another photograph. The figures are printed (pytest -s): a diffusion upsampler this small and
-    this briefly trained does not beat bicubic (see benchmarks/upsampler.py for trained ones),
-    but it must clearly reproduce the photograph, well above a flat image of its mean colour."""
+    this briefly trained does not beat bicubic (benchmarks/upsamplers.py measures trained ones),
+    but training must bring it close: an untrained residual upsampler is bicubic plus noise
+    (measured 21.2 dB untrained, 22.1 trained, bicubic 22.4)."""
     skimage_data = pytest.importorskip("skimage.data")
     photo = torch.from_numpy(skimage_data.astronaut()).permute(2, 0, 1)[None].float() / 127.5 - 1
     truth = F.interpolate(photo, size=64, mode="area")
     low = F.interpolate(truth, size=32, mode="area")
     up = tiny_upsampler(crop_fraction=0.5, timesteps=1000, sample_steps=4)
+    untrained = psnr(up.eval().sample(low, generator=torch.Generator().manual_seed(0)), truth)
+    up.train()
     train = F.interpolate(torch.from_numpy(skimage_data.chelsea()).permute(2, 0, 1)[None].float() / 127.5 - 1,
                           size=(64, 86), mode="area")[..., :64]
     opt = torch.optim.Adam(up.parameters(), lr=2e-3)
@@ -139,21 +143,23 @@ def test_upsampling_a_real_photograph_reports_psnr_against_bicubic(capsys):
     out = up.eval().sample(low, generator=torch.Generator().manual_seed(0))
     ours, bicubic = psnr(out, truth), psnr(upsample(low, 2), truth)
     flat = psnr(truth.mean((2, 3), keepdim=True).expand_as(truth), truth)
-    print(f"real photo 32 -> 64 px: upsampler {ours:.2f} dB, bicubic {bicubic:.2f} dB, flat {flat:.2f} dB")
-    assert ours > flat + 3
+    print(f"real photo 32 -> 64 px: upsampler {ours:.2f} dB (untrained {untrained:.2f}), bicubic {bicubic:.2f} dB, "
+          f"flat {flat:.2f} dB")
+    assert ours > untrained + 0.4 and ours > bicubic - 1  # measured: +0.8 over untrained, -0.3 from bicubic
 
 
 MARGINS_DB = (3.0, 3.0)  # the issue-17 target; measured on 64 scenes at the default 2 steps: +7.0 and +4.5 dB (benchmarks/upsamplers.py)
 
 
+@pytest.mark.shipped
 def test_the_shipped_upsamplers_beat_bicubic_on_clean_renders():
     """Issue 17: given the true low-resolution render of held-out eval scenes, each shipped
     upsampler reconstructs the true render better than bicubic does."""
     from unclip.data import shapes
     from unclip.data.transforms import to_tensor
-    from unclip.pipeline import UnCLIPPipeline
+    from unclip.pipeline import DalleTwoPipeline
 
-    pipe = UnCLIPPipeline.from_pretrained(None)
+    pipe = DalleTwoPipeline.from_pretrained(None)
     items = shapes.eval_split(6)
     size = pipe.decoder.cfg.image_size
     for up, margin in zip(pipe.upsamplers, MARGINS_DB):

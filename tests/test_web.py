@@ -33,6 +33,7 @@ def pictures(tmp_path_factory):
     return paths, fake
 
 
+@pytest.mark.browser
 @pytest.mark.skipif(web.chromium_path() is None, reason="no Chromium (apt-get install chromium; make test does)")
 def test_every_tab_in_a_real_browser(server, pictures, tmp_path):
     (a, b), fake = pictures
@@ -90,7 +91,7 @@ def test_api_endpoints_with_gradio_client(server, pictures):
 
 
 def test_jobs_enforce_the_limits(tiny_model, tmp_path):
-    from unclip.pipeline import load_pipeline
+    from unclip import load_pipeline
     from unclip.web.jobs import Jobs, Limits
 
     jobs = Jobs(load_pipeline(tiny_model), tmp_path, Limits(upload_mb=0.01, upload_pixels=64 * 64))
@@ -115,11 +116,11 @@ def test_jobs_enforce_the_limits(tiny_model, tmp_path):
 def test_generated_pngs_carry_their_settings(tiny_model, tmp_path):
     import json
 
-    from unclip.pipeline import load_pipeline
+    from unclip import load_pipeline
     from unclip.web.jobs import Jobs
 
     jobs = Jobs(load_pipeline(tiny_model), tmp_path)
     (path, _), = jobs.generate("a red circle", seed=5, decoder_steps=2, decoder_guidance=2.5)
     settings = json.loads(Image.open(path).text["unclip"])
-    assert settings == {"prompt": "a red circle", "seed": 5, "decoder_guidance_scale": 2.5,
+    assert settings == {"prompt": "a red circle", "seed": 5, "decoder_guidance_scale": 2.5, "process": 0,
                         "decoder_num_inference_steps": 2}

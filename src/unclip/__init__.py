@@ -1,4 +1,25 @@
 """unclip: DALL-E 2 (Ramesh et al. 2022, "Hierarchical Text-Conditional Image Generation with
-CLIP Latents") as a system you can train on your own data."""
+CLIP Latents") as a system you can train on your own data.
+
+    from unclip import load_pipeline
+    pipe = load_pipeline()  # the shipped shapes-world model; or a folder, "dalle1", a Karlo folder
+    image = pipe("a red circle on a white background").images[0]
+"""
 
 __version__ = "0.1.0"
+
+_LAZY = {  # name -> module: torch, diffusers and transformers load on first use, not on import
+    "load_pipeline": "registry", "resolve_model": "registry", "Pipeline": "base", "Capabilities": "base",
+    "DalleTwoPipeline": "pipeline", "KarloPipeline": "karlo", "DalleOnePipeline": "dalle1.pipeline",
+    "UnCLIPOutput": "output", "resolve_device": "devices", "resolve_dtype": "precision",
+}
+__all__ = ["__version__", "load_pipeline", "resolve_model", "Pipeline", "Capabilities", "DalleTwoPipeline",
+           "KarloPipeline", "DalleOnePipeline", "UnCLIPOutput", "resolve_device", "resolve_dtype"]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'unclip' has no attribute {name!r}")

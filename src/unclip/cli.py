@@ -68,59 +68,82 @@ def cmd_eval(args) -> None:
         print_report(f"CLIP text-to-image top-1 retrieval among 100 ({args.model})", figures)
     elif args.what == "prior":
         from .evaluate.prior_eval import evaluate_prior
-        from .pipeline import UnCLIPPipeline, resolve_model
+        from .pipeline import DalleTwoPipeline
+        from .registry import pipeline_class, resolve_model
 
         path = resolve_model(args.model)
-        if not (path / "unclip.json").is_file():
+        if pipeline_class(path) is not DalleTwoPipeline:
             raise ValueError(f"eval prior compares a prior with the true embeddings of its own CLIP's image "
                              f"tower on the shapes world; {path} is not an unclip model folder")
         prior = args.prior or "diffusion"
         if prior not in ("diffusion", "ar"):
             raise ValueError(f"eval prior scores a prior's samples: --prior diffusion or ar, not {prior}")
-        figures = evaluate_prior(UnCLIPPipeline.from_pretrained(path), num=args.num, prior=prior)
+        pipe = load(args)
+        pipe.check_settings(prior=prior)
+        figures = evaluate_prior(pipe, num=args.num, prior=prior)
         print_report(f"prior: predicted vs true CLIP image embeddings ({path})", figures)
     elif args.what == "shapes":
         from .evaluate.shapes_eval import evaluate_manifest, evaluate_model
-        from .pipeline import load_pipeline
 
         if args.manifest:
-            scorer = load_pipeline(args.model, image_encoder=args.image_encoder) if args.model else None
+            scorer = load(args) if args.model else None
             figures = evaluate_manifest(args.manifest, args.out, scorer)
             source = args.manifest
         else:
             from .validate import sampling
 
             sampling(rerank=args.rerank)  # before the model loads
-            pipe = load_pipeline(args.model, dtype_of(args), image_encoder=args.image_encoder)
+            pipe = load(args)
+            given = pipe.check_settings(rerank=args.rerank, upscale=args.upscale, prior=args.prior)
+            given.pop("prior", None)
             figures = evaluate_model(pipe, args.out, num=args.num, batch_size=args.batch_size, prior=args.prior,
-                                     **check_model_flags(pipe, args))
+                                     **given)
             source = args.model or "default model"
         print_report(f"shapes: generated images scored against their prompts ({source}); "
                      f"report and grid in {args.out}", figures)
 
 
-def dtype_of(args):
-    from .precision import resolve_dtype
+def load(args):
+    """The pipeline of --model on --device in --dtype (and --image-encoder where the command has it)."""
+    from .registry import load_pipeline
 
-    return resolve_dtype(args.dtype)
+    return load_pipeline(args.model, torch_dtype=getattr(args, "dtype", "float32"),
+                         device=getattr(args, "device", None), image_encoder=getattr(args, "image_encoder", None))
+
+
+def check_device(args) -> None:
+    """A --device that this machine lacks is refused before anything loads."""
+    if getattr(args, "device", None) is not None:
+        from .devices import resolve_device
+
+        resolve_device(args.device)
 
 
 def cmd_generate(args) -> None:
-    from .generate import check_generate, generate_files, parse_samplers, parse_steps, prepare_out, read_prompts
+    from .devices import process_group
+    from .generate import (check_generate, check_out, generate_files, parse_samplers, parse_steps, prepare_out,
+                           read_prompts)
 
     prompts = read_prompts(args.prompts, args.prompts_file)
     sampling = dict(prior_guidance_scale=args.prior_guidance, decoder_guidance_scale=args.decoder_guidance,
                     prior=args.prior, rerank=args.rerank, upscale=args.upscale, **parse_steps(args.steps),
                     **parse_samplers(args.sampler))
     check_generate(len(prompts), args.num_images, args.seed, args.batch_size, **sampling)
-    prepare_out(args.out, args.overwrite)  # every check before the model loads
-    from .pipeline import load_pipeline  # diffusers and transformers: 4 s of imports, after the checks
-
-    pipe = load_pipeline(args.model, dtype_of(args))
-    check_model_flags(pipe, args)
+    check_device(args)
+    rank, world, wait, launched = process_group()  # several under `accelerate launch`
+    if launched is not None and args.device == "auto":
+        args.device = str(launched)
+    if world == 1:
+        prepare_out(args.out, args.overwrite, args.resume)  # every check before the model loads (4 s of imports)
+    else:
+        check_out(args.out, args.overwrite, args.resume)  # the main process prepares it once all have checked
+    pipe = load(args)
     manifest = generate_files(pipe, prompts, args.out, num_images=args.num_images, seed=args.seed,
-                              batch_size=args.batch_size, **sampling)
-    print(f"wrote {len(manifest.read_text().splitlines())} images and {manifest}")
+                              batch_size=args.batch_size, overwrite=args.overwrite, resume=args.resume,
+                              process=(rank, world, wait), **sampling)
+    if rank == 0:
+        print(f"wrote {len(manifest.read_text().splitlines())} images and {manifest}"
+              + (f" ({world} processes)" if world > 1 else ""))
 
 
 def cmd_demo(args) -> None:
@@ -131,7 +154,7 @@ def cmd_demo(args) -> None:
             raise ValueError("--train trains its own model; leave out --model")
         train_demo(args.out or "unclip-demo-train", args.configs, args.eval_num)
     else:
-        run_demo(args.out or "unclip-demo", args.model, args.seed)
+        run_demo(args.out or "unclip-demo", args.model, args.seed, device=args.device)
 
 
 def cmd_serve(args) -> None:
@@ -141,7 +164,8 @@ def cmd_serve(args) -> None:
         raise ValueError("the web interface needs gradio: pip install 'unclip[web]'") from None
     from .web.app import serve
 
-    serve(args.model, args.host, args.port, image_encoder=args.image_encoder)
+    check_device(args)
+    serve(args.model, args.host, args.port, image_encoder=args.image_encoder, device=args.device)
 
 
 def cmd_assemble(args) -> None:
@@ -163,18 +187,16 @@ def cmd_edit(args) -> None:
     from . import manipulate as m
     from .data.transforms import open_rgb
     from .generate import finish_manifest, prepare_out, write_images
-    from .pipeline import load_pipeline
     from .plot import image_grid
 
     m.check_settings(steps=args.steps, seed=args.seed, num=getattr(args, "num_images", None),
                      eta=getattr(args, "eta", None), frames=getattr(args, "frames", None),
                      max_theta=getattr(args, "max_theta", None))
     images = [np.asarray(open_rgb(p)) for p in args.images]
+    check_device(args)
     out, lines = prepare_out(args.out, args.overwrite), []
-    pipe = load_pipeline(args.model, dtype_of(args), image_encoder=args.image_encoder)
-    if getattr(pipe, "kind", None) == "dalle1":
-        raise ValueError(f"{args.command} works on CLIP image embeddings, which a DALL-E 1 model does not have; "
-                         "use an unCLIP model (unclip's own or Karlo's)")
+    pipe = load(args)
+    m.check_pipeline(pipe, args.command)
     if args.command == "invert":
         rec, db = m.reconstruct(pipe, images[0], steps=args.steps)
         write_images(out, [rec], [{"index": 0, "psnr": db}], lines)
@@ -239,7 +261,10 @@ def build_parser() -> argparse.ArgumentParser:
     model_flags(g)
     prior_flag(g)
     overwrite_flag(g)
+    g.add_argument("--resume", action="store_true", help="continue a run that stopped: keep the images already in "
+                   "--out that were drawn with the same prompt, seed and settings, draw the rest")
     dtype_flag(g)
+    device_flag(g)
 
     def editing(name, help, n_images, description):
         c = sub.add_parser(name, help=help, description=description + " Writes PNGs and manifest.jsonl.")
@@ -251,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
         image_encoder_flag(c)
         overwrite_flag(c)
         dtype_flag(c)
+        device_flag(c)
         return c
 
     editing("invert", "DDIM-invert an image and reconstruct it", 1,
@@ -280,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "from scratch (about 20 min on 2 CPU cores), then draw its grid and score it")
     dm.add_argument("--configs", help="with --train: folder of stage presets (default: configs/demo)")
     dm.add_argument("--eval-num", type=int, default=48, help="with --train: eval prompts to score")
+    device_flag(dm)
 
     w = sub.add_parser("serve", help="a web page for every job, on one loaded model",
                        description="Serve a gradio page (and its API: /generate, /vary, /interpolate, /edit) "
@@ -288,6 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     w.add_argument("--port", type=int, default=7860)
     image_encoder_flag(w)
+    device_flag(w)
 
     a = sub.add_parser("assemble", help="merge trained stages into one model folder",
                        description="Merge the model folders that training runs export (CLIP + prior, "
@@ -316,6 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     model_flags(e)
     image_encoder_flag(e)
     dtype_flag(e)
+    device_flag(e)
     return p
 
 
@@ -339,20 +368,6 @@ def model_flags(parser) -> None:
                         "128 px by the model's unCLIP upsamplers (default) or bicubic")
 
 
-def check_model_flags(pipe, args) -> dict:
-    """The settings given of one kind of model, refused with a reason on the others: --rerank
-    (unclip's own and DALL-E 1 models), --upscale (DALL-E 1)."""
-    from .pipeline import UnCLIPPipeline
-
-    dalle = getattr(pipe, "kind", None) == "dalle1"
-    given = {k: getattr(args, k) for k in ("rerank", "upscale") if getattr(args, k) is not None}
-    if "upscale" in given and not dalle:
-        raise ValueError("--upscale is a setting of DALL-E 1 models (--model dalle1)")
-    if "rerank" in given and not (dalle or isinstance(pipe, UnCLIPPipeline)):
-        raise ValueError("--rerank is a setting of unclip's own and DALL-E 1 models, not of Karlo's")
-    return given
-
-
 def image_encoder_flag(parser) -> None:
     parser.add_argument("--image-encoder", metavar="DIR", help="Karlo only: a karlo-v1-alpha-image-variations "
                         "folder whose CLIP image tower to add to a karlo-v1-alpha --model")
@@ -365,8 +380,14 @@ def overwrite_flag(parser) -> None:
 
 def dtype_flag(parser) -> None:
     parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto",
-                        help="compute precision of the networks; auto: bf16 where the hardware runs it "
-                        "natively (a GPU, a CPU with AVX-512 BF16 or AMX), else float32 (latents stay float32)")
+                        help="compute precision of the networks; auto: bf16 where it is faster on --device (a "
+                        "GPU, a CPU measured faster in bf16), else float32 (latents stay float32). Images equal "
+                        "diffusers' for Karlo folders at float32")
+
+
+def device_flag(parser) -> None:
+    parser.add_argument("--device", default="auto", help="where to compute: auto (the first GPU if there is "
+                        "one, else the CPU), cpu, cuda, cuda:N or mps; seeds draw the same noise on every device")
 
 
 def main(argv: list[str] | None = None) -> int:

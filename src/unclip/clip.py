@@ -143,7 +143,7 @@ class ClipEncoder(nn.Module):
 
     def preprocess(self, pixels: torch.Tensor) -> torch.Tensor:
         """[-1, 1] pixels of any square size -> the vision tower's normalised input."""
-        x = (pixels.float() + 1) / 2
+        x = (pixels.to(self.image_mean.device).float() + 1) / 2  # images come in on the CPU
         if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
             x = F.interpolate(x, size=(self.image_size,) * 2, mode="bicubic", antialias=True)
         x = (x - self.image_mean) / self.image_std

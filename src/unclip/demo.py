@@ -12,8 +12,9 @@ from PIL import Image
 
 from .config import load, to_dict
 from .generate import generate_files
-from .pipeline import UnCLIPPipeline, assemble, load_pipeline
+from .pipeline import DalleTwoPipeline, assemble
 from .plot import image_grid
+from .registry import load_pipeline
 
 DEMO_CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "demo"
 
@@ -29,10 +30,11 @@ PROMPTS = [
 ]
 
 
-def run_demo(out: str | Path = "unclip-demo", model: str | Path | None = None, seed: int = 0) -> Path:
-    """Generate PROMPTS once each and save `grid.png` beside the images; returns the grid path."""
+def run_demo(out: str | Path = "unclip-demo", model: str | Path | None = None, seed: int = 0,
+             device: str | None = "auto") -> Path:
+    """Generate PROMPTS once each on `device` and save `grid.png` beside the images; returns the grid path."""
     start = time.perf_counter()
-    pipe = load_pipeline(model)
+    pipe = load_pipeline(model, device=device)
     out = Path(out)
     manifest = generate_files(pipe, PROMPTS, out, seed=seed, batch_size=len(PROMPTS), overwrite=True)
     records = [json.loads(line) for line in manifest.read_text().splitlines()]
@@ -72,7 +74,7 @@ def train_demo(out: str | Path = "unclip-demo-train", configs: str | Path | None
     parts = [out / n / "model" for n in stages[1:]]
     assemble(parts, out / "model")
     grid = run_demo(out / "grid", out / "model")
-    figures = evaluate_model(UnCLIPPipeline.from_pretrained(out / "model"), out / "eval", num=eval_num)
+    figures = evaluate_model(DalleTwoPipeline.from_pretrained(out / "model"), out / "eval", num=eval_num)
     print_report(f"shapes scores of the demo model on {eval_num} eval prompts (report in {out / 'eval'})",
                  figures)
     print(f"trained and evaluated in {(time.perf_counter() - start) / 60:.1f} min; grid: {grid}")

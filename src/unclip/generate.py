@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import re
@@ -77,18 +76,29 @@ RESULT = re.compile(r"^\d{5}\.png$")
 MANIFEST = "manifest.jsonl"
 
 
-def prepare_out(out: str | Path, overwrite: bool = False) -> Path:
-    """Make `out` ready for a command's results before any work is done: create it, refuse it
-    if it holds an earlier run's results (its manifest or numbered PNGs) unless `overwrite`,
-    which removes just those, and check that it can be written."""
+def check_out(out: str | Path, overwrite: bool = False, resume: bool = False) -> list[Path]:
+    """The earlier results in `out` that `overwrite` will remove, after refusing a folder that
+    holds some unless `overwrite` or `resume` (which keeps them) is given. Changes nothing."""
     out = Path(out)
+    if overwrite and resume:
+        raise ValueError("--overwrite replaces earlier results, --resume continues them: give one")
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file, not a folder")
     earlier = [p for p in out.iterdir() if p.name in (MANIFEST, "strip.png") or RESULT.match(p.name)] \
         if out.is_dir() else []
-    if earlier and not overwrite:
+    if earlier and not (overwrite or resume):
         raise FileExistsError(f"--out {out} already holds results ({len(earlier)} files, e.g. {earlier[0].name}); "
-                              "choose another folder, or pass --overwrite to replace them")
+                              "choose another folder, pass --resume to continue that run, or --overwrite to "
+                              "replace them")
+    return [] if resume else earlier
+
+
+def prepare_out(out: str | Path, overwrite: bool = False, resume: bool = False) -> Path:
+    """Make `out` ready for a command's results before any work is done: create it, refuse it
+    if it holds an earlier run's results (its manifest or numbered PNGs) unless `overwrite`,
+    which removes just those, or `resume`, which keeps them; check that it can be written."""
+    earlier = check_out(out, overwrite, resume)
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     probe = out / ".unclip-write-test"
     try:
@@ -105,14 +115,30 @@ def write_images(out: Path, images, records: list[dict], manifest: list[str]) ->
     """Save uint8 images as numbered PNGs in `out`, appending one JSON line per image (its
     record plus "file", relative to the manifest) to `manifest`. Each PNG carries its record
     as a text chunk ("unclip"), so the image keeps its settings wherever it goes."""
-    from PIL.PngImagePlugin import PngInfo
-
     for image, record in zip(images, records):
         name = f"{len(manifest):05d}.png"
-        info = PngInfo()
-        info.add_text("unclip", json.dumps(record))
-        Image.fromarray(image).save(out / name, pnginfo=info)
+        save_png(out / name, image, record)
         manifest.append(json.dumps({**record, "file": name}))
+
+
+def save_png(path: Path, image, record: dict) -> None:
+    """A PNG carrying its record, written whole or not at all (a crash leaves no half file)."""
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text("unclip", json.dumps(record))
+    tmp = path.with_name(path.name + ".tmp")
+    Image.fromarray(image).save(tmp, format="PNG", pnginfo=info)
+    os.replace(tmp, path)
+
+
+def read_record(path: Path) -> dict | None:
+    """The record a result PNG carries, None if there is no readable one."""
+    try:
+        with Image.open(path) as im:
+            return json.loads(im.text["unclip"])
+    except (OSError, KeyError, ValueError, AttributeError):
+        return None
 
 
 def finish_manifest(out: Path, lines: list[str]) -> Path:
@@ -124,27 +150,59 @@ def finish_manifest(out: Path, lines: list[str]) -> Path:
     return path
 
 
+def single_process() -> tuple[int, int, callable]:
+    return 0, 1, lambda: None
+
+
 def generate_files(pipe, prompts: list[str], out: str | Path, *, num_images: int = 1,
-                   seed: int = 0, batch_size: int = 8, overwrite: bool = False, **sampling) -> Path:
-    """Write `num_images` PNGs per prompt and `manifest.jsonl` ({prompt, file, seed} per image)
-    to `out`. Image i has seed `seed + i` and depends on it alone, whatever the batch size.
-    `pipe`: any pipeline (unclip's own or Karlo's); `sampling`: its call's keyword arguments,
-    None meaning the pipeline's default. A folder holding earlier results is refused unless
-    `overwrite`."""
+                   seed: int = 0, batch_size: int = 8, overwrite: bool = False, resume: bool = False,
+                   process: tuple[int, int, callable] | None = None, **sampling) -> Path:
+    """Write `num_images` PNGs per prompt and `manifest.jsonl` ({prompt, file, seed, process}
+    per image, in prompt order) to `out`. Image i is `i:05d.png`, has seed `seed + i` and
+    depends on it alone, whatever the batch size or the process that draws it.
+    `pipe`: any pipeline (unclip.base); `sampling`: its call's keyword arguments, None meaning
+    the pipeline's default. A folder holding earlier results is refused unless `overwrite`
+    (which replaces them) or `resume` (which keeps every image already written with the same
+    prompt, seed and settings and draws the rest). `process`: (rank, world size,
+    wait_for_everyone) under `accelerate launch`: process r draws images r, r + world, ...; the
+    main process writes the manifest once all are done."""
+    rank, world, wait = process or single_process()
     check_generate(len(prompts), num_images, seed, batch_size, **sampling)
-    out = prepare_out(out, overwrite)
-    given = {k: v for k, v in sampling.items() if v is not None}  # the rest: the model's defaults
-    takes = inspect.signature(pipe.__call__).parameters
-    if not any(p.kind is p.VAR_KEYWORD for p in takes.values()):
-        for k in given.keys() - takes.keys():
-            raise ValueError(f"{validate.FLAGS.get(k, k)} is not a setting of this model ({type(pipe).__name__})")
-    jobs = [(p, seed + i) for i, p in enumerate(p for p in prompts for _ in range(num_images))]
-    lines = []
-    with tqdm(total=len(jobs), desc="generate", unit="img") as bar:
-        for start in range(0, len(jobs), batch_size):
-            chunk = jobs[start:start + batch_size]
-            generators = [torch.Generator().manual_seed(s) for _, s in chunk]
-            images = pipe([p for p, _ in chunk], generator=generators, output_type="uint8", **given).images
-            write_images(out, images, [{"prompt": p, "seed": s, **given} for p, s in chunk], lines)
+    check_out(out, overwrite, resume)  # every process checks the same folder, then one changes it
+    wait()
+    if rank == 0:
+        prepare_out(out, overwrite, resume)
+    wait()
+    out = Path(out)
+    given = pipe.check_settings(**sampling)  # the rest: the model's defaults
+    records = [{"prompt": p, "seed": seed + i, **given}
+               for i, p in enumerate(p for p in prompts for _ in range(num_images))]
+    mine = [i for i in range(rank, len(records), world)
+            if not (resume and _same(read_record(out / f"{i:05d}.png"), records[i]))]
+    with tqdm(total=len(mine), desc="generate" if world == 1 else f"generate (process {rank})", unit="img",
+              position=rank) as bar:
+        for start in range(0, len(mine), batch_size):
+            chunk = mine[start:start + batch_size]
+            generators = [torch.Generator().manual_seed(records[i]["seed"]) for i in chunk]
+            images = pipe([records[i]["prompt"] for i in chunk], generator=generators, output_type="uint8",
+                          **given).images
+            for i, image in zip(chunk, images):
+                save_png(out / f"{i:05d}.png", image, {**records[i], "process": rank})
             bar.update(len(chunk))
-    return finish_manifest(out, lines)
+    wait()
+    path = out / MANIFEST
+    if rank == 0:
+        lines = []
+        for i, record in enumerate(records):
+            found = read_record(out / f"{i:05d}.png")
+            if not _same(found, record):
+                raise RuntimeError(f"{out / f'{i:05d}.png'} is missing after every process finished")
+            lines.append(json.dumps({**found, "file": f"{i:05d}.png"}))
+        finish_manifest(out, lines)
+    wait()
+    return path
+
+
+def _same(found: dict | None, record: dict) -> bool:
+    """Whether a PNG's record is the one asked for (which process drew it aside)."""
+    return found is not None and {k: v for k, v in found.items() if k != "process"} == record

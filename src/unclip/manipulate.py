@@ -20,11 +20,19 @@ from .evaluate.image_metrics import psnr
 
 INVERSION_STEPS = 50
 
-# A pipeline here is any object with the methods these functions call: `embed_images`,
-# `embed_captions`, `decoder_input`, `invert_decoder`, `decode_latents`, `upsample` and
-# `default_decoder_guidance` (unclip's own UnCLIPPipeline and the KarloPipeline both have them).
+# A pipeline here is one whose capabilities include inversion and image embeddings
+# (unclip.base): it has `embed_images`, `embed_captions`, `decoder_input`, `invert_decoder`,
+# `decode_latents`, `upsample` and `default_decoder_guidance`.
 # Embeddings keep the pipeline's own scale: unit length for unclip's models, CLIP's projected
 # length for Karlo's, so the paths below move directions and carry the norms along.
+
+
+def check_pipeline(pipe, what: str) -> None:
+    """Refuse a pipeline that cannot do the manipulations, with the reason."""
+    caps = pipe.capabilities
+    if not caps.inversion:
+        raise ValueError(f"{what} works on CLIP image embeddings and decoder inversion, which this {pipe.title} "
+                         "does not have; use an unCLIP model (unclip's own or Karlo's)")
 
 
 def check_settings(*, steps: int | None = None, seed: int | None = None, num: int | None = None,

@@ -12,7 +12,6 @@ optional, so a stage's training run exports a partial pipeline and `assemble` me
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -21,85 +20,46 @@ import torch
 import torch.nn.functional as F
 
 from . import __version__, validate
+from .base import Capabilities, Pipeline
 from .clip import ClipEncoder
 from .config import from_dict
 from .data.embeddings import clip_fingerprint, encode_image, encode_text
 from .data.transforms import center_square, to_tensor
 from .decoder import Decoder, DecoderConfig
 from .diffusion.guidance import cfg
-from .diffusion.sampling import Generators, ddim_invert, repeat_generators
-from .output import Components, UnCLIPOutput, check_prompts, to_output
+from .diffusion.sampling import Generators, ddim_invert
+from .output import UnCLIPOutput, check_prompts, to_output
 from .prior import ARPrior, ARPriorConfig, DiffusionPrior, PriorConfig
-from .rerank import RERANKER, best_of, images_per_call, judged_after, load_reranker
+from .rerank import RERANKER, draw_best, judged_after, load_reranker
 from .upsampler import Upsampler, cascade, load_cascade, save_cascade
 from .weights import component_error
 
 SETTINGS = "unclip.json"
 
 
-def default_model_dir() -> Path:
-    """The shapes-world model shipped inside the package."""
-    return Path(__file__).resolve().parent / "assets" / "shapes"
-
-
-SHIPPED_NAMES = {"dalle1": "dalle1"}  # --model NAME: a model shipped in the package's assets
-
-
-def resolve_model(path: str | Path | None) -> Path:
-    """A model folder: the one given, a shipped model by name ("dalle1", unless a folder of that
-    name exists here), or the shipped unCLIP model."""
-    if path is not None and str(path) in SHIPPED_NAMES and not Path(path).is_dir():
-        shipped = default_model_dir().parent / SHIPPED_NAMES[str(path)]
-        if not shipped.is_dir():
-            raise FileNotFoundError(f"no {path} model is installed at {shipped}; pass --model DIR")
-        return shipped
-    if path is not None:
-        path = Path(path)
-        if not path.is_dir():
-            raise FileNotFoundError(f"model folder not found: {path}")
-        return path
-    path = default_model_dir()
-    if not (path / SETTINGS).is_file():
-        raise FileNotFoundError(f"no default model is installed at {path}; pass --model DIR")
-    return path
-
-
 def read_settings(path: str | Path) -> dict:
     path = Path(path)
     if not (path / SETTINGS).is_file():
         raise FileNotFoundError(f"not a model folder (no {SETTINGS} of unclip's own, no model_index.json "
-                                f"of a diffusers UnCLIPPipeline): {path}")
+                                f"of a diffusers DalleTwoPipeline): {path}")
     try:
         return json.loads((path / SETTINGS).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path / SETTINGS} is not valid JSON: {e}") from None
 
 
-def load_pipeline(path: str | Path | None = None, torch_dtype=torch.float32, image_encoder: str | Path | None = None):
-    """The pipeline a folder holds, chosen by what the folder says: unclip's own (`unclip.json`),
-    DALL-E 1 (`dalle1.json`) or Karlo's diffusers layout (`model_index.json`); default: the
-    shipped model.
-    `image_encoder`: for Karlo, a variations folder whose image tower to add."""
-    from .dalle1.pipeline import DalleOnePipeline, is_dalle1_folder
-    from .karlo import KarloPipeline, folder_kind
-
-    path = resolve_model(path)
-    if is_dalle1_folder(path):
-        if image_encoder is not None:
-            raise ValueError("--image-encoder adds a Karlo image tower to a Karlo folder; this is a DALL-E 1 folder")
-        return DalleOnePipeline.from_pretrained(path, torch_dtype=torch_dtype)
-    if folder_kind(path) is not None:
-        return KarloPipeline.from_pretrained(path, torch_dtype=torch_dtype, image_encoder=image_encoder)
-    if image_encoder is not None:
-        raise ValueError("--image-encoder adds a Karlo image tower to a Karlo folder; this is an unclip folder")
-    return UnCLIPPipeline.from_pretrained(path, torch_dtype=torch_dtype)
-
-
 NETWORKS = ("prior", "ar_prior", "decoder")  # the components saved with their settings
+CALL_SETTINGS = frozenset({
+    "image_embeddings", "prior", "rerank", "prior_num_inference_steps", "decoder_num_inference_steps",
+    "super_res_num_inference_steps", "prior_guidance_scale", "decoder_guidance_scale", "prior_sampler",
+    "decoder_sampler", "super_res_sampler"})
 
 
-class UnCLIPPipeline(Components):
-    """CLIP, priors, decoder and upsamplers; any of them may be missing from a partial folder."""
+class DalleTwoPipeline(Pipeline):
+    """unclip's own DALL-E 2: CLIP, priors, decoder and upsamplers; any of them may be missing
+    from a partial folder."""
+
+    title = "unclip model"
 
     def __init__(self, clip: ClipEncoder | None, prior: DiffusionPrior | None = None,
                  decoder: Decoder | None = None, upsamplers: list[Upsampler] = (), ar_prior: ARPrior | None = None,
@@ -109,10 +69,8 @@ class UnCLIPPipeline(Components):
         self.set_rerank(rerank)  # candidates per image by default
 
     @classmethod
-    def from_pretrained(cls, path: str | Path | None = None, torch_dtype=torch.float32) -> UnCLIPPipeline:
-        """Load a pipeline folder (default: the shipped model). Weights stored in fp16 are
-        upcast to `torch_dtype`, fp32 unless asked otherwise (CPUs are slow in fp16)."""
-        path = resolve_model(path)
+    def _load(cls, path: Path, torch_dtype=torch.float32) -> DalleTwoPipeline:
+        """A pipeline folder; weights stored in fp16 are cast to `torch_dtype`."""
         settings = read_settings(path)
         parts = settings.get("components", [])
 
@@ -163,8 +121,19 @@ class UnCLIPPipeline(Components):
         settings["rerank"] = self.rerank
         (path / SETTINGS).write_text(json.dumps(settings, indent=2))
 
-    def components(self) -> list:
-        return [self.clip, self.prior, self.ar_prior, self.decoder, *self.upsamplers, self.reranker]
+    def networks(self) -> list[tuple[str, torch.nn.Module]]:
+        parts = [("clip", self.clip), ("prior", self.prior), ("ar_prior", self.ar_prior), ("decoder", self.decoder),
+                 *((f"upsampler{i}", up) for i, up in enumerate(self.upsamplers, 1)), (RERANKER, self.reranker)]
+        return [(n, m) for n, m in parts if m is not None]
+
+    @property
+    def capabilities(self) -> Capabilities:
+        priors = [name for name, part in (("diffusion", self.prior), ("ar", self.ar_prior)) if part is not None]
+        if self.decoder is not None:
+            priors += ["text", "none"] if self.clip is not None else ["none"]
+        clip, dec = self.clip is not None, self.decoder is not None
+        return Capabilities(text_to_image=clip and dec and bool(priors), reads_images=clip, inversion=clip and dec,
+                            priors=tuple(priors), reranking=self.judge is not None, settings=CALL_SETTINGS)
 
     @torch.no_grad()
     def text_condition(self, prompts: list[str]) -> tuple[dict, dict]:
@@ -208,13 +177,8 @@ class UnCLIPPipeline(Components):
         """Base-resolution images (B, 3, S, S) in [-1, 1] from CLIP image embeddings, with the
         captions as extra context when the decoder uses text (None: the empty caption)."""
         self.require("clip", "decoder")
-        text_null = encode_text(self.clip, [""])
-        cond = {"image_embed": image_embed}
-        if self.decoder.cfg.use_text:
-            text = encode_text(self.clip, prompts) if prompts else \
-                {k: v.expand(len(image_embed), *v.shape[1:]) for k, v in text_null.items()}
-            cond.update(text)
-        return self.decoder.sample(cond, text_null, generator=generator, x_T=x_T, **kw)
+        return self.decoder.sample(self._decoder_cond(image_embed, prompts), encode_text(self.clip, [""]),
+                                   generator=generator, x_T=x_T, **kw)
 
     @torch.no_grad()
     def upsample(self, images: torch.Tensor, *, generator: Generators = None, steps: int | None = None,
@@ -249,42 +213,32 @@ class UnCLIPPipeline(Components):
         n = num_images_per_prompt
         if image_embeddings is not None:
             prompts = None if prompt is None else check_prompts(prompt, len(image_embeddings))
-            given = F.normalize(image_embeddings.float(), dim=-1).repeat_interleave(n, dim=0)
+            given = F.normalize(image_embeddings.float(), dim=-1).repeat_interleave(n, dim=0).to(self.device)
         else:
             prompts, given = check_prompts(prompt), None
         captions = None if prompts is None else [p for p in prompts for _ in range(n)]
         k = self.candidates(rerank, captions)
         self.require("decoder")
-        total = len(captions if given is None else given)
-        per_call = images_per_call(k, self.decoder.unet.device, total)
+        prior_kw = {"prior": prior or "diffusion", "guidance_scale": prior_guidance_scale,
+                    "steps": prior_num_inference_steps, "sampler": prior_sampler}
+        decoder_kw = {"guidance_scale": decoder_guidance_scale, "steps": decoder_num_inference_steps,
+                      "sampler": decoder_sampler}
         up_kw = {"steps": super_res_num_inference_steps, "sampler": super_res_sampler}
-        chunks = [self._best_candidates(
-            None if captions is None else captions[s:s + per_call], None if given is None else given[s:s + per_call],
-            generator[s:s + per_call] if isinstance(generator, Sequence) else generator, k,
-            {"prior": prior or "diffusion", "guidance_scale": prior_guidance_scale,
-             "steps": prior_num_inference_steps, "sampler": prior_sampler},
-            {"guidance_scale": decoder_guidance_scale, "steps": decoder_num_inference_steps,
-             "sampler": decoder_sampler}, up_kw)
-            for s in range(0, total, per_call)]
-        images, z = torch.cat([c[0] for c in chunks]), torch.cat([c[1] for c in chunks])
-        later = self.upsamplers[self.judged_after(k):]
+        judged = self.upsamplers[:self.judged_after(k)]
+
+        def draw(start: int, stop: int, gens: Generators):
+            """The k candidates of images start..stop-1 at the judge's size, and their embeddings."""
+            rows = None if captions is None else [c for c in captions[start:stop] for _ in range(k)]
+            z = given[start:stop].repeat_interleave(k, dim=0) if given is not None else \
+                self.image_embeds(rows, gens, **prior_kw)
+            images = self.decode(z, rows, generator=gens, **decoder_kw)
+            return cascade(judged, images, generator=gens, **up_kw), z
+
+        total = len(captions if given is None else given)
+        images, z = draw_best(draw, self.judge, captions, total, k, self.device, generator)
+        later = self.upsamplers[len(judged):]
         images = to_output(cascade(later, images, generator=generator, **up_kw), output_type)
         return UnCLIPOutput(images, z) if return_dict else (images,)
-
-    def _best_candidates(self, captions: list[str] | None, given: torch.Tensor | None, generator: Generators,
-                         k: int, prior_kw: dict, decoder_kw: dict, up_kw: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """Images and their embeddings: k candidates per image through prior (unless the
-        embeddings are `given`), decoder and the upsamplers the judge sees them after
-        (`judged_after`), the best by the reranking CLIP kept."""
-        rows = None if captions is None else [c for c in captions for _ in range(k)]
-        gens = repeat_generators(generator, k)
-        z = given.repeat_interleave(k, dim=0) if given is not None else self.image_embeds(rows, gens, **prior_kw)
-        images = self.decode(z, rows, generator=gens, **decoder_kw)
-        if k == 1:
-            return images, z
-        images = cascade(self.upsamplers[:self.judged_after(k)], images, generator=gens, **up_kw)
-        best, _ = best_of(self.judge, images, captions, k)
-        return images[best], z[best]
 
     @property
     def judge(self) -> ClipEncoder:
@@ -317,7 +271,7 @@ class UnCLIPPipeline(Components):
                 "decoder_num_inference_steps": dec and dec.cfg.sample_steps,
                 "super_res_num_inference_steps": ups[0].cfg.sample_steps if ups else None,
                 "prior_sampler": prior and prior.cfg.sampler, "decoder_sampler": dec and dec.cfg.sampler,
-                "super_res_sampler": ups[0].cfg.sampler if ups else None}
+                "super_res_sampler": ups[0].cfg.sampler if ups else None, "rerank": self.rerank}
 
     # -- what the manipulations need (unclip.manipulate) -------------------------------------------
     @property
@@ -344,12 +298,15 @@ class UnCLIPPipeline(Components):
 
         from .data.transforms import resize_center_crop
 
-        return to_tensor(np.array(resize_center_crop(Image.fromarray(image), self.decoder.cfg.image_size)))
+        size = self.decoder.cfg.image_size
+        return to_tensor(np.array(resize_center_crop(Image.fromarray(image), size))).to(self.device)
 
-    def _decoder_cond(self, z_i: torch.Tensor, caption: str | None) -> dict:
+    def _decoder_cond(self, z_i: torch.Tensor, captions: list[str] | None) -> dict:
+        """The decoder's condition: the image embeddings (B, D) and, when it reads text, the
+        captions' encodings (B captions, or one for every row; None: the empty caption)."""
         cond = {"image_embed": z_i}
         if self.decoder.cfg.use_text:
-            text = encode_text(self.clip, [caption or ""])
+            text = encode_text(self.clip, list(captions or [""]))
             cond.update({k: v.expand(len(z_i), *v.shape[1:]) for k, v in text.items()})
         return cond
 
@@ -358,14 +315,14 @@ class UnCLIPPipeline(Components):
         """DDIM inversion of the unguided decoder (scale 1, as reconstruction decodes)."""
         self.require("clip", "decoder")
         null = self.decoder.null(encode_text(self.clip, [""]))
-        denoise = cfg(self.decoder.denoise, self._decoder_cond(z_i, caption), null, 1.0)
+        denoise = cfg(self.decoder.denoise, self._decoder_cond(z_i, caption and [caption]), null, 1.0)
         return ddim_invert(denoise, x0, self.decoder.scheduler, steps=steps)
 
     @torch.no_grad()
     def decode_latents(self, z_i: torch.Tensor, x_T: torch.Tensor, *, steps: int, eta: float = 0.0,
                        guidance_scale: float = 1.0, caption: str | None = None, generator: Generators = None):
         """DDIM from (z_i, x_T) at the base size, (B, 3, S, S) in [-1, 1]."""
-        return self.decoder.sample(self._decoder_cond(z_i, caption), encode_text(self.clip, [""]),
+        return self.decoder.sample(self._decoder_cond(z_i, caption and [caption]), encode_text(self.clip, [""]),
                                    guidance_scale=guidance_scale, steps=steps, eta=eta, generator=generator,
                                    x_T=x_T)
 
@@ -381,7 +338,7 @@ def assemble(parts: list[str | Path], out: str | Path, dtype: torch.dtype | None
     from .dalle1.pipeline import DalleOnePipeline, is_dalle1_folder
 
     dalle = any(is_dalle1_folder(p) for p in parts)
-    merged = DalleOnePipeline(None) if dalle else UnCLIPPipeline(None)
+    merged = DalleOnePipeline(None) if dalle else DalleTwoPipeline(None)
     fingerprint = None
     for path in parts:
         if is_dalle1_folder(path):
@@ -390,7 +347,7 @@ def assemble(parts: list[str | Path], out: str | Path, dtype: torch.dtype | None
                 setattr(merged, name, getattr(pipe, name) or getattr(merged, name))
             merged.upsamplers += pipe.upsamplers
             continue
-        pipe = UnCLIPPipeline.from_pretrained(path)
+        pipe = DalleTwoPipeline.from_pretrained(path)
         merged.upsamplers += pipe.upsamplers
         if dalle:
             continue

@@ -4,7 +4,8 @@ CPUs differ, and their flags do not tell: one machine of this project's kind ran
 4x faster than fp32, another without AVX-512 BF16 5x slower, and one *with* the avx512_bf16
 flag still ran bf16 at 168 GFLOP/s against 290 in fp32 (torch 2.13, 2 threads). So on a CPU
 `auto` measures: a convolution and a matmul in both precisions (about 0.3 s, once per CPU and
-torch version, remembered in ~/.cache/unclip/precision.json). GPUs with bf16 use it. Asking for
+torch version, remembered in precision.json under $UNCLIP_CACHE, default ~/.cache/unclip).
+GPUs with bf16 use it. Asking for
 a reduced precision that is slower here works, and says so once.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import platform
 import time
 from pathlib import Path
@@ -23,7 +25,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 log = logging.getLogger(__name__)
 
 
-CACHE = Path.home() / ".cache" / "unclip" / "precision.json"
+CACHE = Path(os.environ.get("UNCLIP_CACHE") or Path.home() / ".cache" / "unclip") / "precision.json"
 
 
 def _cpu_key() -> str:

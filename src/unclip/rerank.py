@@ -9,6 +9,7 @@ two-object scenes; one trained with hard negatives (swapped colours, shapes, pla
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 
 from .clip import ClipEncoder
 from .data.embeddings import encode_image, encode_text
+from .diffusion.sampling import Generators, repeat_generators
 
 RERANKER = "reranker"  # the scorer's subfolder and component name
 CPU_CANDIDATES = 16  # candidates per network call on the CPU (images_per_call)
@@ -53,6 +55,28 @@ def images_per_call(k: int, device: torch.device, total: int) -> int:
     rows a call, 0.29 at 16); elsewhere all. Chunks hold whole images, so with one generator per
     image each image still depends on its own seed alone."""
     return max(1, CPU_CANDIDATES // k) if device.type == "cpu" else total
+
+
+@torch.no_grad()
+def draw_best(draw: Callable, judge: ClipEncoder | None, captions: list[str] | None, total: int, k: int,
+              device: torch.device, generator: Generators) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`total` images, each the best of its k candidates by `judge`, drawn in chunks of whole
+    images (images_per_call). `draw(start, stop, generators)` draws the k candidates of images
+    start..stop-1, k consecutive rows per image, with one generator per row when `generator`
+    is one per image, and returns (candidate images at the judge's size, their image
+    embeddings or None). Returns the kept images and embeddings (None where draw gives none)."""
+    per_call = images_per_call(k, device, total)
+    images, embeds = [], []
+    for start in range(0, total, per_call):
+        stop = min(start + per_call, total)
+        gens = generator[start:stop] if isinstance(generator, Sequence) else generator
+        candidates, z = draw(start, stop, repeat_generators(gens, k))
+        if k > 1:
+            best, _ = best_of(judge, candidates, captions[start:stop], k)
+            candidates, z = candidates[best], None if z is None else z[best]
+        images.append(candidates)
+        embeds.append(z)
+    return torch.cat(images), None if embeds[0] is None else torch.cat(embeds)
 
 
 def load_reranker(path: Path, torch_dtype=torch.float32) -> ClipEncoder:

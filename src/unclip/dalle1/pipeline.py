@@ -15,7 +15,6 @@ caption's text embedding is kept.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -23,13 +22,14 @@ import numpy as np
 import torch
 
 from .. import __version__, validate
+from ..base import Capabilities, Pipeline
 from ..clip import ClipEncoder
 from ..config import from_dict
 from ..data.embeddings import encode_image, encode_text
 from ..data.transforms import center_square, to_tensor
-from ..diffusion.sampling import Generators, repeat_generators
-from ..output import Components, UnCLIPOutput, check_prompts, to_output
-from ..rerank import RERANKER, best_of, images_per_call, judged_after, load_reranker
+from ..diffusion.sampling import Generators
+from ..output import UnCLIPOutput, check_prompts, to_output
+from ..rerank import RERANKER, best_of, draw_best, judged_after, load_reranker
 from ..upsampler import Upsampler, cascade, load_cascade, save_cascade, upsample
 from ..weights import component_error
 from .dvae import DVAE
@@ -42,8 +42,12 @@ def is_dalle1_folder(path: str | Path) -> bool:
     return (Path(path) / SETTINGS).is_file()
 
 
-class DalleOnePipeline(Components):
-    kind, kind_name = "dalle1", "DALL-E 1 model"
+class DalleOnePipeline(Pipeline):
+    """DALL-E 1: a transformer over caption and image tokens, a dVAE, CLIP reranking and the
+    unCLIP upsamplers. It has no CLIP image latent: no prior, nothing to invert or vary."""
+
+    kind = "dalle1"  # what its folder's dalle1.json says
+    title = "DALL-E 1 model"
 
     def __init__(self, clip: ClipEncoder | None, dvae: DVAE | None = None,
                  transformer: DalleTransformer | None = None, upsamplers: list[Upsampler] = (), scale: int = 4,
@@ -56,8 +60,7 @@ class DalleOnePipeline(Components):
         self.scale = scale  # output side / dVAE side
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, torch_dtype=torch.float32) -> DalleOnePipeline:
-        path = Path(path)
+    def _load(cls, path: Path, torch_dtype=torch.float32) -> DalleOnePipeline:
         try:
             settings = json.loads((path / SETTINGS).read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -95,8 +98,20 @@ class DalleOnePipeline(Components):
         save_cascade(self.upsamplers, path, settings)
         (path / SETTINGS).write_text(json.dumps(settings, indent=2))
 
-    def components(self) -> list:
-        return [self.clip, self.dvae, self.transformer, *self.upsamplers, self.reranker]
+    def networks(self) -> list[tuple[str, torch.nn.Module]]:
+        parts = [("clip", self.clip), ("dvae", self.dvae), ("transformer", self.transformer),
+                 *((f"upsampler{i}", up) for i, up in enumerate(self.upsamplers, 1)), (RERANKER, self.reranker)]
+        return [(n, m) for n, m in parts if m is not None]
+
+    @property
+    def capabilities(self) -> Capabilities:
+        ready = None not in (self.clip, self.dvae, self.transformer)
+        return Capabilities(text_to_image=ready, reads_images=self.clip is not None, reranking=self.judge is not None,
+                            settings=frozenset({"rerank", "upscale", "temperature", "top_k"}))
+
+    def sampling_defaults(self) -> dict:
+        t = self.transformer
+        return {"rerank": t and t.cfg.rerank, "upscale": "upsampler"}
 
     def set_rerank(self, n: int) -> None:
         self.require("transformer")
@@ -130,33 +145,28 @@ class DalleOnePipeline(Components):
     @torch.no_grad()
     def __call__(self, prompt: str | list[str], *, num_images_per_prompt: int = 1, generator: Generators = None,
                  rerank: int | None = None, upscale: str = "upsampler", temperature: float | None = None,
-                 top_k: int | None = None, output_type: str = "pil", return_dict: bool = True, **unclip_only):
+                 top_k: int | None = None, output_type: str = "pil", return_dict: bool = True):
         """Text to images `scale` times the dVAE's side. `rerank`: candidates drawn per image, the
         best by CLIP kept (default: the model's), judged after the upsamplers that take them to
         the judge's size (unclip.rerank.judged_after). `generator`: one, or one per image. `upscale`:
-        "upsampler" (the model's cascade; bicubic if it has none) or "bicubic"."""
-        given = [k for k, v in unclip_only.items() if v is not None]
-        if given:
-            raise ValueError(f"{given[0]} is a setting of unCLIP models; this is a DALL-E 1 model")
+        "upsampler" (the model's cascade; bicubic if it has none) or "bicubic". Returns
+        UnCLIPOutput(images, None): DALL-E 1 has no image embeddings."""
         self.require("clip", "dvae", "transformer")
         validate.sampling(num_images_per_prompt=num_images_per_prompt)
         validate.sampling(rerank=rerank, upscale=upscale)
         n = self.transformer.cfg.rerank if rerank is None else rerank
         prompts = [p for p in check_prompts(prompt) for _ in range(num_images_per_prompt)]
-        ids, mask = self.tokenize(prompts)
-        codes = self.transformer.sample(ids.repeat_interleave(n, 0), mask.repeat_interleave(n, 0),
-                                        generator=repeat_generators(generator, n), temperature=temperature,
-                                        top_k=top_k)
-        candidates = self.dvae.decode(codes).float().clamp(-1, 1)
         ups = self.upsamplers if upscale == "upsampler" else []
-        after = judged_after(candidates.shape[-1], ups, self.judge) if n > 1 else 0
-        if after:  # in chunks of whole images on the CPU, as unCLIP's candidates (images_per_call)
-            rows, gens = images_per_call(n, candidates.device, len(prompts)) * n, repeat_generators(generator, n)
-            candidates = torch.cat([cascade(ups[:after], candidates[s:s + rows],
-                                            generator=gens[s:s + rows] if isinstance(gens, Sequence) else gens)
-                                    for s in range(0, len(candidates), rows)])
-        images, _ = self.rerank(candidates, prompts, n)
-        images = cascade(ups[after:], images, generator=generator) if ups else upsample(images, self.scale)
+        judged = ups[:judged_after(self.dvae.config.image_size, ups, self.judge)] if n > 1 else []
+
+        def draw(start: int, stop: int, gens: Generators):
+            ids, mask = self.tokenize(prompts[start:stop])
+            codes = self.transformer.sample(ids.repeat_interleave(n, 0), mask.repeat_interleave(n, 0),
+                                            generator=gens, temperature=temperature, top_k=top_k)
+            candidates = self.dvae.decode(codes).float().clamp(-1, 1)
+            return cascade(judged, candidates, generator=gens), None
+
+        images, _ = draw_best(draw, self.judge, prompts, len(prompts), n, self.device, generator)
+        images = cascade(ups[len(judged):], images, generator=generator) if ups else upsample(images, self.scale)
         images = to_output(images, output_type)
-        empty = torch.zeros(len(prompts), 0)
-        return UnCLIPOutput(images, empty) if return_dict else (images,)
+        return UnCLIPOutput(images, None) if return_dict else (images,)

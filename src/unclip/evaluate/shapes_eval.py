@@ -72,6 +72,7 @@ def write_report(out: Path, figures: dict, images: np.ndarray, prompts: list[str
 def evaluate_model(pipe, out: str | Path, num: int = 500, batch_size: int = 16, seed: int = 0,
                    **sampling) -> dict:
     """Generate the first `num` eval prompts (image i with seed `seed + i`) and score them."""
+    sampling = pipe.check_settings(**sampling)
     items = shapes.eval_split(num)
     prompts = [it.prompt for it in items]
     images = []
@@ -80,11 +81,7 @@ def evaluate_model(pipe, out: str | Path, num: int = 500, batch_size: int = 16, 
         gens = [torch.Generator().manual_seed(seed + start + i) for i in range(len(chunk))]
         images.append(pipe(chunk, generator=gens, output_type="uint8", **sampling).images)
     images = np.concatenate(images)
-    return score_images(images, prompts, out, pipe if _can_embed_images(pipe) else None)
-
-
-def _can_embed_images(pipe) -> bool:
-    return getattr(pipe, "clip", None) is not None or getattr(pipe, "image_encoder", None) is not None
+    return score_images(images, prompts, out, pipe if pipe.capabilities.reads_images else None)
 
 
 def evaluate_manifest(manifest: str | Path, out: str | Path, scorer=None) -> dict:

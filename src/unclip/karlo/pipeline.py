@@ -1,11 +1,11 @@
-"""Karlo's unCLIP, sampled exactly as diffusers' (deprecated) `UnCLIPPipeline` samples it.
+"""Karlo's unCLIP, sampled exactly as diffusers' (deprecated) `DalleTwoPipeline` samples it.
 
 Stages: CLIP text tower -> diffusion prior (x0-prediction, fixed small variance) -> decoder
 (epsilon with a learned variance range, guidance on the 3 epsilon channels) -> one 64->256
 super-resolution stage whose last step uses a separate UNet. Every random number is drawn from
 the caller's generator in diffusers' order: prior latents, one noise per prior step after its
 model call (none at t = 0), decoder latents and step noises, super-res latents and step noises.
-`../shared/guides/karlo-sampling.md` lists the details; tests/test_karlo.py pins equality.
+docs/karlo.md lists the details; tests/test_karlo.py pins equality (at float32).
 
 Beyond diffusers: image embeddings in and out, DDIM inversion of the decoder and DDIM decoding
 at any eta (what the manipulations in `unclip.manipulate` need), and compute in bf16/fp16 with
@@ -20,13 +20,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..base import Capabilities, Pipeline
 from ..clip import warn_if_cut
 from ..decoder.conditioning import DecoderConditioning
 from ..diffusion.sampling import Generators, ddim_invert, sample
 from ..diffusion.schedules import make_scheduler
 from .. import validate
 from ..output import UnCLIPOutput, check_prompts, to_output
-from .folder import TEXT_TO_IMAGE, VARIATIONS, conditioning_from, load_component, load_folder
+from .folder import SCHEDULERS, TEXT_TO_IMAGE, VARIATIONS, conditioning_from, load_component, load_folder
 
 NETWORKS = ("text_encoder", "image_encoder", "prior", "text_proj", "decoder", "super_res_first", "super_res_last")
 
@@ -45,10 +46,17 @@ def _step(scheduler, model_out: torch.Tensor, t, x: torch.Tensor, prev_t, genera
     return scheduler.step(model_out.float(), t, x, prev_timestep=prev_t, generator=gen).prev_sample
 
 
-class KarloPipeline:
-    """A Karlo folder (text to image, or image variations) behind unclip's pipeline interface."""
+CALL_SETTINGS = frozenset({
+    "image", "image_embeddings", "prior", "prior_num_inference_steps", "decoder_num_inference_steps",
+    "super_res_num_inference_steps", "prior_guidance_scale", "decoder_guidance_scale", "prior_latents",
+    "decoder_latents", "super_res_latents"})
 
-    kind = "karlo"
+
+class KarloPipeline(Pipeline):
+    """A Karlo folder (text to image, or image variations) behind unclip's pipeline contract."""
+
+    title = "Karlo model"
+    load_options = ("image_encoder",)
 
     def __init__(self, components: dict, folder_class: str = TEXT_TO_IMAGE):
         """`components`: as `karlo.folder.load_folder` returns them, or a diffusers pipeline's
@@ -77,8 +85,8 @@ class KarloPipeline:
                                    prediction_type="epsilon", clip_sample_range=1.0)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, torch_dtype: torch.dtype = torch.float32,
-                        image_encoder: str | Path | None = None) -> KarloPipeline:
+    def _load(cls, path: Path, torch_dtype: torch.dtype = torch.float32,
+              image_encoder: str | Path | None = None) -> KarloPipeline:
         """Load a Karlo folder. `image_encoder`: a variations folder whose image tower (and
         feature extractor) to add, so that a text-to-image folder can also edit images."""
         folder_class, parts = load_folder(path, torch_dtype)
@@ -91,23 +99,29 @@ class KarloPipeline:
                 raise ValueError(f"{extra}: its image tower embeds in {dim} dimensions, the model in {need}")
         return cls(parts, folder_class)
 
-    # -- devices and dtypes -------------------------------------------------------------------
+    # -- the contract (unclip.base) -------------------------------------------------------------
     def networks(self):
         return [(n, getattr(self, n)) for n in NETWORKS if getattr(self, n) is not None]
 
     @property
-    def device(self) -> torch.device:
-        return self.decoder.device
+    def capabilities(self) -> Capabilities:
+        return Capabilities(text_to_image=self.prior is not None, reads_images=self.image_encoder is not None,
+                            inversion=True, priors=("diffusion",) if self.prior is not None else (),
+                            settings=CALL_SETTINGS)
 
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.decoder.dtype
+    def save_pretrained(self, path: str | Path) -> None:
+        """The folder in Karlo's layout (diffusers' DalleTwoPipeline or UnCLIPImageVariationPipeline)."""
+        from diffusers.pipelines.deprecated.unclip import UnCLIPTextProjModel
 
-    def to(self, device=None, dtype: torch.dtype | None = None) -> KarloPipeline:
-        kw = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
-        for _, net in self.networks():
-            torch.nn.Module.to(net, **kw)  # diffusers' own .to warns about fp32 modules Karlo lacks
-        return self
+        from .synthetic import write_folder
+
+        proj = self.text_proj
+        text_proj = UnCLIPTextProjModel(**{k: proj.config[k] for k in (
+            "clip_extra_context_tokens", "clip_embeddings_dim", "time_embed_dim", "cross_attention_dim")})
+        text_proj.load_state_dict(proj.state_dict())
+        parts = {name: getattr(self, name) for name in (*NETWORKS, "tokenizer", "feature_extractor", *SCHEDULERS)}
+        parts["text_proj"] = text_proj.to(proj.learned_classifier_free_guidance_embeddings.dtype)
+        write_folder({k: v for k, v in parts.items() if v is not None}, path)
 
     @property
     def image_size(self) -> int:
@@ -255,7 +269,7 @@ class KarloPipeline:
                  decoder_guidance_scale: float = 8.0, prior_latents: torch.Tensor | None = None,
                  decoder_latents: torch.Tensor | None = None, super_res_latents: torch.Tensor | None = None,
                  output_type: str = "pil", return_dict: bool = True, prior: str | None = None):
-        """Text to image as diffusers' `UnCLIPPipeline`, or, given `image` (PIL images or uint8
+        """Text to image as diffusers' `DalleTwoPipeline`, or, given `image` (PIL images or uint8
         arrays) or `image_embeddings` (B, D) without a prompt, as `UnCLIPImageVariationPipeline`
         (empty caption, decoder guidance only). Returns `UnCLIPOutput(images, image_embeds)`.
         `prior`: Karlo has the diffusion prior alone (None or "diffusion")."""

@@ -18,7 +18,7 @@ from ..data.stream import make_source
 from ..data.transforms import to_tensor, to_uint8
 from ..decoder import Decoder, DecoderConfig
 from ..decoder.decoder import TEXT_KEYS
-from ..pipeline import UnCLIPPipeline
+from ..pipeline import DalleTwoPipeline
 from ..plot import image_grid
 
 
@@ -71,7 +71,7 @@ class DecoderStage:
         self._source = make_source(replace(cfg.data, image_size=clip.image_size))
         decoder = Decoder.from_config(cfg.model, clip.embed_dim)
         if cfg.init:
-            init = UnCLIPPipeline.from_pretrained(cfg.init)
+            init = DalleTwoPipeline.from_pretrained(cfg.init)
             init.require("decoder")
             decoder.load_state_dict(init.decoder.state_dict())
         self.module = DecoderModule(decoder, clip)
@@ -96,4 +96,4 @@ class DecoderStage:
         return {"clip_cosine": cosine}
 
     def export(self, module: DecoderModule, folder: Path) -> None:
-        UnCLIPPipeline(module.clip, decoder=module.decoder).save_pretrained(folder)
+        DalleTwoPipeline(module.clip, decoder=module.decoder).save_pretrained(folder)

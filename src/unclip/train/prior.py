@@ -14,7 +14,7 @@ from ..clip import ClipEncoder
 from ..config import ConfigError, DataConfig, TrainConfig, check
 from ..data.embeddings import EmbeddingCache, build_cache
 from ..data.stream import make_source
-from ..pipeline import UnCLIPPipeline
+from ..pipeline import DalleTwoPipeline
 from ..prior import ARPrior, ARPriorConfig, DiffusionPrior, PriorConfig
 from ..prior.diffusion_prior import TEXT_KEYS
 
@@ -72,8 +72,8 @@ class PriorStage:
         prior.set_statistics(image_embed.mean(0), image_embed.std(0))
         return prior
 
-    def pipeline(self, prior: DiffusionPrior) -> UnCLIPPipeline:
-        return UnCLIPPipeline(self.clip, prior)
+    def pipeline(self, prior: DiffusionPrior) -> DalleTwoPipeline:
+        return DalleTwoPipeline(self.clip, prior)
 
     def _cache_path(self) -> Path:
         path = Path(self.cfg.cache)
@@ -107,5 +107,5 @@ class ARPriorStage(PriorStage):
         data, text_width = self.cache.data, self.clip.model.config.text_config.hidden_size
         return ARPrior.from_data(cfg, data["image_embed"], data["text_embed"], self.clip.max_length, text_width)
 
-    def pipeline(self, prior: ARPrior) -> UnCLIPPipeline:
-        return UnCLIPPipeline(self.clip, ar_prior=prior)
+    def pipeline(self, prior: ARPrior) -> DalleTwoPipeline:
+        return DalleTwoPipeline(self.clip, ar_prior=prior)

@@ -15,7 +15,7 @@ from ..data import shapes
 from ..data.stream import make_source
 from ..data.transforms import to_tensor, to_uint8
 from ..evaluate.image_metrics import psnr
-from ..pipeline import UnCLIPPipeline
+from ..pipeline import DalleTwoPipeline
 from ..plot import image_grid
 from ..upsampler import Upsampler, UpsamplerConfig, upsample
 
@@ -56,7 +56,7 @@ class UpsamplerStage:
         self._source = make_source(cfg.data)
         upsampler = Upsampler.from_config(cfg.model)
         if cfg.init:  # a whole model's upsampler `stage`, or a one-upsampler folder's only one
-            ups = UnCLIPPipeline.from_pretrained(cfg.init).upsamplers
+            ups = DalleTwoPipeline.from_pretrained(cfg.init).upsamplers
             if not ups:
                 raise ConfigError("init", f"{cfg.init} holds no upsampler")
             upsampler.load_state_dict((ups[cfg.stage - 1] if len(ups) > 1 else ups[0]).state_dict())
@@ -83,4 +83,4 @@ class UpsamplerStage:
         return {"psnr": psnr(out, truth), "psnr_bicubic": psnr(bicubic, truth)}
 
     def export(self, module: UpsamplerModule, folder: Path) -> None:
-        UnCLIPPipeline(None, upsamplers=[module.upsampler]).save_pretrained(folder)
+        DalleTwoPipeline(None, upsamplers=[module.upsampler]).save_pretrained(folder)

@@ -100,7 +100,7 @@ def build_app(pipe, model_path, limits: Limits | None = None, folder: str | Path
                                        minimum=1)
                         us = gr.Number(model["super_res_num_inference_steps"], label="Upsampler steps", precision=0,
                                        minimum=1)
-                    prior = gr.Radio(jobs.priors(), value="diffusion", label="Prior")
+                    prior = gr.Radio(jobs.priors(), value=jobs.priors()[0], label="Prior")
                     go = gr.Button("Generate", variant="primary", elem_id="generate-button")
                 gallery = gr.Gallery(label="Images", columns=4, elem_id="generate-gallery", format="png")
             go.click(_shown(generate), [prompts, num, seed, pg, dg, ps, ds, us, prior], gallery, api_name="generate")
@@ -153,20 +153,19 @@ def build_app(pipe, model_path, limits: Limits | None = None, folder: str | Path
     return app, jobs
 
 
-def serve(model=None, host: str = "127.0.0.1", port: int = 7860, image_encoder=None, limits: Limits | None = None):
-    """Load the model once and serve the page until interrupted."""
+def serve(model=None, host: str = "127.0.0.1", port: int = 7860, image_encoder=None, limits: Limits | None = None,
+          device: str | None = "auto"):
+    """Load the model once (on `device`) and serve the page until interrupted."""
     import os
 
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # nothing leaves this machine
-    from ..pipeline import load_pipeline, resolve_model
-
-    from ..dalle1.pipeline import is_dalle1_folder
+    from ..registry import load_pipeline, resolve_model
 
     path = resolve_model(model)
-    if is_dalle1_folder(path):  # its jobs are text to image only; `unclip generate` does that
-        raise ValueError(f"{path} is a DALL-E 1 model; the web app serves unCLIP and Karlo models "
-                         "(use `unclip generate --model ...` for DALL-E 1)")
-    pipe = load_pipeline(path, image_encoder=image_encoder)
+    pipe = load_pipeline(path, image_encoder=image_encoder, device=device)
+    if not pipe.capabilities.inversion:  # every tab but one edits through the CLIP latent
+        raise ValueError(f"{path} is a {pipe.title}; the web app serves unCLIP and Karlo models "
+                         "(use `unclip generate --model ...` for it)")
     limits = limits or Limits()
     app, jobs = build_app(pipe, path, limits)
     exposed = "" if host in ("127.0.0.1", "localhost", "::1") else " (reachable from other machines: you asked for it)"

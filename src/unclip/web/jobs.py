@@ -79,7 +79,7 @@ class Jobs:
                  seed: int = validate.DEFAULTS["seed"], prior_guidance: float | None = None,
                  decoder_guidance: float | None = None, prior_steps: int | None = None,
                  decoder_steps: int | None = None, upsampler_steps: int | None = None,
-                 prior: str = "diffusion") -> list[tuple[str, str]]:
+                 prior: str | None = None) -> list[tuple[str, str]]:
         """Images for each non-blank line of `prompts`: [(png path, caption)]."""
         from ..generate import generate_files
 
@@ -93,19 +93,22 @@ class Jobs:
         num_images, seed = int(num_images), int(seed)
         if len(lines) * num_images > self.limits.images:
             raise ValueError(f"{len(lines)} prompts x {num_images} images; at most {self.limits.images} per request")
+        prior = prior or self.priors()[0]
         if prior not in self.priors():
             raise ValueError(f"unknown prior {prior!r}; this model has {', '.join(self.priors())}")
         sampling = {"prior_guidance_scale": prior_guidance, "decoder_guidance_scale": decoder_guidance,
                     "prior_num_inference_steps": prior_steps and self._steps(prior_steps),
                     "decoder_num_inference_steps": decoder_steps and self._steps(decoder_steps),
-                    "super_res_num_inference_steps": upsampler_steps and self._steps(upsampler_steps)}
+                    "super_res_num_inference_steps": upsampler_steps and self._steps(upsampler_steps),
+                    "prior": prior if prior != self.priors()[0] else None}  # None: the model's own default
         out = self._request_folder()
         manifest = generate_files(self.pipe, lines, out, num_images=num_images, seed=seed, **sampling)
         records = [json.loads(x) for x in manifest.read_text().splitlines()]
         return [(str(out / r["file"]), f"{r['prompt']} (seed {r['seed']})") for r in records]
 
     def priors(self) -> list[str]:
-        return ["diffusion"]
+        """The priors the model has, its default first."""
+        return list(self.pipe.capabilities.priors) or ["none"]
 
     def vary(self, image, num_images: int = validate.DEFAULTS["vary_num_images"],
              eta: float = validate.DEFAULTS["eta"], seed: int = validate.DEFAULTS["seed"],
@@ -178,28 +181,13 @@ def describe(pipe, path) -> str:
     def params(module) -> str:
         return f"{sum(p.numel() for p in module.parameters()) / 1e6:.1f} M parameters"
 
-    rows = [f"- folder: `{path}`"]
-    if getattr(pipe, "kind", "") == "karlo":
-        rows.append(f"- kind: Karlo (diffusers `{pipe.folder_class}` folder), sampled as diffusers does")
-        for name, net in pipe.networks():
-            rows.append(f"- {name}: {params(net)}")
-        rows.append(f"- base {pipe.base_size} px, output {pipe.image_size} px; defaults 25/25/7 steps, guidance 4/8")
-    else:
-        rows.append("- kind: unclip's own model (CLIP, diffusion prior, decoder, upsamplers)")
-        for name in ("clip", "prior", "decoder"):
-            part = getattr(pipe, name)
-            if part is not None:
-                rows.append(f"- {name}: {params(part)}")
-        for i, up in enumerate(pipe.upsamplers, start=1):
-            rows.append(f"- upsampler {i}: {params(up)}, x{up.cfg.factor}, {up.cfg.sample_steps} steps")
-        if pipe.decoder is not None:
-            d = pipe.decoder.cfg
-            size = d.image_size * int(np.prod([u.cfg.factor for u in pipe.upsamplers] or [1]))
-            rows.append(f"- decoder: {d.image_size} px, {d.sample_steps} {d.sampler} steps, guidance {d.guidance_scale};"
-                        f" output {size} px")
-        if pipe.prior is not None:
-            p = pipe.prior.cfg
-            rows.append(f"- prior: {p.sample_steps} {p.sampler} steps, guidance {p.guidance_scale}, best of {p.best_of}")
+    caps = pipe.capabilities
+    dtype = str(pipe.dtype).removeprefix("torch.")
+    rows = [f"- folder: `{path}`", f"- kind: {pipe.title} ({type(pipe).__name__}), on {pipe.device} in {dtype}",
+            f"- priors: {', '.join(caps.priors) or 'none'}; reranking: {'yes' if caps.reranking else 'no'}"]
+    rows += [f"- {name}: {params(net)}" for name, net in pipe.networks()]
+    defaults = {k: v for k, v in pipe.sampling_defaults().items() if v is not None}
+    rows.append("- sampling defaults: " + ", ".join(f"{k} {v}" for k, v in defaults.items()))
     vocab = [
         "The shipped model knows the **shapes world**: one or two objects on a plain background.",
         f"- colours: {', '.join(shapes.COLOURS)}", f"- shapes: {', '.join(shapes.SHAPES)}",

@@ -1,0 +1,77 @@
+"""What a model folder is, and the pipeline that loads it: one place decides.
+
+`--model` takes a folder (unclip's own, DALL-E 1's, or a Karlo diffusers folder as
+downloaded), a shipped model's name ("dalle1"), or nothing: the shipped unCLIP model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+SHIPPED = {"dalle1": "dalle1"}  # --model NAME: a model shipped in the package's assets
+DEFAULT = "shapes"
+
+
+def assets() -> Path:
+    return Path(__file__).resolve().parent / "assets"
+
+
+def default_model_dir() -> Path:
+    """The shapes-world model shipped inside the package."""
+    return assets() / DEFAULT
+
+
+def resolve_model(path: str | Path | None) -> Path:
+    """A model folder: the one given, a shipped model by name ("dalle1", unless a folder of that
+    name exists here), or the shipped unCLIP model."""
+    if path is not None and str(path) in SHIPPED and not Path(path).is_dir():
+        shipped = assets() / SHIPPED[str(path)]
+        if not shipped.is_dir():
+            raise FileNotFoundError(f"no {path} model is installed at {shipped}; pass --model DIR")
+        return shipped
+    if path is not None:
+        path = Path(path)
+        if not path.is_dir():
+            raise FileNotFoundError(f"model folder not found: {path}")
+        return path
+    path = default_model_dir()
+    if not path.is_dir():
+        raise FileNotFoundError(f"no default model is installed at {path}; pass --model DIR")
+    return path
+
+
+def pipeline_class(path: Path):
+    """The pipeline class for a folder, by the file that says what it is."""
+    from .dalle1.pipeline import DalleOnePipeline, is_dalle1_folder
+    from .karlo import KarloPipeline, folder_kind
+    from .pipeline import DalleTwoPipeline
+
+    if is_dalle1_folder(path):
+        return DalleOnePipeline
+    if folder_kind(path) is not None:
+        return KarloPipeline
+    return DalleTwoPipeline
+
+
+def load_pipeline(path: str | Path | None = None, torch_dtype: torch.dtype | str = torch.float32,
+                  device: str | torch.device | None = None, image_encoder: str | Path | None = None):
+    """The pipeline a folder holds (default: the shipped model), in `torch_dtype` ("auto": the
+    fastest precision for `device`, see unclip.precision) on `device` ("auto": the first GPU if
+    any; None: the CPU). `image_encoder`: a Karlo variations folder whose image tower to add."""
+    from .devices import resolve_device
+    from .precision import resolve_dtype
+
+    path = resolve_model(path)
+    device = resolve_device(device) if device is not None else torch.device("cpu")
+    if isinstance(torch_dtype, str):
+        torch_dtype = resolve_dtype(torch_dtype, device)
+    cls = pipeline_class(path)
+    kw = {}
+    if image_encoder is not None:
+        if "image_encoder" not in cls.load_options:
+            raise ValueError(f"--image-encoder adds a Karlo image tower to a Karlo folder; {path} is a "
+                             f"{cls.title} folder")
+        kw["image_encoder"] = image_encoder
+    return cls.from_pretrained(path, torch_dtype=torch_dtype, device=device, **kw)
