@@ -102,3 +102,27 @@ def test_resume_draws_only_what_is_missing(tiny_model, tmp_path, capsys):
     changed = [*args[:-4], "--steps", "prior=3", "decoder=2", "upsampler=1", *args[-4:], "--resume"]
     assert main(changed) == 0  # other settings: every image is drawn again
     assert (out / "00000.png").stat().st_mtime_ns != kept
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform != "linux", reason="gloo process groups on Linux")
+def test_eval_shapes_over_two_processes_scores_like_one(tiny_model, tmp_path):
+    import json
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
+    accelerate = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                  "--main_process_port", str(free_port())]
+    figures = {}
+    for name, launcher in (("two", accelerate), ("one", [sys.executable])):
+        out = tmp_path / name
+        done = subprocess.run([*launcher, "-m", "unclip", "eval", "shapes", "--model", str(tiny_model), "--num", "6",
+                               "--batch-size", "2", "--dtype", "float32", "--rerank", "1", "--out", str(out)],
+                              env=env, capture_output=True, text=True, timeout=240)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert done.stdout.count("shapes: generated images scored") == 1  # one report, from the main process
+        figures[name] = json.loads(done.stdout.strip().splitlines()[-1])
+        lines = (out / "images" / "manifest.jsonl").read_text().splitlines()
+        assert [json.loads(x)["seed"] for x in lines] == list(range(6))
+    one, two = figures["one"], figures["two"]
+    assert one["in_distribution"]["single"]["images"] == two["in_distribution"]["single"]["images"]
+    assert abs(one["speckle"] - two["speckle"]) < 0.05

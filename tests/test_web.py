@@ -59,6 +59,9 @@ def test_every_tab_in_a_real_browser(server, pictures, tmp_path):
         assert web.edit(page, a, "a blue circle") == [(32, 32)] * 5
         page.screenshot(path=shots / "edit.png", full_page=True)
 
+        assert web.inpaint(page, a, "a red circle above a blue square") == [(32, 32)] * 4
+        page.screenshot(path=shots / "inpaint.png", full_page=True)
+
         web.open_tab(page, "Vary")
         web.upload(page, "vary-image", fake)
         page.click("#vary-button")
@@ -69,7 +72,8 @@ def test_every_tab_in_a_real_browser(server, pictures, tmp_path):
         page.screenshot(path=shots / "about.png", full_page=True)
         # the server is still up after the errors
         assert web.generate(page, "a green star") == [(32, 32)]
-    assert all((shots / f"{t}.png").stat().st_size > 1000 for t in ("generate", "vary", "interpolate", "edit", "about"))
+    assert all((shots / f"{t}.png").stat().st_size > 1000
+               for t in ("generate", "vary", "interpolate", "edit", "inpaint", "about"))
 
 
 def test_api_endpoints_with_gradio_client(server, pictures):
@@ -86,6 +90,19 @@ def test_api_endpoints_with_gradio_client(server, pictures):
     assert len(frames) == 3
     strip, gif, frames = client.predict(handle_file(str(a)), "a blue circle", steps=3, api_name="/edit")
     assert len(frames) == 5
+    mask = a.parent / "mask.png"
+    Image.fromarray(np.where(np.arange(48)[:, None] < 24, 255, 0).astype(np.uint8).repeat(48, 1)).save(mask)
+    strip, results = client.predict(handle_file(str(a)), handle_file(str(mask)), "a red circle", num_images=2,
+                                    api_name="/inpaint")
+    assert len(results) == 2 and Image.open(results[0]["image"]).size == (32, 32)
+    from unclip.data.transforms import resize_center_crop
+
+    kept = np.asarray(Image.open(results[0]["image"]))[17:]  # below the mask's edge row
+    assert np.array_equal(kept, np.asarray(resize_center_crop(Image.open(a).convert("RGB"), 32))[17:])
+    with pytest.raises(Exception, match="mask is empty"):
+        Image.new("L", (8, 8), 0).save(a.parent / "black.png")
+        client.predict(handle_file(str(a)), handle_file(str(a.parent / "black.png")), "a red circle",
+                       api_name="/inpaint")
     with pytest.raises(Exception, match="at most 16"):
         client.predict("a red circle", num_images=17, api_name="/generate")
 

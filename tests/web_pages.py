@@ -137,3 +137,24 @@ def edit(page, image: Path, to: str, frames: int = 5) -> list[tuple[int, int]]:
 def error_shown(page, text: str) -> None:
     """Wait for an error message containing `text` in the page (gradio's toast)."""
     page.get_by_text(text).first.wait_for(timeout=TIMEOUT_MS)
+
+
+def inpaint(page, image: Path, caption: str, count: int = 4) -> list[tuple[int, int]]:
+    """Upload `image` into the Inpaint tab's editor, paint over its upper half with the brush,
+    type the caption, press Inpaint and wait for `count` results."""
+    open_tab(page, "Inpaint")
+    old = sources(page, "#inpaint-gallery img")
+    page.set_input_files("#inpaint-editor input[type=file]", str(image))
+    canvas = page.locator("#inpaint-editor canvas").first
+    canvas.wait_for()
+    page.get_by_role("button", name="Brush", exact=True).click()
+    box = canvas.bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] * 0.3
+    for dy in range(-40, 41, 10):  # strokes across the upper part of the picture
+        page.mouse.move(cx - 50, cy + dy)
+        page.mouse.down()
+        page.mouse.move(cx + 50, cy + dy, steps=8)
+        page.mouse.up()
+    page.fill("#inpaint-caption textarea", caption)
+    page.click("#inpaint-button")
+    return wait_images(page, "#inpaint-gallery img", count, old)

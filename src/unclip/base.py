@@ -34,6 +34,7 @@ class Capabilities:
     text_to_image: bool = True
     reads_images: bool = False  # embed_images / embed_captions: CLIP scores, the manipulations' input
     inversion: bool = False  # decoder_input / invert_decoder / decode_latents: the manipulations
+    inpainting: bool = False  # inpaint(image, mask_image, prompt): repaint a region in place
     priors: tuple[str, ...] = ()  # validate.PRIORS it has; () for a system without a CLIP latent
     reranking: bool = False  # draws candidates and keeps the best by a CLIP (`rerank=`)
     settings: frozenset[str] = field(default_factory=frozenset)

@@ -64,7 +64,7 @@ def cmd_eval(args) -> None:
 
         if args.model is None:
             raise ValueError("eval clip needs --model DIR (a CLIP folder)")
-        figures = retrieval_accuracy(ClipEncoder.from_pretrained(args.model), num=args.num)
+        figures = retrieval_accuracy(ClipEncoder.from_pretrained(args.model), num=args.num or 500)
         print_report(f"CLIP text-to-image top-1 retrieval among 100 ({args.model})", figures)
     elif args.what == "prior":
         from .evaluate.prior_eval import evaluate_prior
@@ -80,8 +80,21 @@ def cmd_eval(args) -> None:
             raise ValueError(f"eval prior scores a prior's samples: --prior diffusion or ar, not {prior}")
         pipe = load(args)
         pipe.check_settings(prior=prior)
-        figures = evaluate_prior(pipe, num=args.num, prior=prior)
+        figures = evaluate_prior(pipe, num=args.num or 500, prior=prior)
         print_report(f"prior: predicted vs true CLIP image embeddings ({path})", figures)
+    elif args.what == "inpaint":
+        from .evaluate.inpaint_eval import evaluate_inpaint
+        from .validate import count, sampling
+
+        sampling(rerank=args.rerank)
+        count("resample", args.resample)
+        pipe = load(args)
+        if not pipe.capabilities.inpainting:
+            raise ValueError(f"eval inpaint needs a model that inpaints; this {pipe.title} does not")
+        kw = {"rerank": args.rerank} if args.rerank is not None else {}
+        figures = evaluate_inpaint(pipe, args.out, num=args.num or 100, resample=args.resample, **kw)
+        print_report(f"inpaint: one object of two repainted as another ({args.model or 'default model'}); "
+                     f"report and grid in {args.out}", figures)
     elif args.what == "shapes":
         from .evaluate.shapes_eval import evaluate_manifest, evaluate_model
 
@@ -92,12 +105,17 @@ def cmd_eval(args) -> None:
         else:
             from .validate import sampling
 
+            from .devices import process_group
+
             sampling(rerank=args.rerank)  # before the model loads
+            process = process_group()  # several under `accelerate launch`
+            if process[3] is not None and args.device == "auto":
+                args.device = str(process[3])
             pipe = load(args)
-            given = pipe.check_settings(rerank=args.rerank, upscale=args.upscale, prior=args.prior)
-            given.pop("prior", None)
-            figures = evaluate_model(pipe, args.out, num=args.num, batch_size=args.batch_size, prior=args.prior,
-                                     **given)
+            figures = evaluate_model(pipe, args.out, num=args.num or 500, batch_size=args.batch_size, resume=args.resume,
+                                     process=process[:3], rerank=args.rerank, upscale=args.upscale, prior=args.prior)
+            if figures is None:
+                return
             source = args.model or "default model"
         print_report(f"shapes: generated images scored against their prompts ({source}); "
                      f"report and grid in {args.out}", figures)
@@ -165,7 +183,7 @@ def cmd_serve(args) -> None:
     from .web.app import serve
 
     check_device(args)
-    serve(args.model, args.host, args.port, image_encoder=args.image_encoder, device=args.device)
+    serve(args.model, args.host, args.port, image_encoder=args.image_encoder, device=args.device, dtype=args.dtype)
 
 
 def cmd_assemble(args) -> None:
@@ -217,6 +235,81 @@ def cmd_edit(args) -> None:
     print(f"wrote {len(lines)} images and {finish_manifest(out, lines)}")
 
 
+def cmd_inpaint(args) -> None:
+    """Repaint the white region of --mask in IMAGE to agree with CAPTION; PNGs, strip.png, manifest."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from . import validate
+    from .data.transforms import open_rgb
+    from .generate import finish_manifest, parse_samplers, parse_steps, prepare_out, write_images
+    from .inpaint import Region
+    from .plot import image_grid
+
+    validate.count("num_images", args.num_images)
+    validate.count("resample", args.resample, high=validate.MAX_STEPS)
+    validate.seed(args.seed + args.num_images - 1, "seed")
+    validate.sampling(rerank=args.rerank)
+    if not args.caption.strip():
+        raise ValueError("give a caption for the repainted region")
+    image, mask = open_rgb(args.image), open_rgb(args.mask)
+    region = Region(image, mask)  # a mask that covers nothing or everything is refused here, before loading
+    like = open_rgb(args.like) if args.like else None
+    sampling = {**parse_steps(args.steps), **parse_samplers(args.sampler)}
+    check_device(args)
+    out, lines = prepare_out(args.out, args.overwrite), []
+    pipe = load(args)
+    if not pipe.capabilities.inpainting:
+        raise ValueError(f"inpainting repaints with a diffusion decoder, which this {pipe.title} does not have")
+    gens = [torch.Generator().manual_seed(args.seed + i) for i in range(args.num_images)]
+    images = pipe.inpaint(image, mask, args.caption, like=like, num_images_per_prompt=args.num_images, generator=gens,
+                          resample=args.resample, rerank=args.rerank, output_type="uint8", **sampling).images
+    records = [{"prompt": args.caption, "seed": args.seed + i, "resample": args.resample, "mask": str(args.mask),
+                **({"like": str(args.like)} if args.like else {}), **sampling} for i in range(len(images))]
+    write_images(out, images, records, lines)
+    side = images.shape[1]
+    mask_rgb = Image.fromarray(region.repaint.astype(np.uint8) * 255).convert("RGB")
+    shown = [np.asarray(image.resize((side, side))), np.asarray(mask_rgb.resize((side, side)))]
+    image_grid(np.stack([*shown, *images]), ["input", "mask (white: repaint)", *[f"seed {r['seed']}" for r in records]],
+               cols=len(images) + 2, label_lines=1).save(out / "strip.png")
+    print(f"wrote {len(lines)} images, strip.png and {finish_manifest(out, lines)}")
+
+
+def cmd_probe(args) -> None:
+    """probe pca: the image's embedding cut to its first k principal components, decoded."""
+    import numpy as np
+
+    from . import probe, validate
+    from .data.transforms import open_rgb
+    from .generate import finish_manifest, prepare_out, write_images
+    from .plot import image_grid
+
+    validate.seed(args.seed)
+    validate.count("steps", args.steps, high=validate.MAX_STEPS)
+    if any(k < 1 for k in args.dims):
+        raise ValueError(f"--dims must be whole numbers >= 1, got {args.dims}")
+    image = np.asarray(open_rgb(args.image))
+    fit_images = None
+    if args.fit_images:
+        paths = sorted(p for p in Path(args.fit_images).rglob("*")
+                       if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp", ".bmp"))
+        if len(paths) < 2:
+            raise ValueError(f"--fit-images {args.fit_images}: fewer than two images to fit the PCA on")
+        fit_images = [np.asarray(open_rgb(p)) for p in paths]
+    check_device(args)
+    out, lines = prepare_out(args.out, args.overwrite), []
+    pipe = load(args)
+    if not pipe.capabilities.inversion:
+        raise ValueError(f"probe pca decodes CLIP image embeddings, which this {pipe.title} does not have")
+    name = "shapes" if fit_images is None else "folder-" + Path(args.fit_images).resolve().name
+    pca = probe.cached_fit(pipe, fit_images, name)
+    frames = probe.probe_pca(pipe, image, list(args.dims), pca, seed=args.seed, steps=args.steps)
+    write_images(out, frames, [{"dims": k, "seed": args.seed, "steps": args.steps} for k in args.dims], lines)
+    image_grid(frames, [f"{k} components" for k in args.dims], cols=len(frames), label_lines=1).save(out / "strip.png")
+    print(f"wrote {len(lines)} images, strip.png and {finish_manifest(out, lines)}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .validate import DEFAULTS as D
 
@@ -263,8 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     overwrite_flag(g)
     g.add_argument("--resume", action="store_true", help="continue a run that stopped: keep the images already in "
                    "--out that were drawn with the same prompt, seed and settings, draw the rest")
-    dtype_flag(g)
-    device_flag(g)
+    compute_flags(g)
 
     def editing(name, help, n_images, description):
         c = sub.add_parser(name, help=help, description=description + " Writes PNGs and manifest.jsonl.")
@@ -275,8 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument("--seed", type=int, default=D["seed"])
         image_encoder_flag(c)
         overwrite_flag(c)
-        dtype_flag(c)
-        device_flag(c)
+        compute_flags(c)
         return c
 
     editing("invert", "DDIM-invert an image and reconstruct it", 1,
@@ -297,6 +388,44 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--frames", type=int, default=D["frames"], help="frames from theta 0 to --max-theta")
     c.add_argument("--max-theta", type=float, default=D["max_theta"])
 
+    ip = sub.add_parser("inpaint", help="repaint a region of an image to agree with a caption",
+                        description="Repaint the white region of --mask in IMAGE so that it agrees with CAPTION, "
+                        "keeping the rest (RePaint with the model's own decoder and upsamplers). Writes PNGs at "
+                        "the model's output size, strip.png and manifest.jsonl.")
+    ip.add_argument("image", metavar="IMAGE", help="the image (any size; cropped to a square as the decoder's input)")
+    ip.add_argument("caption", metavar="CAPTION", help="what the whole image should show after repainting")
+    ip.add_argument("--mask", required=True, help="greyscale mask image, white = repaint (any size: resized to IMAGE)")
+    ip.add_argument("--like", metavar="IMAGE", help="take the image embedding from this image instead of the prior")
+    ip.add_argument("--model", help=MODEL_HELP)
+    ip.add_argument("--out", required=True, help="output folder")
+    ip.add_argument("--num-images", type=int, default=D["vary_num_images"])
+    ip.add_argument("--seed", type=int, default=D["seed"], help="image i gets seed SEED + i")
+    ip.add_argument("--resample", type=int, default=D["resample"], help="RePaint jumps back per step (harmony "
+                    "between the kept and the repainted parts; cost grows with it)")
+    ip.add_argument("--steps", nargs="+", metavar="STAGE=N", help="sampling steps, e.g. decoder=25 upsampler=7")
+    ip.add_argument("--sampler", nargs="+", metavar="STAGE=NAME", help="ddpm or ddim for decoder and upsampler")
+    ip.add_argument("--rerank", type=int, help="candidates per image, the best by the model's reranker kept "
+                    "(default: the model's)")
+    overwrite_flag(ip)
+    compute_flags(ip)
+
+    pr = sub.add_parser("probe", help="probe the latent: an image's embedding from its first k principal components",
+                        description="The paper's Fig. 7: the image's CLIP embedding reconstructed from its first k "
+                        "principal components (PCA of training embeddings, cached), each decoded with the same "
+                        "DDIM noise. Writes one PNG per k, strip.png and manifest.jsonl ({dims} per image).")
+    pr.add_argument("what", choices=["pca"])
+    pr.add_argument("image", metavar="IMAGE")
+    pr.add_argument("--dims", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64], help="values of k")
+    pr.add_argument("--model", help=MODEL_HELP)
+    pr.add_argument("--out", required=True, help="output folder")
+    pr.add_argument("--seed", type=int, default=D["seed"], help="the DDIM noise shared by every k")
+    pr.add_argument("--steps", type=int, default=D["steps"], help="DDIM steps")
+    pr.add_argument("--fit-images", metavar="DIR", help="fit the PCA on this folder's images (default: the "
+                    "shapes world's training stream)")
+    image_encoder_flag(pr)
+    overwrite_flag(pr)
+    compute_flags(pr)
+
     dm = sub.add_parser("demo", help="draw a grid of canonical prompts with the default model",
                         description="Generate a handful of canonical shapes prompts and save grid.png.")
     dm.add_argument("--model", help="model folder (default: the shipped model)")
@@ -309,13 +438,13 @@ def build_parser() -> argparse.ArgumentParser:
     device_flag(dm)
 
     w = sub.add_parser("serve", help="a web page for every job, on one loaded model",
-                       description="Serve a gradio page (and its API: /generate, /vary, /interpolate, /edit) "
+                       description="Serve a gradio page (and its API: /generate, /vary, /interpolate, /edit, /inpaint) "
                        "with the model loaded once. Binds to 127.0.0.1 unless told otherwise.")
     w.add_argument("--model", help=MODEL_HELP)
     w.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     w.add_argument("--port", type=int, default=7860)
     image_encoder_flag(w)
-    device_flag(w)
+    compute_flags(w)
 
     a = sub.add_parser("assemble", help="merge trained stages into one model folder",
                        description="Merge the model folders that training runs export (CLIP + prior, "
@@ -331,20 +460,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="evaluate a trained stage", description="Print a table of figures and, "
                        "as the last line, one JSON object with all of them.")
-    e.add_argument("what", choices=["clip", "prior", "shapes"], help="clip: text-to-image retrieval; prior: "
-                   "cosine and retrieval of sampled image embeddings against baselines; shapes: generated "
-                   "images scored against their prompts (all on the shapes eval split)")
+    e.add_argument("what", choices=["clip", "prior", "shapes", "inpaint"], help="clip: text-to-image retrieval; "
+                   "prior: cosine and retrieval of sampled image embeddings against baselines; shapes: generated "
+                   "images scored against their prompts; inpaint: one object of two repainted as another "
+                   "(all on the shapes eval split)")
+    e.add_argument("--resample", type=int, default=1, help="inpaint: RePaint jumps back per step")
     e.add_argument("--manifest", help="shapes: score the images of this manifest.jsonl instead of generating")
     e.add_argument("--out", default="runs/eval-shapes", help="shapes: folder for report.json and grid.png")
     e.add_argument("--batch-size", type=int, default=16, help="shapes: images generated together")
     e.add_argument("--model", help="model folder (a CLIP folder for clip, a pipeline folder otherwise; "
                    "default: the shipped model)")
-    e.add_argument("--num", type=int, default=500, help="eval split items (groups of 100 per subset)")
+    e.add_argument("--num", type=int, help="eval split items (groups of 100 per subset; default 500), or "
+                   "inpaint cases (default 100)")
+    e.add_argument("--resume", action="store_true", help="shapes: keep the images already drawn in OUT/images "
+                   "with the same settings, draw the rest")
     prior_flag(e)
     model_flags(e)
     image_encoder_flag(e)
-    dtype_flag(e)
-    device_flag(e)
+    compute_flags(e)
     return p
 
 
@@ -385,6 +518,12 @@ def dtype_flag(parser) -> None:
                         "diffusers' for Karlo folders at float32")
 
 
+def compute_flags(parser) -> None:
+    """--dtype and --device: every command that runs a model."""
+    dtype_flag(parser)
+    device_flag(parser)
+
+
 def device_flag(parser) -> None:
     parser.add_argument("--device", default="auto", help="where to compute: auto (the first GPU if there is "
                         "one, else the CPU), cpu, cuda, cuda:N or mps; seeds draw the same noise on every device")
@@ -407,7 +546,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         commands = {"data": cmd_data, "eval": cmd_eval, "generate": cmd_generate, "assemble": cmd_assemble,
                     "invert": cmd_edit, "vary": cmd_edit, "interpolate": cmd_edit, "edit": cmd_edit,
-                    "demo": cmd_demo, "serve": cmd_serve}
+                    "demo": cmd_demo, "serve": cmd_serve, "inpaint": cmd_inpaint, "probe": cmd_probe}
         commands[args.command](args)
     except (ValueError, OSError, FloatingPointError) as e:
         if isinstance(e, OSError) and e.filename and e.strerror:
@@ -419,7 +558,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-OUTPUT_COMMANDS = ("generate", "invert", "vary", "interpolate", "edit")
+OUTPUT_COMMANDS = ("generate", "invert", "vary", "interpolate", "edit", "inpaint", "probe")
 
 
 if __name__ == "__main__":

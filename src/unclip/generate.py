@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from pathlib import Path
 
 import torch
@@ -156,7 +157,8 @@ def single_process() -> tuple[int, int, callable]:
 
 def generate_files(pipe, prompts: list[str], out: str | Path, *, num_images: int = 1,
                    seed: int = 0, batch_size: int = 8, overwrite: bool = False, resume: bool = False,
-                   process: tuple[int, int, callable] | None = None, **sampling) -> Path:
+                   process: tuple[int, int, callable] | None = None, deadline: float | None = None,
+                   **sampling) -> Path:
     """Write `num_images` PNGs per prompt and `manifest.jsonl` ({prompt, file, seed, process}
     per image, in prompt order) to `out`. Image i is `i:05d.png`, has seed `seed + i` and
     depends on it alone, whatever the batch size or the process that draws it.
@@ -165,7 +167,8 @@ def generate_files(pipe, prompts: list[str], out: str | Path, *, num_images: int
     (which replaces them) or `resume` (which keeps every image already written with the same
     prompt, seed and settings and draws the rest). `process`: (rank, world size,
     wait_for_everyone) under `accelerate launch`: process r draws images r, r + world, ...; the
-    main process writes the manifest once all are done."""
+    main process writes the manifest once all are done. `deadline` (time.monotonic()): a
+    TimeoutError before the next batch once it has passed (the web app's per-request limit)."""
     rank, world, wait = process or single_process()
     check_generate(len(prompts), num_images, seed, batch_size, **sampling)
     check_out(out, overwrite, resume)  # every process checks the same folder, then one changes it
@@ -182,6 +185,8 @@ def generate_files(pipe, prompts: list[str], out: str | Path, *, num_images: int
     with tqdm(total=len(mine), desc="generate" if world == 1 else f"generate (process {rank})", unit="img",
               position=rank) as bar:
         for start in range(0, len(mine), batch_size):
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"stopped after {start} of {len(mine)} images: the time limit was reached")
             chunk = mine[start:start + batch_size]
             generators = [torch.Generator().manual_seed(records[i]["seed"]) for i in chunk]
             images = pipe([records[i]["prompt"] for i in chunk], generator=generators, output_type="uint8",

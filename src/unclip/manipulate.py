@@ -117,7 +117,8 @@ def interpolate(pipe, image_a: np.ndarray, image_b: np.ndarray, frames: int = 5,
     thetas = np.linspace(0, 1, frames).tolist()
     z = torch.cat([slerp_embeddings(z_a, z_b, th) for th in thetas])
     if latent == "fixed":
-        x_T = torch.randn(x_a.shape, generator=torch.Generator().manual_seed(seed)).expand(frames, -1, -1, -1)
+        x_T = torch.randn(x_a.shape, generator=torch.Generator().manual_seed(seed)).to(x_a.device)
+        x_T = x_T.expand(frames, -1, -1, -1)
     else:
         x_T = torch.cat([slerp(x_a.flatten(1), x_b.flatten(1), th).view_as(x_a) for th in thetas])
     gens = [torch.Generator().manual_seed(seed) for _ in thetas]

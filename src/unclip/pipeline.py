@@ -133,6 +133,7 @@ class DalleTwoPipeline(Pipeline):
             priors += ["text", "none"] if self.clip is not None else ["none"]
         clip, dec = self.clip is not None, self.decoder is not None
         return Capabilities(text_to_image=clip and dec and bool(priors), reads_images=clip, inversion=clip and dec,
+                            inpainting=clip and dec,
                             priors=tuple(priors), reranking=self.judge is not None, settings=CALL_SETTINGS)
 
     @torch.no_grad()
@@ -238,6 +239,54 @@ class DalleTwoPipeline(Pipeline):
         images, z = draw_best(draw, self.judge, captions, total, k, self.device, generator)
         later = self.upsamplers[len(judged):]
         images = to_output(cascade(later, images, generator=generator, **up_kw), output_type)
+        return UnCLIPOutput(images, z) if return_dict else (images,)
+
+    @torch.no_grad()
+    def inpaint(self, image, mask_image, prompt: str | list[str], *, like=None, num_images_per_prompt: int = 1,
+                generator: Generators = None, resample: int = 1, rerank: int | None = None, prior: str | None = None,
+                prior_guidance_scale: float | None = None, decoder_guidance_scale: float | None = None,
+                prior_num_inference_steps: int | None = None, decoder_num_inference_steps: int | None = None,
+                super_res_num_inference_steps: int | None = None, decoder_sampler: str | None = None,
+                super_res_sampler: str | None = None, output_type: str = "pil", return_dict: bool = True):
+        """Repaint the white region of `mask_image` in `image` to agree with `prompt`, keeping the
+        rest (unclip.inpaint; diffusers' argument names). The image embedding comes from the
+        prompt through the prior, or from the image `like` (PIL or uint8). `resample`: RePaint's
+        jumps back per step. `rerank`: candidates per image, the best by the judge kept.
+        Images come out at the model's output size; the input is cropped and resized to it."""
+        from .inpaint import Region, check_sampler
+
+        validate.count("resample", resample, high=validate.MAX_STEPS)
+        validate.sampling(num_images_per_prompt=num_images_per_prompt, prior=prior, rerank=rerank,
+                          prior_num_inference_steps=prior_num_inference_steps,
+                          decoder_num_inference_steps=decoder_num_inference_steps,
+                          super_res_num_inference_steps=super_res_num_inference_steps,
+                          prior_guidance_scale=prior_guidance_scale, decoder_guidance_scale=decoder_guidance_scale,
+                          decoder_sampler=decoder_sampler, super_res_sampler=super_res_sampler)
+        self.require("clip", "decoder")
+        region = Region(image, mask_image, resample)
+        check_sampler(decoder_sampler or self.decoder.cfg.sampler)
+        for up in self.upsamplers:
+            check_sampler(super_res_sampler or up.cfg.sampler)
+        captions = [p for p in check_prompts(prompt) for _ in range(num_images_per_prompt)]
+        k = self.candidates(rerank, captions)
+        given = None if like is None else self.embed_images([like]).to(self.device)
+        up_kw = {"steps": super_res_num_inference_steps, "sampler": super_res_sampler}
+        judged = self.upsamplers[:self.judged_after(k)]
+        at = lambda side: region.at(side, self.device)  # noqa: E731
+
+        def draw(start: int, stop: int, gens: Generators):
+            rows = [c for c in captions[start:stop] for _ in range(k)]
+            z = given.expand(len(rows), -1) if given is not None else self.image_embeds(
+                rows, gens, prior=prior or "diffusion", guidance_scale=prior_guidance_scale,
+                steps=prior_num_inference_steps)
+            images = self.decode(z, rows, generator=gens, guidance_scale=decoder_guidance_scale,
+                                 steps=decoder_num_inference_steps, sampler=decoder_sampler,
+                                 inpaint=at(self.decoder.cfg.image_size))
+            return cascade(judged, images, generator=gens, inpaint=at, **up_kw), z
+
+        images, z = draw_best(draw, self.judge, captions, len(captions), k, self.device, generator)
+        images = cascade(self.upsamplers[len(judged):], images, generator=generator, inpaint=at, **up_kw)
+        images = to_output(region.composite(images), output_type)
         return UnCLIPOutput(images, z) if return_dict else (images,)
 
     @property

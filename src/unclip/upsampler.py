@@ -37,7 +37,7 @@ from torch import nn
 from .config import check
 from .data.degrade import DEGRADATIONS
 from .diffusion.objectives import training_loss
-from .diffusion.sampling import Generators, randn, sample
+from .diffusion.sampling import Generators, randn, sample_or_repaint
 from .diffusion.schedules import Sampled, Sampler
 
 
@@ -135,12 +135,16 @@ class Upsampler(Sampled, nn.Module):
 
     @torch.no_grad()
     def sample(self, low: torch.Tensor, *, steps: int | None = None, generator: Generators = None,
-               sampler: str | None = None) -> torch.Tensor:
-        """(B, 3, h, w) in [-1, 1] -> (B, 3, h * factor, w * factor) in [-1, 1]."""
+               sampler: str | None = None, inpaint: tuple | None = None) -> torch.Tensor:
+        """(B, 3, h, w) in [-1, 1] -> (B, 3, h * factor, w * factor) in [-1, 1]. `inpaint`:
+        (known images at the output size, keep mask, resample), see `diffusion.sampling.repaint`."""
         cond = upsample(low, self.cfg.factor)
         x_T = randn(tuple(cond.shape), generator, device=low.device)
-        residual = sample(lambda x, t: self.denoise(x, t, cond), x_T, self.scheduler_for(sampler),
-                          steps=steps or self.cfg.sample_steps, generator=generator)
+        if inpaint is not None:  # the diffusion runs on the residual over the bicubic image
+            known, keep, resample = inpaint
+            inpaint = ((known - cond) / self.cfg.residual_scale, keep, resample)
+        residual = sample_or_repaint(lambda x, t: self.denoise(x, t, cond), x_T, self.scheduler_for(sampler),
+                                     steps=steps or self.cfg.sample_steps, generator=generator, inpaint=inpaint)
         return (cond + self.cfg.residual_scale * residual).clamp(-1, 1)
 
 
@@ -169,8 +173,11 @@ def load_cascade(path: Path, settings: dict, torch_dtype, load) -> list[Upsample
 
 
 def cascade(upsamplers: list[Upsampler], images: torch.Tensor, *, generator: Generators = None,
-            steps: int | None = None, sampler: str | None = None) -> torch.Tensor:
-    """Through every upsampler in turn."""
+            steps: int | None = None, sampler: str | None = None, inpaint=None) -> torch.Tensor:
+    """Through every upsampler in turn. `inpaint(side)`: the (known, keep, resample) of an
+    inpainting at that side (unclip.inpaint.Region.at), None for plain upsampling."""
     for up in upsamplers:
-        images = up.sample(images, generator=generator, steps=steps, sampler=sampler)
+        side = images.shape[-1] * up.cfg.factor
+        images = up.sample(images, generator=generator, steps=steps, sampler=sampler,
+                           inpaint=None if inpaint is None else inpaint(side))
     return images

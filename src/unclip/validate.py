@@ -15,6 +15,7 @@ FLAGS = {
     "steps": "--steps", "frames": "--frames", "max_theta": "--max-theta", "prior": "--prior",
     "rerank": "--rerank", "upscale": "--upscale", "prior_sampler": "--sampler prior=NAME",
     "decoder_sampler": "--sampler decoder=NAME", "super_res_sampler": "--sampler upsampler=NAME",
+    "resample": "--resample",
 }
 # The defaults of every setting a person can give, read by the command line and the web app
 # alike (one source of truth). Sampling settings left out here default to the model's own.
@@ -24,6 +25,7 @@ DEFAULTS = {
     "vary_num_images": 4, "eta": 1.0,  # vary
     "frames": 5, "latent": "inverted",  # interpolate, edit
     "max_theta": 0.5,  # edit
+    "resample": 1,  # inpaint
 }
 MAX_SEED = 2 ** 63 - 1  # torch.Generator.manual_seed takes a signed 64-bit integer
 MAX_STEPS = 1000  # the training timesteps of every model here

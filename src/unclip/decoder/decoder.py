@@ -30,7 +30,7 @@ from torch import nn
 from ..config import check
 from ..diffusion.guidance import cfg, drop_cond
 from ..diffusion.objectives import training_loss
-from ..diffusion.sampling import Generators, randn, sample
+from ..diffusion.sampling import Generators, randn, sample_or_repaint
 from ..diffusion.schedules import Sampled, Sampler
 
 TEXT_KEYS = ("text_embed", "text_encodings", "mask")
@@ -164,13 +164,15 @@ class Decoder(Sampled, nn.Module):
     @torch.no_grad()
     def sample(self, cond: dict, text_null: dict, *, guidance_scale: float | None = None,
                steps: int | None = None, eta: float | None = None, generator: Generators = None,
-               x_T: torch.Tensor | None = None, sampler: str | None = None) -> torch.Tensor:
-        """Images (B, 3, S, S) in [-1, 1]; from `x_T` if given (e.g. a DDIM inversion)."""
+               x_T: torch.Tensor | None = None, sampler: str | None = None,
+               inpaint: tuple | None = None) -> torch.Tensor:
+        """Images (B, 3, S, S) in [-1, 1]; from `x_T` if given (e.g. a DDIM inversion).
+        `inpaint`: (known images, keep mask, resample), see `diffusion.sampling.repaint`."""
         scale = self.cfg.guidance_scale if guidance_scale is None else guidance_scale
         b, s = cond["image_embed"].shape[0], self.cfg.image_size
         if x_T is None:
             x_T = randn((b, 3, s, s), generator, device=cond["image_embed"].device)
         guided = cfg(self.denoise, cond, self.null(text_null, self.cfg.guidance_null), scale)
-        x0 = sample(guided, x_T, self.scheduler_for(sampler), steps=steps or self.cfg.sample_steps,
-                    eta=self.cfg.eta if eta is None else eta, generator=generator)
+        x0 = sample_or_repaint(guided, x_T, self.scheduler_for(sampler), steps=steps or self.cfg.sample_steps,
+                               eta=self.cfg.eta if eta is None else eta, generator=generator, inpaint=inpaint)
         return x0.clamp(-1, 1)

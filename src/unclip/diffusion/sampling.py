@@ -82,3 +82,50 @@ def ddim_invert(denoise: Callable, x0: torch.Tensor, scheduler, *, steps: int) -
         pred_x0, eps = split_prediction(out.float(), x, abar[t], scheduler.config.prediction_type)
         x = abar[t_next].sqrt() * pred_x0 + (1 - abar[t_next]).sqrt() * eps
     return x
+
+
+def sample_or_repaint(denoise: Callable, x_T: torch.Tensor, scheduler, *, inpaint: tuple | None = None,
+                      **kw) -> torch.Tensor:
+    """`sample`, or `repaint` when `inpaint` = (known, keep, resample) is given."""
+    if inpaint is None:
+        return sample(denoise, x_T, scheduler, **kw)
+    known, keep, resample = inpaint
+    return repaint(denoise, x_T, scheduler, known=known, keep=keep, resample=resample, **kw)
+
+
+def keep_known(x: torch.Tensor, known: torch.Tensor, keep: torch.Tensor, abar: torch.Tensor,
+               generator: Generators) -> torch.Tensor:
+    """x with the pixels where `keep` is 1 replaced by `known` noised to level `abar` (RePaint)."""
+    noise = randn(tuple(x.shape), generator, x.device)
+    return keep * (abar.sqrt() * known + (1 - abar).sqrt() * noise) + (1 - keep) * x
+
+
+def jump_back(x: torch.Tensor, ratio: torch.Tensor, generator: Generators) -> torch.Tensor:
+    """A draw of q(x_t | x_s) for s < t, `ratio` = abar_t / abar_s: RePaint's resampling jump."""
+    return ratio.sqrt() * x + (1 - ratio).sqrt() * randn(tuple(x.shape), generator, x.device)
+
+
+@torch.no_grad()
+def repaint(denoise: Callable, x_T: torch.Tensor, scheduler, *, steps: int, known: torch.Tensor,
+            keep: torch.Tensor, eta: float = 0.0, generator: Generators = None, resample: int = 1) -> torch.Tensor:
+    """Inpainting by RePaint (Lugmayr et al. 2022): `sample`, with the pixels where `keep` is 1
+    replaced after every step by `known` noised to the step's level, so the network fills the
+    rest in harmony with them. With `resample` R > 1 each step is taken R times, jumping back to
+    its noise level in between (x_t drawn from q(x_t | x_{t-1})), which lets the two parts
+    agree. `keep` (B or 1, 1, H, W) in {0, 1}; schedulers with state across steps (multistep
+    solvers) cannot jump back: use DDPM or DDIM."""
+    scheduler.set_timesteps(steps, device=x_T.device)
+    takes = inspect.signature(scheduler.step).parameters
+    gen = list(generator) if isinstance(generator, Sequence) else generator
+    extra = {k: v for k, v in (("eta", eta), ("generator", gen)) if k in takes}
+    abar = scheduler.alphas_cumprod.to(x_T.device, torch.float32)
+    ts = [int(t) for t in scheduler.timesteps]
+    x = x_T * scheduler.init_noise_sigma
+    for i, t in enumerate(ts):
+        a_prev = abar[ts[i + 1]] if i + 1 < len(ts) else torch.ones((), device=x.device)
+        for r in range(resample):
+            t_b = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
+            x_prev = scheduler.step(denoise(scheduler.scale_model_input(x, t), t_b), t, x, **extra).prev_sample
+            x_prev = keep_known(x_prev, known, keep, a_prev, generator)
+            x = jump_back(x_prev, abar[t] / a_prev, generator) if r + 1 < resample else x_prev
+    return x

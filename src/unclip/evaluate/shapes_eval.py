@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from ..data import shapes
 from ..data.transforms import open_rgb
@@ -70,17 +69,20 @@ def write_report(out: Path, figures: dict, images: np.ndarray, prompts: list[str
 
 
 def evaluate_model(pipe, out: str | Path, num: int = 500, batch_size: int = 16, seed: int = 0,
-                   **sampling) -> dict:
-    """Generate the first `num` eval prompts (image i with seed `seed + i`) and score them."""
-    sampling = pipe.check_settings(**sampling)
-    items = shapes.eval_split(num)
-    prompts = [it.prompt for it in items]
-    images = []
-    for start in tqdm(range(0, num, batch_size), desc="generate eval images"):
-        chunk = prompts[start:start + batch_size]
-        gens = [torch.Generator().manual_seed(seed + start + i) for i in range(len(chunk))]
-        images.append(pipe(chunk, generator=gens, output_type="uint8", **sampling).images)
-    images = np.concatenate(images)
+                   resume: bool = False, process=None, **sampling) -> dict | None:
+    """Generate the first `num` eval prompts (image i with seed `seed + i`) into `out/images`
+    (PNGs and a manifest, as `unclip generate` writes them: split over processes under
+    `accelerate launch`, and continued with `resume`) and score them. Returns the figures
+    (None on every process but the main one)."""
+    from ..generate import generate_files
+
+    prompts = [it.prompt for it in shapes.eval_split(num)]
+    manifest = generate_files(pipe, prompts, Path(out) / "images", seed=seed, batch_size=batch_size,
+                              overwrite=not resume, resume=resume, process=process, **sampling)
+    if process is not None and process[0] != 0:
+        return None
+    records = [json.loads(line) for line in manifest.read_text().splitlines()]
+    images = np.stack([np.asarray(open_rgb(manifest.parent / r["file"])) for r in records])
     return score_images(images, prompts, out, pipe if pipe.capabilities.reads_images else None)
 
 

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from ..base import Capabilities, Pipeline
 from ..clip import warn_if_cut
 from ..decoder.conditioning import DecoderConditioning
-from ..diffusion.sampling import Generators, ddim_invert, sample
+from ..diffusion.sampling import Generators, ddim_invert, jump_back, keep_known, sample
 from ..diffusion.schedules import make_scheduler
 from .. import validate
 from ..output import UnCLIPOutput, check_prompts, to_output
@@ -44,6 +44,25 @@ def _step(scheduler, model_out: torch.Tensor, t, x: torch.Tensor, prev_t, genera
     """One UnCLIPScheduler step in float32 (its noise is then drawn in float32 too)."""
     gen = list(generator) if isinstance(generator, (list, tuple)) else generator
     return scheduler.step(model_out.float(), t, x, prev_timestep=prev_t, generator=gen).prev_sample
+
+
+def _loop(scheduler, x: torch.Tensor, model_out, generator: Generators, inpaint: tuple | None = None):
+    """Karlo's ancestral loop over `scheduler.timesteps`: `model_out(x, i, t)` then a step. With
+    `inpaint` = (known, keep, resample), RePaint's replacement and jumps (diffusion.sampling.repaint)."""
+    ts = scheduler.timesteps
+    abar = scheduler.alphas_cumprod.to(x.device, torch.float32)
+    for i, t in enumerate(ts):
+        prev_t = ts[i + 1] if i + 1 < len(ts) else None
+        if inpaint is None:
+            x = _step(scheduler, model_out(x, i, t), t, x, prev_t, generator)
+            continue
+        known, keep, resample = inpaint
+        a_prev = abar[prev_t] if prev_t is not None else torch.ones((), device=x.device)
+        for r in range(resample):
+            x_prev = keep_known(_step(scheduler, model_out(x, i, t), t, x, prev_t, generator), known, keep, a_prev,
+                                generator)
+            x = jump_back(x_prev, abar[t] / a_prev, generator) if r + 1 < resample else x_prev
+    return x
 
 
 CALL_SETTINGS = frozenset({
@@ -106,7 +125,7 @@ class KarloPipeline(Pipeline):
     @property
     def capabilities(self) -> Capabilities:
         return Capabilities(text_to_image=self.prior is not None, reads_images=self.image_encoder is not None,
-                            inversion=True, priors=("diffusion",) if self.prior is not None else (),
+                            inversion=True, inpainting=True, priors=("diffusion",) if self.prior is not None else (),
                             settings=CALL_SETTINGS)
 
     def save_pretrained(self, path: str | Path) -> None:
@@ -228,23 +247,22 @@ class KarloPipeline(Pipeline):
     @torch.no_grad()
     def sample_decoder(self, image_embeds: torch.Tensor, cond: dict, null: dict, *, guidance_scale: float,
                        steps: int, guided: bool, generator: Generators = None,
-                       latents: torch.Tensor | None = None) -> torch.Tensor:
-        """Base-resolution images (B, 3, 64, 64) in [-1, 1], Karlo's ancestral sampler."""
+                       latents: torch.Tensor | None = None, inpaint: tuple | None = None) -> torch.Tensor:
+        """Base-resolution images (B, 3, 64, 64) in [-1, 1], Karlo's ancestral sampler
+        (`inpaint`: see `_loop`)."""
         sched = self.decoder_scheduler
         context = self._decoder_context(image_embeds, cond, null, guided)
         sched.set_timesteps(steps, device=self.device)
         b, s = len(image_embeds), self.base_size
         shape = (b, self.decoder.config.in_channels, s, s)
         x = _randn(shape, generator, self.device) if latents is None else latents.float().to(self.device)
-        ts = sched.timesteps
-        for i, t in enumerate(ts):
-            out = self._decoder_out(x, t, context, guidance_scale, guided)
-            x = _step(sched, out, t, x, ts[i + 1] if i + 1 < len(ts) else None, generator)
+        x = _loop(sched, x, lambda x, i, t: self._decoder_out(x, t, context, guidance_scale, guided), generator,
+                  inpaint)
         return x.clamp(-1, 1)
 
     @torch.no_grad()
     def upsample(self, images: torch.Tensor, *, generator: Generators = None, steps: int = 7,
-                 latents: torch.Tensor | None = None) -> torch.Tensor:
+                 latents: torch.Tensor | None = None, inpaint: tuple | None = None) -> torch.Tensor:
         """Karlo's super-resolution: (B, 3, 64, 64) -> (B, 3, 256, 256) in [-1, 1]. The input is
         enlarged by antialiased bicubic interpolation (in float32: it has no bf16 kernel)."""
         sched, first, last = self.super_res_scheduler, self.super_res_first, self.super_res_last
@@ -253,12 +271,13 @@ class KarloPipeline(Pipeline):
         shape = (b, first.config.in_channels // 2, s, s)
         x = _randn(shape, generator, self.device) if latents is None else latents.float().to(self.device)
         up = F.interpolate(images.float(), size=[s, s], mode="bicubic", align_corners=False, antialias=True)
-        ts = sched.timesteps
-        for i, t in enumerate(ts):
-            net = last if i == len(ts) - 1 else first
-            out = net(torch.cat([x, up], dim=1).to(net.dtype), t).sample
-            x = _step(sched, out, t, x, ts[i + 1] if i + 1 < len(ts) else None, generator)
-        return x
+        last_i = len(sched.timesteps) - 1
+
+        def out(x, i, t):
+            net = last if i == last_i else first
+            return net(torch.cat([x, up], dim=1).to(net.dtype), t).sample
+
+        return _loop(sched, x, out, generator, inpaint)
 
     # -- the pipeline call --------------------------------------------------------------------
     @torch.no_grad()
@@ -305,6 +324,40 @@ class KarloPipeline(Pipeline):
                                     latents=decoder_latents)
         big = self.upsample(small, generator=generator, steps=super_res_num_inference_steps, latents=super_res_latents)
         images = to_output(big, output_type)
+        return UnCLIPOutput(images, z) if return_dict else (images,)
+
+    @torch.no_grad()
+    def inpaint(self, image, mask_image, prompt: str | list[str], *, like=None, num_images_per_prompt: int = 1,
+                generator: Generators = None, resample: int = 1, prior_num_inference_steps: int = 25,
+                decoder_num_inference_steps: int = 25, super_res_num_inference_steps: int = 7,
+                prior_guidance_scale: float = 4.0, decoder_guidance_scale: float = 8.0, output_type: str = "pil",
+                return_dict: bool = True):
+        """Repaint the white region of `mask_image` in `image` to agree with `prompt`, keeping the
+        rest (unclip.inpaint), with Karlo's own samplers; the image embedding from the prior, or
+        from the image `like` (which needs an image tower)."""
+        from ..inpaint import Region
+
+        validate.count("resample", resample, high=validate.MAX_STEPS)
+        validate.sampling(num_images_per_prompt=num_images_per_prompt,
+                          prior_num_inference_steps=prior_num_inference_steps,
+                          decoder_num_inference_steps=decoder_num_inference_steps,
+                          super_res_num_inference_steps=super_res_num_inference_steps,
+                          prior_guidance_scale=prior_guidance_scale, decoder_guidance_scale=decoder_guidance_scale)
+        region = Region(image, mask_image, resample)
+        prompts, n = check_prompts(prompt), num_images_per_prompt
+        guided = prior_guidance_scale > 1.0 or decoder_guidance_scale > 1.0
+        cond, null = self._text_condition(prompts, n)
+        if like is not None:
+            z = self.embed_images([like]).expand(len(prompts) * n, -1)
+        else:
+            z = self.sample_prior(cond, null, guidance_scale=prior_guidance_scale, steps=prior_num_inference_steps,
+                                  guided=guided, generator=generator)
+        small = self.sample_decoder(z, cond, null, guidance_scale=decoder_guidance_scale,
+                                    steps=decoder_num_inference_steps, guided=guided, generator=generator,
+                                    inpaint=region.at(self.base_size, self.device))
+        big = self.upsample(small, generator=generator, steps=super_res_num_inference_steps,
+                            inpaint=region.at(self.image_size, self.device))
+        images = to_output(region.composite(big.clamp(-1, 1)), output_type)
         return UnCLIPOutput(images, z) if return_dict else (images,)
 
     def sampling_defaults(self) -> dict:

@@ -1,6 +1,6 @@
 """`unclip serve`: a gradio page with one tab per job, all on one loaded model.
 
-Every tab is also a named API endpoint (/generate, /vary, /interpolate, /edit) that
+Every tab is also a named API endpoint (/generate, /vary, /interpolate, /edit, /inpaint) that
 `gradio_client` can call; every parameter but the main inputs has a default, the same as the
 command line's (`validate.DEFAULTS`). One job runs at a time (a queue shows each request its
 position); errors appear in the page as a message. Uploads reach the jobs as the files gradio
@@ -21,19 +21,46 @@ log = logging.getLogger(__name__)
 
 
 def _shown(fn):
-    """Run a job; its ValueErrors become messages in the page (gr.Error), never tracebacks."""
+    """Run a job; its ValueErrors (and a request past its time limit) become messages in the
+    page (gr.Error), never tracebacks. Each job's outcome and time go to the log."""
     import functools
+    import time
 
     import gradio as gr
 
     @functools.wraps(fn)
     def run(*args, **kwargs):
+        start = time.perf_counter()
         try:
-            return fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
+        except TimeoutError as e:
+            log.warning("job %s: past its time limit after %.1f s", fn.__name__, time.perf_counter() - start)
+            raise gr.Error(f"{e}; ask for fewer images or steps") from None
         except (ValueError, OSError) as e:
+            log.info("job %s refused: %s", fn.__name__, e)
             raise gr.Error(str(e)) from None
+        log.info("job %s done in %.1f s", fn.__name__, time.perf_counter() - start)
+        return result
 
     return run
+
+
+def editor_parts(editor) -> tuple:
+    """(image RGB, mask) from an ImageEditor value: its background, and every pixel painted on
+    any layer (alpha > 0) as white."""
+    import numpy as np
+
+    if not editor or editor.get("background") is None:
+        raise ValueError("upload an image, then paint over the region to repaint")
+    background = np.asarray(editor["background"])
+    painted = np.zeros(background.shape[:2], bool)
+    for layer in editor.get("layers") or []:
+        layer = np.asarray(layer)
+        if layer.ndim == 3 and layer.shape[-1] == 4 and layer.shape[:2] == painted.shape:
+            painted |= layer[..., 3] > 0
+    if not painted.any():
+        raise ValueError("paint over the region to repaint (white brush) first")
+    return background[..., :3].astype(np.uint8), painted.astype(np.uint8) * 255
 
 
 def build_app(pipe, model_path, limits: Limits | None = None, folder: str | Path | None = None):
@@ -80,9 +107,20 @@ def build_app(pipe, model_path, limits: Limits | None = None, folder: str | Path
              steps=D["steps"], progress=gr.Progress(track_tqdm=True)):
         return jobs.edit(image, to_caption, from_caption, max_theta, frames, seed, steps)
 
+    def inpaint(editor, caption, num_images=D["vary_num_images"], seed=D["seed"], resample=D["resample"],
+                progress=gr.Progress(track_tqdm=True)):
+        """The page's editor: the uploaded image is its background, what was painted its mask."""
+        image, mask = editor_parts(editor)
+        return jobs.inpaint(image, mask, caption, num_images, seed, resample)
+
+    def inpaint_files(image, mask, caption, num_images=D["vary_num_images"], seed=D["seed"],
+                      resample=D["resample"], progress=gr.Progress(track_tqdm=True)):
+        """The API: an image file and a mask file (white = repaint, any size)."""
+        return jobs.inpaint(image, mask, caption, num_images, seed, resample)
+
     with gr.Blocks(title="unclip") as app:
         gr.Markdown("# unclip\nText to image with CLIP latents (DALL-E 2), and what the latent allows: "
-                    "variations, interpolations, text diffs.")
+                    "variations, interpolations, text diffs, inpainting.")
         with gr.Tab("Generate"):
             with gr.Row():
                 with gr.Column():
@@ -147,6 +185,28 @@ def build_app(pipe, model_path, limits: Limits | None = None, folder: str | Path
             e_out = frame_outputs("edit", "From the original to the edit")
             e_go.click(_shown(edit), [e_img, e_to, e_from, e_theta, e_frames, e_seed, e_steps], list(e_out),
                        api_name="edit")
+        with gr.Tab("Inpaint"):
+            with gr.Row():
+                with gr.Column():
+                    p_editor = gr.ImageEditor(label="Image: upload it, then paint over what to repaint", type="numpy",
+                                              image_mode="RGBA", brush=gr.Brush(colors=["#ffffff"], color_mode="fixed"),
+                                              layers=False, transforms=(), elem_id="inpaint-editor", height=360)
+                    p_caption = gr.Textbox(label="Caption of the whole image after repainting", elem_id="inpaint-caption")
+                    with gr.Row():
+                        p_num = gr.Number(D["vary_num_images"], label="Images", precision=0, minimum=1)
+                        p_seed = gr.Number(D["seed"], label="Seed", precision=0, minimum=0)
+                        p_resample = gr.Number(D["resample"], label="Resample (RePaint)", precision=0, minimum=1)
+                    p_go = gr.Button("Inpaint", variant="primary", elem_id="inpaint-button")
+                with gr.Column():
+                    p_strip = gr.Image(label="Input, mask, results", elem_id="inpaint-strip")
+                    p_gallery = gr.Gallery(label="Results", columns=4, elem_id="inpaint-gallery", format="png")
+            p_go.click(_shown(inpaint), [p_editor, p_caption, p_num, p_seed, p_resample], [p_strip, p_gallery],
+                       api_name=False)
+            with gr.Row(visible=False):  # the API's inputs: files, where the page has its editor
+                p_file, p_mask = (gr.File(type="filepath", file_types=["image"]) for _ in range(2))
+                p_api = gr.Button(visible=False)
+            p_api.click(_shown(inpaint_files), [p_file, p_mask, p_caption, p_num, p_seed, p_resample],
+                        [p_strip, p_gallery], api_name="inpaint")
         with gr.Tab("About the model"):
             gr.Markdown(describe(pipe, model_path), elem_id="about")
     app.queue(default_concurrency_limit=1, max_size=32)  # one job at a time per model; the rest wait
@@ -154,15 +214,16 @@ def build_app(pipe, model_path, limits: Limits | None = None, folder: str | Path
 
 
 def serve(model=None, host: str = "127.0.0.1", port: int = 7860, image_encoder=None, limits: Limits | None = None,
-          device: str | None = "auto"):
-    """Load the model once (on `device`) and serve the page until interrupted."""
+          device: str | None = "auto", dtype: str = "auto"):
+    """Load the model once (on `device`, in `dtype`) and serve the page until interrupted."""
     import os
 
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # nothing leaves this machine
+    log.setLevel(logging.INFO)  # each job's outcome and time, for whoever runs the server
     from ..registry import load_pipeline, resolve_model
 
     path = resolve_model(model)
-    pipe = load_pipeline(path, image_encoder=image_encoder, device=device)
+    pipe = load_pipeline(path, torch_dtype=dtype, image_encoder=image_encoder, device=device)
     if not pipe.capabilities.inversion:  # every tab but one edits through the CLIP latent
         raise ValueError(f"{path} is a {pipe.title}; the web app serves unCLIP and Karlo models "
                          "(use `unclip generate --model ...` for it)")

@@ -6,11 +6,13 @@ message for the person; the page shows it."""
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
@@ -31,6 +33,7 @@ class Limits:
     frames: int = 16
     upload_mb: float = 20.0
     upload_pixels: int = 4096 * 4096
+    seconds: float = 120.0  # a request's running time; checked between batches and stages
 
 
 def save_png(folder: Path, image: np.ndarray, settings: dict) -> str:
@@ -72,6 +75,11 @@ class Jobs:
         except ValueError:
             raise ValueError(f"the {what} is not an image PIL can read") from None
 
+    def _check(self, deadline: float) -> None:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"this request ran past the server's {self.limits.seconds:g} s limit; "
+                               "ask for fewer images or steps")
+
     def _steps(self, steps: int) -> int:
         return validate.count("steps", int(steps), high=self.limits.steps)
 
@@ -102,7 +110,8 @@ class Jobs:
                     "super_res_num_inference_steps": upsampler_steps and self._steps(upsampler_steps),
                     "prior": prior if prior != self.priors()[0] else None}  # None: the model's own default
         out = self._request_folder()
-        manifest = generate_files(self.pipe, lines, out, num_images=num_images, seed=seed, **sampling)
+        manifest = generate_files(self.pipe, lines, out, num_images=num_images, seed=seed,
+                                  deadline=time.monotonic() + self.limits.seconds, **sampling)
         records = [json.loads(x) for x in manifest.read_text().splitlines()]
         return [(str(out / r["file"]), f"{r['prompt']} (seed {r['seed']})") for r in records]
 
@@ -119,8 +128,10 @@ class Jobs:
         if num_images > self.limits.images:
             raise ValueError(f"at most {self.limits.images} variations per request")
         m.check_settings(steps=steps, seed=int(seed), num=num_images, eta=float(eta))
+        deadline = time.monotonic() + self.limits.seconds
         inverted = m.invert(self.pipe, img, steps=steps)
         z_i, x_T, x0 = inverted
+        self._check(deadline)
         rec = self.pipe.decode_latents(z_i, x_T, steps=steps)
         psnr = psnr_of(rec, x0)
         frames = m.vary(self.pipe, img, num_images, eta=float(eta), seed=int(seed), steps=steps, inverted=inverted)
@@ -172,6 +183,43 @@ class Jobs:
                                    max_theta=float(max_theta), seed=int(seed), steps=steps)
         settings = {"job": "edit", "to": to_caption, "from": from_caption, "seed": int(seed), "steps": steps}
         return self._strip_and_gif(self._request_folder(), pics, thetas, settings)
+
+
+    def inpaint(self, image, mask, caption: str, num_images: int = validate.DEFAULTS["vary_num_images"],
+                seed: int = validate.DEFAULTS["seed"], resample: int = validate.DEFAULTS["resample"]):
+        """Repaint the white part of `mask` in `image` (each an uploaded file's path, or a uint8
+        array from the page's editor) to agree with `caption`: (strip PNG, results)."""
+        from ..plot import image_grid
+
+        img = image if isinstance(image, np.ndarray) else self.read_image(image)
+        if img.shape[0] * img.shape[1] > self.limits.upload_pixels:
+            raise ValueError(f"the image has {img.shape[1]} x {img.shape[0]} pixels; the limit is "
+                             f"{self.limits.upload_pixels:,}")
+        mask = mask if isinstance(mask, np.ndarray) else self.read_image(mask, "mask")
+        caption = (caption or "").strip()
+        if not caption:
+            raise ValueError("type the caption the repainted image should match")
+        if len(caption) > self.limits.prompt_chars:
+            raise ValueError(f"the caption is longer than {self.limits.prompt_chars} characters")
+        num_images, seed, resample = int(num_images), int(seed), int(resample)
+        if num_images > self.limits.images:
+            raise ValueError(f"at most {self.limits.images} images per request")
+        validate.count("resample", resample, high=8)
+        if not self.pipe.capabilities.inpainting:
+            raise ValueError(f"this {self.pipe.title} cannot inpaint")
+        gens = [torch.Generator().manual_seed(seed + i) for i in range(num_images)]
+        images = self.pipe.inpaint(img, mask, caption, num_images_per_prompt=num_images, generator=gens,
+                                   resample=resample, output_type="uint8").images
+        out = self._request_folder()
+        settings = {"job": "inpaint", "prompt": caption, "resample": resample}
+        gallery = [(save_png(out, im, {**settings, "seed": seed + i}), f"seed {seed + i}")
+                   for i, im in enumerate(images)]
+        side = images.shape[1]
+        shown = [np.asarray(Image.fromarray(a).convert("RGB").resize((side, side))) for a in (img, mask)]
+        strip = out / "strip.png"
+        image_grid(np.stack([*shown, *images]), ["input", "mask", *[c for _, c in gallery]], cols=num_images + 2,
+                   label_lines=1).save(strip)
+        return str(strip), gallery
 
 
 def describe(pipe, path) -> str:
