@@ -13,8 +13,19 @@ _LAZY = {  # name -> module: torch, diffusers and transformers load on first use
     "DalleTwoPipeline": "pipeline", "KarloPipeline": "karlo", "DalleOnePipeline": "dalle1.pipeline",
     "UnCLIPOutput": "output", "resolve_device": "devices", "resolve_dtype": "precision",
 }
-__all__ = ["__version__", "load_pipeline", "resolve_model", "Pipeline", "Capabilities", "DalleTwoPipeline",
-           "KarloPipeline", "DalleOnePipeline", "UnCLIPOutput", "resolve_device", "resolve_dtype"]
+__all__ = [
+    "Capabilities",
+    "DalleOnePipeline",
+    "DalleTwoPipeline",
+    "KarloPipeline",
+    "Pipeline",
+    "UnCLIPOutput",
+    "__version__",
+    "load_pipeline",
+    "resolve_device",
+    "resolve_dtype",
+    "resolve_model",
+]
 
 
 def __getattr__(name: str):

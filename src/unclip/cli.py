@@ -18,6 +18,8 @@ def _overrides(extra: list[str], parser: argparse.ArgumentParser) -> list[str]:
         if not tok.startswith("--") or len(tok) < 3:
             parser.error(f"unexpected argument {tok!r}; config overrides look like --train.lr=3e-4")
         key = tok[2:]
+        name, eq, value = key.partition("=")
+        key = name.replace("-", "_") + eq + value  # --image-encoder DIR: the config key image_encoder
         if "=" not in key:
             if i + 1 >= len(extra):
                 parser.error(f"override {tok} needs a value")
@@ -39,7 +41,8 @@ def cmd_train(args, overrides: list[str]) -> None:
     from .train import stage_classes
     from .train.loop import check_out_dir, train
 
-    config_cls, stage_cls = stage_classes(args.stage)
+    kind = read_file(args.config).get("kind") if args.config else None
+    config_cls, stage_cls = stage_classes(args.stage, kind)
     if args.stage_number is not None:
         if args.stage != "upsampler":
             raise ValueError("--stage is for `unclip train upsampler`")
@@ -76,8 +79,8 @@ def cmd_eval(args) -> None:
             raise ValueError(f"eval prior compares a prior with the true embeddings of its own CLIP's image "
                              f"tower on the shapes world; {path} is not an unclip model folder")
         prior = args.prior or "diffusion"
-        if prior not in ("diffusion", "ar"):
-            raise ValueError(f"eval prior scores a prior's samples: --prior diffusion or ar, not {prior}")
+        if prior not in ("diffusion", "ar", "eclipse"):
+            raise ValueError(f"eval prior scores a prior's samples: --prior diffusion, ar or eclipse, not {prior}")
         pipe = load(args)
         pipe.check_settings(prior=prior)
         figures = evaluate_prior(pipe, num=args.num or 500, prior=prior)
@@ -126,7 +129,8 @@ def load(args):
     from .registry import load_pipeline
 
     return load_pipeline(args.model, torch_dtype=getattr(args, "dtype", "float32"),
-                         device=getattr(args, "device", None), image_encoder=getattr(args, "image_encoder", None))
+                         device=getattr(args, "device", None), image_encoder=getattr(args, "image_encoder", None),
+                         prior_model=getattr(args, "prior_model", None))
 
 
 def check_device(args) -> None:
@@ -183,7 +187,8 @@ def cmd_serve(args) -> None:
     from .web.app import serve
 
     check_device(args)
-    serve(args.model, args.host, args.port, image_encoder=args.image_encoder, device=args.device, dtype=args.dtype)
+    serve(args.model, args.host, args.port, image_encoder=args.image_encoder, device=args.device, dtype=args.dtype,
+          prior_model=args.prior_model)
 
 
 def cmd_assemble(args) -> None:
@@ -192,7 +197,7 @@ def cmd_assemble(args) -> None:
     from .pipeline import assemble
 
     pipe = assemble(args.parts, args.out, torch.float16 if args.fp16 else None, args.reranker, args.rerank)
-    parts = [n for n in ("clip", "prior", "ar_prior", "decoder", "dvae", "transformer", "reranker")
+    parts = [n for n in ("clip", "prior", "ar_prior", "eclipse_prior", "decoder", "dvae", "transformer", "reranker")
              if getattr(pipe, n, None) is not None]
     print(f"wrote {args.out}: {', '.join(parts + [f'{len(pipe.upsamplers)} upsamplers'])}")
 
@@ -353,6 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--batch-size", type=int, default=D["batch_size"], help="images generated together")
     model_flags(g)
     prior_flag(g)
+    prior_model_flag(g)
     overwrite_flag(g)
     g.add_argument("--resume", action="store_true", help="continue a run that stopped: keep the images already in "
                    "--out that were drawn with the same prompt, seed and settings, draw the rest")
@@ -397,6 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     ip.add_argument("--mask", required=True, help="greyscale mask image, white = repaint (any size: resized to IMAGE)")
     ip.add_argument("--like", metavar="IMAGE", help="take the image embedding from this image instead of the prior")
     ip.add_argument("--model", help=MODEL_HELP)
+    prior_model_flag(ip)
     ip.add_argument("--out", required=True, help="output folder")
     ip.add_argument("--num-images", type=int, default=D["vary_num_images"])
     ip.add_argument("--seed", type=int, default=D["seed"], help="image i gets seed SEED + i")
@@ -444,6 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     w.add_argument("--port", type=int, default=7860)
     image_encoder_flag(w)
+    prior_model_flag(w)
     compute_flags(w)
 
     a = sub.add_parser("assemble", help="merge trained stages into one model folder",
@@ -477,6 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
     prior_flag(e)
     model_flags(e)
     image_encoder_flag(e)
+    prior_model_flag(e)
     compute_flags(e)
     return p
 
@@ -489,9 +498,9 @@ MODEL_HELP = ("model folder: unclip's own, a DALL-E 1 folder, or a Karlo diffuse
 def prior_flag(parser) -> None:
     from .validate import PRIORS
 
-    parser.add_argument("--prior", choices=PRIORS, help="the decoder's image embedding: diffusion (the default) "
-                        "or ar: that prior's sample; text: the caption's CLIP text embedding; none: the "
-                        "caption alone (the decoder's null image embedding)")
+    parser.add_argument("--prior", choices=PRIORS, help="the decoder's image embedding: diffusion (the default), "
+                        "ar or eclipse (one pass): that prior's sample; text: the caption's CLIP text embedding; "
+                        "none: the caption alone (the decoder's null image embedding)")
 
 
 def model_flags(parser) -> None:
@@ -499,6 +508,11 @@ def model_flags(parser) -> None:
                         "CLIP kept (default: the model's; 1 draws one)")
     parser.add_argument("--upscale", choices=["upsampler", "bicubic"], help="DALL-E 1: from the dVAE's 32 px to "
                         "128 px by the model's unCLIP upsamplers (default) or bicubic")
+
+
+def prior_model_flag(parser) -> None:
+    parser.add_argument("--prior-model", metavar="DIR", help="Karlo only: an ECLIPSE prior folder (as published "
+                        "for Karlo) in place of Karlo's diffusion prior: one forward pass per image embedding")
 
 
 def image_encoder_flag(parser) -> None:

@@ -29,7 +29,7 @@ from .decoder import Decoder, DecoderConfig
 from .diffusion.guidance import cfg
 from .diffusion.sampling import Generators, ddim_invert
 from .output import UnCLIPOutput, check_prompts, to_output
-from .prior import ARPrior, ARPriorConfig, DiffusionPrior, PriorConfig
+from .prior import ARPrior, ARPriorConfig, DiffusionPrior, EclipseConfig, EclipsePrior, PriorConfig
 from .rerank import RERANKER, draw_best, judged_after, load_reranker
 from .upsampler import Upsampler, cascade, load_cascade, save_cascade
 from .weights import component_error
@@ -48,7 +48,8 @@ def read_settings(path: str | Path) -> dict:
         raise ValueError(f"{path / SETTINGS} is not valid JSON: {e}") from None
 
 
-NETWORKS = ("prior", "ar_prior", "decoder")  # the components saved with their settings
+NETWORKS = ("prior", "ar_prior", "eclipse_prior", "decoder")  # the components saved with their settings
+PRIOR_PARTS = {"diffusion": "prior", "ar": "ar_prior", "eclipse": "eclipse_prior"}  # prior name -> component
 CALL_SETTINGS = frozenset({
     "image_embeddings", "prior", "rerank", "prior_num_inference_steps", "decoder_num_inference_steps",
     "super_res_num_inference_steps", "prior_guidance_scale", "decoder_guidance_scale", "prior_sampler",
@@ -63,9 +64,9 @@ class DalleTwoPipeline(Pipeline):
 
     def __init__(self, clip: ClipEncoder | None, prior: DiffusionPrior | None = None,
                  decoder: Decoder | None = None, upsamplers: list[Upsampler] = (), ar_prior: ARPrior | None = None,
-                 reranker: ClipEncoder | None = None, rerank: int = 1):
+                 reranker: ClipEncoder | None = None, rerank: int = 1, eclipse_prior: EclipsePrior | None = None):
         self.clip, self.prior, self.decoder, self.upsamplers = clip, prior, decoder, list(upsamplers)
-        self.ar_prior, self.reranker = ar_prior, reranker
+        self.ar_prior, self.eclipse_prior, self.reranker = ar_prior, eclipse_prior, reranker
         self.set_rerank(rerank)  # candidates per image by default
 
     @classmethod
@@ -90,13 +91,18 @@ class DalleTwoPipeline(Pipeline):
         if "ar_prior" in parts:
             cfg = from_dict(ARPriorConfig, settings.get("ar_prior", {}), "ar_prior.")
             ar_prior = load("ar_prior", lambda: ARPrior.from_pretrained(path / "ar_prior", cfg, torch_dtype=torch_dtype))
+        eclipse_prior = None
+        if "eclipse_prior" in parts:
+            cfg = from_dict(EclipseConfig, settings.get("eclipse_prior", {}), "eclipse_prior.")
+            eclipse_prior = load("eclipse_prior", lambda: EclipsePrior.from_pretrained(
+                path / "eclipse_prior", cfg, torch_dtype=torch_dtype))
         if "decoder" in parts:
             cfg = from_dict(DecoderConfig, settings.get("decoder", {}), "decoder.")
             decoder = load("decoder", lambda: Decoder.from_pretrained(path / "decoder", cfg, torch_dtype=torch_dtype))
         upsamplers = load_cascade(path, settings, torch_dtype, load)
         reranker = load(RERANKER, lambda: load_reranker(path, torch_dtype)) if RERANKER in parts else None
         try:
-            return cls(clip, prior, decoder, upsamplers, ar_prior, reranker, settings.get("rerank", 1))
+            return cls(clip, prior, decoder, upsamplers, ar_prior, reranker, settings.get("rerank", 1), eclipse_prior)
         except ValueError as e:
             raise ValueError(f"{path / SETTINGS}: {e}") from None
 
@@ -122,13 +128,14 @@ class DalleTwoPipeline(Pipeline):
         (path / SETTINGS).write_text(json.dumps(settings, indent=2))
 
     def networks(self) -> list[tuple[str, torch.nn.Module]]:
-        parts = [("clip", self.clip), ("prior", self.prior), ("ar_prior", self.ar_prior), ("decoder", self.decoder),
+        parts = [("clip", self.clip), ("prior", self.prior), ("ar_prior", self.ar_prior),
+                 ("eclipse_prior", self.eclipse_prior), ("decoder", self.decoder),
                  *((f"upsampler{i}", up) for i, up in enumerate(self.upsamplers, 1)), (RERANKER, self.reranker)]
         return [(n, m) for n, m in parts if m is not None]
 
     @property
     def capabilities(self) -> Capabilities:
-        priors = [name for name, part in (("diffusion", self.prior), ("ar", self.ar_prior)) if part is not None]
+        priors = [name for name, part in PRIOR_PARTS.items() if getattr(self, part) is not None]
         if self.decoder is not None:
             priors += ["text", "none"] if self.clip is not None else ["none"]
         clip, dec = self.clip is not None, self.decoder is not None
@@ -145,8 +152,8 @@ class DalleTwoPipeline(Pipeline):
         return encode_text(self.clip, list(prompts)), encode_text(self.clip, [""])
 
     def prior_net(self, prior: str) -> DiffusionPrior | ARPrior:
-        """The network of a prior by name: "diffusion" or "ar"."""
-        name = {"diffusion": "prior", "ar": "ar_prior"}[prior]
+        """The network of a prior by name: "diffusion", "ar" or "eclipse"."""
+        name = PRIOR_PARTS[prior]
         self.require(name)
         return getattr(self, name)
 
@@ -164,11 +171,11 @@ class DalleTwoPipeline(Pipeline):
         cond, null = self.text_condition(prompts)
         if prior == "text":
             return cond["text_embed"]
-        if prior == "ar":
+        if prior in ("ar", "eclipse"):
             if steps is not None or sampler is not None:
                 raise ValueError("prior_num_inference_steps and prior_sampler (--steps prior=N, --sampler "
-                                 "prior=NAME) are for the diffusion prior; the AR prior draws one code per step")
-            return self.prior_net("ar").sample(cond, null, guidance_scale=guidance_scale, generator=generator)
+                                 f"prior=NAME) are for the diffusion prior; the {prior} prior samples in its own way")
+            return self.prior_net(prior).sample(cond, null, guidance_scale=guidance_scale, generator=generator)
         return self.prior_net("diffusion").sample(cond, null, guidance_scale=guidance_scale, steps=steps,
                                                   generator=generator, sampler=sampler)
 
@@ -272,7 +279,7 @@ class DalleTwoPipeline(Pipeline):
         given = None if like is None else self.embed_images([like]).to(self.device)
         up_kw = {"steps": super_res_num_inference_steps, "sampler": super_res_sampler}
         judged = self.upsamplers[:self.judged_after(k)]
-        at = lambda side: region.at(side, self.device)  # noqa: E731
+        at = lambda side: region.at(side, self.device)
 
         def draw(start: int, stop: int, gens: Generators):
             rows = [c for c in captions[start:stop] for _ in range(k)]

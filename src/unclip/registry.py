@@ -55,11 +55,18 @@ def pipeline_class(path: Path):
     return DalleTwoPipeline
 
 
+OPTIONS = {  # load options -> what they are for, in errors
+    "image_encoder": "--image-encoder adds a Karlo image tower to a Karlo folder",
+    "prior_model": "--prior-model gives a Karlo folder an ECLIPSE prior in place of its own",
+}
+
+
 def load_pipeline(path: str | Path | None = None, torch_dtype: torch.dtype | str = torch.float32,
-                  device: str | torch.device | None = None, image_encoder: str | Path | None = None):
+                  device: str | torch.device | None = None, **options):
     """The pipeline a folder holds (default: the shipped model), in `torch_dtype` ("auto": the
     fastest precision for `device`, see unclip.precision) on `device` ("auto": the first GPU if
-    any; None: the CPU). `image_encoder`: a Karlo variations folder whose image tower to add."""
+    any; None: the CPU). `options` (None: not given): `image_encoder`, a Karlo variations
+    folder whose image tower to add; `prior_model`, an ECLIPSE prior folder for a Karlo folder."""
     from .devices import resolve_device
     from .precision import resolve_dtype
 
@@ -68,10 +75,10 @@ def load_pipeline(path: str | Path | None = None, torch_dtype: torch.dtype | str
     if isinstance(torch_dtype, str):
         torch_dtype = resolve_dtype(torch_dtype, device)
     cls = pipeline_class(path)
-    kw = {}
-    if image_encoder is not None:
-        if "image_encoder" not in cls.load_options:
-            raise ValueError(f"--image-encoder adds a Karlo image tower to a Karlo folder; {path} is a "
-                             f"{cls.title} folder")
-        kw["image_encoder"] = image_encoder
+    kw = {k: v for k, v in options.items() if v is not None}
+    for key in kw:
+        if key not in OPTIONS:
+            raise TypeError(f"load_pipeline() got an unexpected keyword argument {key!r}")
+        if key not in cls.load_options:
+            raise ValueError(f"{OPTIONS[key]}; {path} is a {cls.title} folder")
     return cls.from_pretrained(path, torch_dtype=torch_dtype, device=device, **kw)

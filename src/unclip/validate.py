@@ -30,7 +30,7 @@ DEFAULTS = {
 MAX_SEED = 2 ** 63 - 1  # torch.Generator.manual_seed takes a signed 64-bit integer
 MAX_STEPS = 1000  # the training timesteps of every model here
 SAMPLERS = ("ddpm", "ddim", "dpm++", "unipc")  # diffusion.schedules.make_scheduler
-PRIORS = ("diffusion", "ar", "text", "none")  # what gives the decoder its image embedding (Sec. 5.1)
+PRIORS = ("diffusion", "ar", "eclipse", "text", "none")  # what gives the decoder its image embedding (Sec. 5.1)
 UPSCALES = ("upsampler", "bicubic")  # DALL-E 1: from the dVAE's size to twice it
 
 

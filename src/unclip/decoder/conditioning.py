@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.loaders.peft import PeftAdapterMixin
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 
-class DecoderConditioning(ModelMixin, ConfigMixin):
+class DecoderConditioning(ModelMixin, ConfigMixin, PeftAdapterMixin):
     """(image_embed, text condition) -> (context tokens, additive time embedding).
 
     The learned null image embedding of classifier-free guidance lives here too. With

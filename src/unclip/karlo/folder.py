@@ -164,10 +164,10 @@ def load_component(root: Path, name: str, dtype: torch.dtype):
         raise component_error(root, name, e) from None
 
 
-def load_folder(path: str | Path, dtype: torch.dtype = torch.float32) -> tuple[str, dict]:
-    """(kind, {component name: loaded object}) for a Karlo folder."""
+def load_folder(path: str | Path, dtype: torch.dtype = torch.float32, skip: tuple[str, ...] = ()) -> tuple[str, dict]:
+    """(kind, {component name: loaded object}) for a Karlo folder, less the components in `skip`."""
     root = Path(path)
     kind = folder_kind(root)
     if kind is None:
         raise FileNotFoundError(f"not a diffusers pipeline folder (no {INDEX}): {root}")
-    return kind, {name: load_component(root, name, dtype) for name in LAYOUT[kind]}
+    return kind, {name: load_component(root, name, dtype) for name in LAYOUT[kind] if name not in skip}

@@ -27,7 +27,8 @@ from ..diffusion.sampling import Generators, ddim_invert, jump_back, keep_known,
 from ..diffusion.schedules import make_scheduler
 from .. import validate
 from ..output import UnCLIPOutput, check_prompts, to_output
-from .folder import SCHEDULERS, TEXT_TO_IMAGE, VARIATIONS, conditioning_from, load_component, load_folder
+from ..prior.eclipse import EclipseConfig, EclipsePrior
+from .folder import LAYOUT, SCHEDULERS, TEXT_TO_IMAGE, VARIATIONS, conditioning_from, load_component, load_folder
 
 NETWORKS = ("text_encoder", "image_encoder", "prior", "text_proj", "decoder", "super_res_first", "super_res_last")
 
@@ -75,7 +76,7 @@ class KarloPipeline(Pipeline):
     """A Karlo folder (text to image, or image variations) behind unclip's pipeline contract."""
 
     title = "Karlo model"
-    load_options = ("image_encoder",)
+    load_options = ("image_encoder", "prior_model")
 
     def __init__(self, components: dict, folder_class: str = TEXT_TO_IMAGE):
         """`components`: as `karlo.folder.load_folder` returns them, or a diffusers pipeline's
@@ -104,11 +105,21 @@ class KarloPipeline(Pipeline):
                                    prediction_type="epsilon", clip_sample_range=1.0)
 
     @classmethod
-    def _load(cls, path: Path, torch_dtype: torch.dtype = torch.float32,
-              image_encoder: str | Path | None = None) -> KarloPipeline:
+    def _load(cls, path: Path, torch_dtype: torch.dtype = torch.float32, image_encoder: str | Path | None = None,
+              prior_model: str | Path | None = None) -> KarloPipeline:
         """Load a Karlo folder. `image_encoder`: a variations folder whose image tower (and
-        feature extractor) to add, so that a text-to-image folder can also edit images."""
-        folder_class, parts = load_folder(path, torch_dtype)
+        feature extractor) to add, so that a text-to-image folder can also edit images.
+        `prior_model`: an ECLIPSE prior folder (as published for Karlo) in place of Karlo's
+        diffusion prior, which is then not loaded."""
+        skip = ("prior", "prior_scheduler") if prior_model is not None else ()
+        folder_class, parts = load_folder(path, torch_dtype, skip)
+        if prior_model is not None:
+            parts["prior"] = load_eclipse_prior(prior_model, parts["text_encoder"], parts["tokenizer"], torch_dtype)
+        for name in ("decoder", "text_proj", "prior"):  # LoRA adapters a fine-tuning run saved beside them
+            adapters = Path(path) / f"{name}_lora"
+            if adapters.is_dir() and parts.get(name) is not None and name not in skip:
+                parts[name].load_lora_adapter(str(adapters), prefix=None, use_safetensors=True,
+                                              weight_name="pytorch_lora_weights.safetensors")
         if image_encoder is not None:
             extra = Path(image_encoder)
             parts["image_encoder"] = load_component(extra, "image_encoder", torch_dtype)
@@ -123,10 +134,24 @@ class KarloPipeline(Pipeline):
         return [(n, getattr(self, n)) for n in NETWORKS if getattr(self, n) is not None]
 
     @property
+    def prior_kind(self) -> str | None:
+        """"diffusion" (Karlo's), "eclipse" (a one-pass ECLIPSE prior) or None (no prior)."""
+        if self.prior is None:
+            return None
+        return "eclipse" if isinstance(self.prior, EclipsePrior) else "diffusion"
+
+    @property
     def capabilities(self) -> Capabilities:
         return Capabilities(text_to_image=self.prior is not None, reads_images=self.image_encoder is not None,
-                            inversion=True, inpainting=True, priors=("diffusion",) if self.prior is not None else (),
+                            inversion=True, inpainting=True, priors=(self.prior_kind,) if self.prior is not None else (),
                             settings=CALL_SETTINGS)
+
+    def _guided(self, prior_guidance_scale: float, decoder_guidance_scale: float) -> bool:
+        """Whether the empty caption's rows are computed: Karlo guides prior and decoder alike;
+        an ECLIPSE prior has no guidance, so the decoder's scale alone decides (as ECLIPSE's pipeline)."""
+        if self.prior_kind == "eclipse":
+            return decoder_guidance_scale > 1.0
+        return prior_guidance_scale > 1.0 or decoder_guidance_scale > 1.0
 
     def save_pretrained(self, path: str | Path) -> None:
         """The folder in Karlo's layout (diffusers' DalleTwoPipeline or UnCLIPImageVariationPipeline)."""
@@ -134,13 +159,17 @@ class KarloPipeline(Pipeline):
 
         from .synthetic import write_folder
 
+        if self.prior_kind == "eclipse":
+            raise ValueError("this pipeline's prior is an ECLIPSE prior, which Karlo's layout has no place for: "
+                             "save the Karlo folder from the pipeline without it, and keep the ECLIPSE folder apart")
         proj = self.text_proj
         text_proj = UnCLIPTextProjModel(**{k: proj.config[k] for k in (
             "clip_extra_context_tokens", "clip_embeddings_dim", "time_embed_dim", "cross_attention_dim")})
         text_proj.load_state_dict(proj.state_dict())
         parts = {name: getattr(self, name) for name in (*NETWORKS, "tokenizer", "feature_extractor", *SCHEDULERS)}
-        parts["text_proj"] = text_proj.to(proj.learned_classifier_free_guidance_embeddings.dtype)
-        write_folder({k: v for k, v in parts.items() if v is not None}, path)
+        parts["text_proj"] = torch.nn.Module.to(text_proj, proj.learned_classifier_free_guidance_embeddings.dtype)
+        # the folder's own layout: an image tower added with --image-encoder is not written
+        write_folder({k: v for k, v in parts.items() if v is not None and k in LAYOUT[self.folder_class]}, path)
 
     @property
     def image_size(self) -> int:
@@ -196,8 +225,13 @@ class KarloPipeline(Pipeline):
     @torch.no_grad()
     def sample_prior(self, cond: dict, null: dict, *, guidance_scale: float, steps: int, guided: bool,
                      generator: Generators = None, latents: torch.Tensor | None = None) -> torch.Tensor:
-        """Karlo's image embeddings (B, D) for a text condition (B rows; `null` the empty caption's)."""
+        """Karlo's image embeddings (B, D) for a text condition (B rows; `null` the empty caption's).
+        An ECLIPSE prior: one forward pass from noise (`latents`, else drawn from `generator`)."""
         self.require("prior")
+        if self.prior_kind == "eclipse":
+            if latents is not None:
+                return self.prior.to_embedding(self.prior.predict(latents.float().to(self.device), cond))
+            return self.prior.sample(cond, generator=generator)
         sched, net = self.prior_scheduler, self.prior
         sched.set_timesteps(steps, device=self.device)
         b, d = cond["text_embed"].shape[0], net.config.embedding_dim
@@ -291,10 +325,11 @@ class KarloPipeline(Pipeline):
         """Text to image as diffusers' `DalleTwoPipeline`, or, given `image` (PIL images or uint8
         arrays) or `image_embeddings` (B, D) without a prompt, as `UnCLIPImageVariationPipeline`
         (empty caption, decoder guidance only). Returns `UnCLIPOutput(images, image_embeds)`.
-        `prior`: Karlo has the diffusion prior alone (None or "diffusion")."""
+        `prior`: the one prior the pipeline has (None, or its name: "diffusion", or "eclipse"
+        when loaded with an ECLIPSE prior)."""
         validate.sampling(prior=prior)
-        if prior not in (None, "diffusion"):
-            raise ValueError(f"prior {prior!r}: a Karlo folder has only the diffusion prior")
+        if prior not in (None, self.prior_kind):
+            raise ValueError(f"prior {prior!r}: this Karlo pipeline has only the {self.prior_kind or 'no'} prior")
         validate.sampling(num_images_per_prompt=num_images_per_prompt,
                           prior_num_inference_steps=prior_num_inference_steps,
                           decoder_num_inference_steps=decoder_num_inference_steps,
@@ -308,14 +343,14 @@ class KarloPipeline(Pipeline):
             b = image_embeddings.shape[0]
             prompts = [""] * b if prompt is None else check_prompts(prompt, b)
             guided = decoder_guidance_scale > 1.0 if prompt is None else \
-                prior_guidance_scale > 1.0 or decoder_guidance_scale > 1.0
+                self._guided(prior_guidance_scale, decoder_guidance_scale)
             n = num_images_per_prompt
             cond, null = self._text_condition(prompts, n)
             z = image_embeddings.float().to(self.device).repeat_interleave(n, dim=0)
         else:
             prompts = check_prompts(prompt)
             n = num_images_per_prompt
-            guided = prior_guidance_scale > 1.0 or decoder_guidance_scale > 1.0
+            guided = self._guided(prior_guidance_scale, decoder_guidance_scale)
             cond, null = self._text_condition(prompts, n)
             z = self.sample_prior(cond, null, guidance_scale=prior_guidance_scale, steps=prior_num_inference_steps,
                                   guided=guided, generator=generator, latents=prior_latents)
@@ -345,7 +380,7 @@ class KarloPipeline(Pipeline):
                           prior_guidance_scale=prior_guidance_scale, decoder_guidance_scale=decoder_guidance_scale)
         region = Region(image, mask_image, resample)
         prompts, n = check_prompts(prompt), num_images_per_prompt
-        guided = prior_guidance_scale > 1.0 or decoder_guidance_scale > 1.0
+        guided = self._guided(prior_guidance_scale, decoder_guidance_scale)
         cond, null = self._text_condition(prompts, n)
         if like is not None:
             z = self.embed_images([like]).expand(len(prompts) * n, -1)
@@ -362,8 +397,9 @@ class KarloPipeline(Pipeline):
 
     def sampling_defaults(self) -> dict:
         """diffusers' defaults for Karlo, which the call's signature repeats."""
-        return {"prior_guidance_scale": 4.0 if self.prior is not None else None, "decoder_guidance_scale": 8.0,
-                "prior_num_inference_steps": 25 if self.prior is not None else None,
+        diffusion = self.prior_kind == "diffusion"
+        return {"prior_guidance_scale": 4.0 if diffusion else None, "decoder_guidance_scale": 8.0,
+                "prior_num_inference_steps": 25 if diffusion else None,
                 "decoder_num_inference_steps": 25, "super_res_num_inference_steps": 7}
 
     # -- what the manipulations need (unclip.manipulate) -------------------------------------------
@@ -397,6 +433,24 @@ class KarloPipeline(Pipeline):
         """DDIM from (z_i, x_T) at the base size, (B, 3, S, S) in [-1, 1]."""
         denoise = self._ddim_denoiser(z_i, caption, guidance_scale)
         return sample(denoise, x_T.float(), self.ddim, steps=steps, eta=eta, generator=generator).clamp(-1, 1)
+
+
+def load_eclipse_prior(path: str | Path, text_encoder, tokenizer, torch_dtype) -> EclipsePrior:
+    """ECLIPSE's published Karlo prior folder: it returns Karlo's (unnormalised) image embedding
+    directly, from Karlo's CLIP text tower's outputs (77 tokens)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"--prior-model: ECLIPSE prior folder not found: {path}")
+    try:
+        prior = EclipsePrior.from_pretrained(path, EclipseConfig(standardized=False, normalize=False), torch_dtype)
+    except (ValueError, OSError, RuntimeError, KeyError, TypeError) as e:
+        raise ValueError(f"--prior-model {path}: not an ECLIPSE prior folder ({e})") from None
+    cfg, width = prior.net.config, text_encoder.config.projection_dim
+    if cfg.embedding_dim != width or cfg.num_embeddings != tokenizer.model_max_length:
+        raise ValueError(f"--prior-model {path}: made for {cfg.embedding_dim}-d CLIP embeddings of "
+                         f"{cfg.num_embeddings} tokens; this Karlo folder's text tower gives {width}-d and "
+                         f"{tokenizer.model_max_length} tokens")
+    return prior.eval()
 
 
 def _repeat(cond: dict, n: int) -> dict:

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
-STAGES = ("clip", "prior", "prior_ar", "decoder", "upsampler", "dvae", "dalle")
+STAGES = ("clip", "prior", "prior_ar", "prior_eclipse", "decoder", "upsampler", "dvae", "dalle")
 
 
-def stage_classes(name: str):
-    """(config class, stage class) for a stage name; imported lazily to keep --help fast."""
+def stage_classes(name: str, kind: str | None = None):
+    """(config class, stage class) for a stage name; imported lazily to keep --help fast.
+    `kind`: what the config file says it trains ("karlo": fine-tune a Karlo folder's prior or
+    decoder); None: unclip's own stage."""
+    if kind == "karlo":
+        from .karlo import KarloDecoderStage, KarloFinetuneConfig, KarloPriorStage
+
+        if name not in ("decoder", "prior"):
+            raise ValueError(f"a Karlo config fine-tunes the decoder or the prior, not {name!r}")
+        return KarloFinetuneConfig, KarloDecoderStage if name == "decoder" else KarloPriorStage
+    if kind is not None:
+        raise ValueError(f"unknown config kind {kind!r}; 'karlo' fine-tunes a Karlo folder")
     if name == "clip":
         from .clip import ClipStage, ClipStageConfig
 
@@ -19,6 +29,10 @@ def stage_classes(name: str):
         from .prior import ARPriorStage, ARPriorStageConfig
 
         return ARPriorStageConfig, ARPriorStage
+    if name == "prior_eclipse":
+        from .prior import EclipsePriorStage, EclipsePriorStageConfig
+
+        return EclipsePriorStageConfig, EclipsePriorStage
     if name == "decoder":
         from .decoder import DecoderStage, DecoderStageConfig
 

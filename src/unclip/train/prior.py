@@ -1,4 +1,4 @@
-"""The prior stages: the diffusion prior and the AR prior, trained on cached CLIP embeddings."""
+"""The prior stages: the diffusion, AR and ECLIPSE priors, trained on cached CLIP embeddings."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from ..config import ConfigError, DataConfig, TrainConfig, check
 from ..data.embeddings import EmbeddingCache, build_cache
 from ..data.stream import make_source
 from ..pipeline import DalleTwoPipeline
-from ..prior import ARPrior, ARPriorConfig, DiffusionPrior, PriorConfig
+from ..prior import ARPrior, ARPriorConfig, DiffusionPrior, EclipseConfig, EclipsePrior, PriorConfig
 from ..prior.diffusion_prior import TEXT_KEYS
 
 
@@ -35,6 +35,11 @@ class PriorStageConfig:
 @dataclass
 class ARPriorStageConfig(PriorStageConfig):
     model: ARPriorConfig = field(default_factory=ARPriorConfig)
+
+
+@dataclass
+class EclipsePriorStageConfig(PriorStageConfig):
+    model: EclipseConfig = field(default_factory=EclipseConfig)
 
 
 class PriorModule(nn.Module):
@@ -109,3 +114,18 @@ class ARPriorStage(PriorStage):
 
     def pipeline(self, prior: ARPrior) -> DalleTwoPipeline:
         return DalleTwoPipeline(self.clip, ar_prior=prior)
+
+
+class EclipsePriorStage(PriorStage):
+    """The contrastive one-pass prior (ECLIPSE) on the same cache, standardised by its statistics."""
+
+    name, kind = "prior_eclipse", "eclipse"
+
+    def build(self, cfg: EclipseConfig) -> EclipsePrior:
+        prior = EclipsePrior.from_config(cfg, self.clip.embed_dim, self.clip.max_length)
+        image_embed = self.cache.data["image_embed"]
+        prior.set_statistics(image_embed.mean(0), image_embed.std(0))
+        return prior
+
+    def pipeline(self, prior: EclipsePrior) -> DalleTwoPipeline:
+        return DalleTwoPipeline(self.clip, eclipse_prior=prior)

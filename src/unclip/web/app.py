@@ -214,7 +214,7 @@ def build_app(pipe, model_path, limits: Limits | None = None, folder: str | Path
 
 
 def serve(model=None, host: str = "127.0.0.1", port: int = 7860, image_encoder=None, limits: Limits | None = None,
-          device: str | None = "auto", dtype: str = "auto"):
+          device: str | None = "auto", dtype: str = "auto", prior_model=None):
     """Load the model once (on `device`, in `dtype`) and serve the page until interrupted."""
     import os
 
@@ -223,7 +223,7 @@ def serve(model=None, host: str = "127.0.0.1", port: int = 7860, image_encoder=N
     from ..registry import load_pipeline, resolve_model
 
     path = resolve_model(model)
-    pipe = load_pipeline(path, torch_dtype=dtype, image_encoder=image_encoder, device=device)
+    pipe = load_pipeline(path, torch_dtype=dtype, image_encoder=image_encoder, device=device, prior_model=prior_model)
     if not pipe.capabilities.inversion:  # every tab but one edits through the CLIP latent
         raise ValueError(f"{path} is a {pipe.title}; the web app serves unCLIP and Karlo models "
                          "(use `unclip generate --model ...` for it)")
