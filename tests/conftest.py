@@ -84,3 +84,20 @@ def tiny_model(tiny_clip, tmp_path_factory):
     path = tmp_path_factory.mktemp("model")
     DalleTwoPipeline(clip, prior, decoder, ups, ar.eval()).save_pretrained(path)
     return path
+
+
+class Interrupt(Exception):
+    """A crash in the middle of training (tests of exact resume)."""
+
+
+def die_during_step(stage, step: int) -> None:
+    """Make `stage`'s module raise Interrupt during its `step`-th forward call."""
+    forward, calls = stage.module.forward, []
+
+    def dying_forward(batch):
+        calls.append(1)
+        if len(calls) == step:
+            raise Interrupt
+        return forward(batch)
+
+    stage.module.forward = dying_forward

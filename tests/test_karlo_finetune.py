@@ -12,7 +12,7 @@ from unclip import KarloPipeline
 from unclip.cli import main
 from unclip.karlo.synthetic import random_components, write_folder
 
-from .conftest import ROOT
+from .conftest import ROOT, Interrupt, die_during_step
 
 PRESETS = ROOT / "configs" / "karlo"
 PROMPT = "a red circle on a white background"
@@ -112,10 +112,6 @@ def test_lora_trains_only_adapters_and_its_export_loads_apart_or_merged(folders,
     assert np.abs(draw(diffusers_pipeline(merged)) - with_adapters).mean() * 255 <= 1
 
 
-class Interrupt(Exception):
-    pass
-
-
 @pytest.mark.slow
 def test_resume_repeats_an_unbroken_run_exactly(folders, tmp_path):
     from unclip.config import load
@@ -132,15 +128,7 @@ def test_resume_repeats_an_unbroken_run_exactly(folders, tmp_path):
     run(KarloDecoderStage(full), full.train)
     cut = config(tmp_path / "cut")
     stage = KarloDecoderStage(cut)
-    forward, calls = stage.module.forward, []
-
-    def dying_forward(batch):  # killed during step 5, after the checkpoint at step 3
-        calls.append(1)
-        if len(calls) == 5:
-            raise Interrupt
-        return forward(batch)
-
-    stage.module.forward = dying_forward
+    die_during_step(stage, 5)  # after the checkpoint at step 3
     with pytest.raises(Interrupt):
         run(stage, cut.train)
     run(KarloDecoderStage(cut), cut.train, resume=True)

@@ -10,15 +10,11 @@ from unclip.config import to_dict
 from unclip.train.clip import ClipStage
 from unclip.train.loop import EMA, lr_factor, read_log, train
 
-from .conftest import TINY
+from .conftest import TINY, Interrupt, die_during_step
 
 
 def losses(out):
     return {r["step"]: r["loss"] for r in read_log(out) if "loss" in r}
-
-
-class Interrupt(Exception):
-    pass
 
 
 def test_resume_repeats_an_unbroken_run_exactly(tiny_clip_cfg, tmp_path):
@@ -27,15 +23,7 @@ def test_resume_repeats_an_unbroken_run_exactly(tiny_clip_cfg, tmp_path):
 
     cfg = tiny_clip_cfg(f"train.out_dir={tmp_path / 'cut'}")
     stage = ClipStage(cfg)
-    forward, calls = stage.module.forward, []
-
-    def dying_forward(batch):  # killed during step 5, after the checkpoint at step 3
-        calls.append(1)
-        if len(calls) == 5:
-            raise Interrupt
-        return forward(batch)
-
-    stage.module.forward = dying_forward
+    die_during_step(stage, 5)  # after the checkpoint at step 3
     with pytest.raises(Interrupt):
         train(stage, cfg.train)
     assert sorted((tmp_path / "cut" / "checkpoints").glob("step_*.pt"))[-1].name == "step_00000003.pt"
@@ -105,15 +93,7 @@ def cut_run(tiny_clip_cfg, tmp_path, name, die_at=5, *overrides):
     """A tiny CLIP run killed during step `die_at` (checkpoints every 3 steps)."""
     cfg = tiny_clip_cfg(f"train.out_dir={tmp_path / name}", *overrides)
     stage = ClipStage(cfg)
-    forward, calls = stage.module.forward, []
-
-    def dying_forward(batch):
-        calls.append(1)
-        if len(calls) == die_at:
-            raise Interrupt
-        return forward(batch)
-
-    stage.module.forward = dying_forward
+    die_during_step(stage, die_at)
     with pytest.raises(Interrupt):
         train(stage, cfg.train, run_config=to_dict(cfg))
     return cfg

@@ -57,6 +57,14 @@ class PriorConfig:
         check(self.sample_steps <= self.timesteps, "sample_steps", "must be at most timesteps")
 
 
+def store_statistics(net: nn.Module, mean: torch.Tensor, std: torch.Tensor) -> None:
+    """A prior network's `clip_mean` / `clip_std`: the training image embeddings' per-dimension
+    mean and std (D,), by which it standardises them."""
+    with torch.no_grad():
+        net.clip_mean.copy_(mean.view(1, -1))
+        net.clip_std.copy_(std.clamp_min(1e-6).view(1, -1))
+
+
 class DiffusionPrior(Sampled, nn.Module):
     """PriorTransformer plus standardisation, the x0 objective, guidance and best-of-n.
 
@@ -101,10 +109,7 @@ class DiffusionPrior(Sampled, nn.Module):
         self.transformer.save_pretrained(path)
 
     def set_statistics(self, mean: torch.Tensor, std: torch.Tensor) -> None:
-        """Per-dimension mean and std of the training image embeddings (D,)."""
-        with torch.no_grad():
-            self.transformer.clip_mean.copy_(mean.view(1, -1))
-            self.transformer.clip_std.copy_(std.clamp_min(1e-6).view(1, -1))
+        store_statistics(self.transformer, mean, std)
 
     def standardize(self, image_embed: torch.Tensor) -> torch.Tensor:
         net = self.transformer

@@ -29,6 +29,7 @@ from torch import nn
 
 from ..config import check
 from ..diffusion.sampling import Generators, randn
+from .diffusion_prior import store_statistics
 
 
 class EclipseTransformer(ModelMixin, ConfigMixin):
@@ -142,9 +143,7 @@ class EclipsePrior(nn.Module):
         self.net.save_pretrained(path)
 
     def set_statistics(self, mean: torch.Tensor, std: torch.Tensor) -> None:
-        with torch.no_grad():
-            self.net.clip_mean.copy_(mean.view(1, -1))
-            self.net.clip_std.copy_(std.clamp_min(1e-6).view(1, -1))
+        store_statistics(self.net, mean, std)
 
     def predict(self, noise: torch.Tensor, cond: dict) -> torch.Tensor:
         """The network's output in float32: standardised z_i, or z_i itself (cfg.standardized)."""

@@ -60,6 +60,7 @@ class PriorModule(nn.Module):
 
 class PriorStage:
     name, kind = "prior", "diffusion"
+    prior_class = DiffusionPrior  # built from the config, standardised by the cache's statistics
     data_workers = 0  # batches come from memory
 
     def __init__(self, cfg: PriorStageConfig):
@@ -71,8 +72,8 @@ class PriorStage:
         self.cache = EmbeddingCache(self._cache_path(), self.clip, seed=cfg.data.seed)
         self.module = PriorModule(self.build(cfg.model), self.cache.null)
 
-    def build(self, cfg: PriorConfig) -> DiffusionPrior:
-        prior = DiffusionPrior.from_config(cfg, self.clip.embed_dim, self.clip.max_length)
+    def build(self, cfg: PriorConfig | EclipseConfig) -> DiffusionPrior | EclipsePrior:
+        prior = self.prior_class.from_config(cfg, self.clip.embed_dim, self.clip.max_length)
         image_embed = self.cache.data["image_embed"]
         prior.set_statistics(image_embed.mean(0), image_embed.std(0))
         return prior
@@ -120,12 +121,7 @@ class EclipsePriorStage(PriorStage):
     """The contrastive one-pass prior (ECLIPSE) on the same cache, standardised by its statistics."""
 
     name, kind = "prior_eclipse", "eclipse"
-
-    def build(self, cfg: EclipseConfig) -> EclipsePrior:
-        prior = EclipsePrior.from_config(cfg, self.clip.embed_dim, self.clip.max_length)
-        image_embed = self.cache.data["image_embed"]
-        prior.set_statistics(image_embed.mean(0), image_embed.std(0))
-        return prior
+    prior_class = EclipsePrior
 
     def pipeline(self, prior: EclipsePrior) -> DalleTwoPipeline:
         return DalleTwoPipeline(self.clip, eclipse_prior=prior)
