@@ -22,6 +22,8 @@ demo: setup
 train: setup
 	$(BIN)/unclip train clip --config configs/shapes/clip.yaml --resume
 	$(BIN)/unclip train prior --config configs/shapes/prior.yaml --resume
+	$(BIN)/unclip train prior_ar --config configs/shapes/prior_ar.yaml --resume
+	$(BIN)/unclip train prior_eclipse --config configs/shapes/prior_eclipse.yaml --resume
 	$(BIN)/unclip train decoder --config configs/shapes/decoder.yaml --resume
 	$(BIN)/unclip train decoder --config configs/shapes/decoder_continue.yaml --resume
 	$(BIN)/unclip train decoder --config configs/shapes/decoder_phase3.yaml --resume
@@ -40,7 +42,7 @@ train: setup
 	# the reranker: a CLIP trained with hard negatives, which tells which colour goes with which shape
 	$(BIN)/unclip train clip --config configs/shapes/clip.yaml --resume --train.steps=3000 \
 		--data.hard_negatives=true --train.out_dir=runs/reranker
-	$(BIN)/unclip assemble runs/prior/model runs/decoder_gpu/model runs/upsampler1_full/model runs/upsampler2_more/model \
+	$(BIN)/unclip assemble runs/prior/model runs/prior_ar/model runs/prior_eclipse/model runs/decoder_gpu/model runs/upsampler1_full/model runs/upsampler2_more/model \
 		--reranker runs/reranker/model --rerank 8 --out runs/model
 
 # Debian's Chromium for the browser tests (Playwright's own browser download cannot work here).

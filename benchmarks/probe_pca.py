@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from unclip import load_pipeline, probe
 from unclip.data import shapes
@@ -48,7 +49,7 @@ def main() -> None:
              and it.subset == "in_distribution"][:args.num]
     detector, right, shown = Detector(), {k: [] for k in args.dims}, []
     start = time.perf_counter()
-    for i, item in enumerate(items):
+    for i, item in enumerate(tqdm(items, desc="probe")):
         image = shapes.render(item.scene, 128)
         frames = probe.probe_pca(pipe, image, args.dims, pca, seed=i, steps=args.steps)
         for k, frame in zip(args.dims, frames):

@@ -163,3 +163,16 @@ def test_train_prior_eclipse_then_generate_with_it(tiny_clip, tiny_model, tmp_pa
     b = load_pipeline(model)("a red circle", prior="eclipse", rerank=1, generator=torch.Generator().manual_seed(0),
                              output_type="np")
     assert np.array_equal(a.images, b.images) and torch.equal(a.image_embeds, b.image_embeds)
+
+
+@pytest.mark.shipped
+def test_the_shipped_model_draws_with_its_eclipse_prior():
+    from unclip.evaluate.detector import Detector, parse_prompt, score
+
+    pipe = load_pipeline()
+    assert "eclipse" in pipe.capabilities.priors
+    prompts = ["a large red circle on the left on a white background", "a small blue square at the top on a black background"]
+    out = pipe(prompts, prior="eclipse", rerank=1, output_type="uint8",
+               generator=[torch.Generator().manual_seed(i) for i in range(2)])
+    detector = Detector()
+    assert all(score(detector(image), parse_prompt(p))["all"] for image, p in zip(out.images, prompts))

@@ -43,6 +43,8 @@ def main() -> None:
         page.screenshot(path=out / "interpolate.png", full_page=True)
         web.edit(page, pics[0], "a blue square")
         page.screenshot(path=out / "edit.png", full_page=True)
+        web.inpaint(page, pics[1], "a orange triangle below a purple circle on a black background")
+        page.screenshot(path=out / "inpaint.png", full_page=True)
         web.open_tab(page, "About the model")
         page.get_by_text("colours:").wait_for()
         page.screenshot(path=out / "about.png", full_page=True)
