@@ -58,7 +58,8 @@ def main() -> None:
             shown += [image, *frames]
     seconds = time.perf_counter() - start
     print(f"{seconds:.0f} s ({seconds / len(items):.1f} s per image, {len(args.dims)} decodes each)")
-    print("| k | " + " | ".join(KEYS) + " |\n|---" * (len(KEYS) + 1) + "|")
+    print("| k | " + " | ".join(KEYS) + " |")
+    print("|" + "---|" * (len(KEYS) + 1))
     table = {}
     for k in args.dims:
         table[k] = {key: float(np.mean([v[key] for v in right[k]])) for key in KEYS}

@@ -126,3 +126,31 @@ def test_eval_shapes_over_two_processes_scores_like_one(tiny_model, tmp_path):
     one, two = figures["one"], figures["two"]
     assert one["in_distribution"]["single"]["images"] == two["in_distribution"]["single"]["images"]
     assert abs(one["speckle"] - two["speckle"]) < 0.05
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform != "linux", reason="gloo process groups on Linux")
+def test_karlo_fine_tuning_runs_data_parallel(tmp_path):
+    """The Karlo decoder stage under `accelerate launch` with 2 CPU processes: both train, one
+    log and one exported Karlo folder, which loads."""
+    from unclip.karlo import KarloPipeline
+    from unclip.karlo.synthetic import random_components, write_folder
+
+    from .conftest import ROOT
+
+    karlo = write_folder(random_components(seed=0), tmp_path / "karlo")
+    variations = write_folder(random_components(seed=1, variations=True), tmp_path / "variations")
+    accelerate = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                  "--main_process_port", str(free_port())]
+    out = tmp_path / "run"
+    args = ["-m", "unclip", "train", "decoder", "--config", str(ROOT / "configs" / "karlo" / "decoder_finetune.yaml"),
+            "--init", str(karlo), "--image-encoder", str(variations), f"--train.out_dir={out}", "--train.steps=4",
+            "--train.batch_size=8", "--train.checkpoint_every=2", "--train.sample_every=0",
+            "--train.mixed_precision=fp32", "--data.num_workers=0"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
+    done = subprocess.run([*accelerate, *args], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    log = read_log(out)
+    assert [r["run"]["processes"] for r in log if "run" in r] == [2]
+    assert sorted(r["step"] for r in log if "loss" in r) == [1, 2, 3, 4]
+    assert KarloPipeline.from_pretrained(out / "model").decoder is not None

@@ -178,7 +178,7 @@ def test_the_priors_give_different_embeddings_and_bad_choices_are_clear(tiny_mod
     for a in z:
         for b in z:
             assert a == b or not torch.allclose(z[a], z[b])
-    with pytest.raises(ValueError, match="prior .*--prior.* must be one of diffusion, ar, text, none"):
+    with pytest.raises(ValueError, match="prior .*--prior.* must be one of diffusion, ar, eclipse, text, none"):
         pipe("a red circle", prior="clip")
     with pytest.raises(ValueError, match="for the diffusion prior"):
         pipe("a red circle", prior="ar", prior_num_inference_steps=5)
