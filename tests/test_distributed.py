@@ -1,4 +1,4 @@
-"""Two CPU processes give the same training as one process with the same global batch."""
+"""Several CPU processes under `accelerate launch`: the same training, images and figures as one."""
 
 import os
 import socket
@@ -12,15 +12,30 @@ from unclip.train.loop import read_log
 from .conftest import TINY
 
 
-def run_train(out, launcher, extra=()):
+def two_processes() -> list[str]:
+    """`accelerate launch` with 2 CPU processes, on a free local port."""
+    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+            "--main_process_port", str(free_port())]
+
+
+ONE_PROCESS = [sys.executable]
+
+
+def run_unclip(launcher: list[str], args: list[str], timeout: int = 240) -> subprocess.CompletedProcess:
+    """`unclip ARGS` under `launcher` on the CPU, one thread a process; it must succeed."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
-    args = ["-m", "unclip", "train", "clip", "--config", str(TINY / "clip.yaml"), f"--train.out_dir={out}",
-            "--train.steps=4", "--train.batch_size=8", *extra]
     try:
-        done = subprocess.run([*launcher, *args], env=env, capture_output=True, text=True, timeout=240)
+        done = subprocess.run([*launcher, "-m", "unclip", *args], env=env, capture_output=True, text=True,
+                              timeout=timeout)
     except subprocess.TimeoutExpired as e:
-        pytest.fail(f"training did not finish; its stderr ended with:\n{(e.stderr or b'')[-3000:]!r}")
+        pytest.fail(f"unclip {args[0]} did not finish; its stderr ended with:\n{(e.stderr or b'')[-3000:]!r}")
     assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def run_train(out, launcher, extra=()):
+    run_unclip(launcher, ["train", "clip", "--config", str(TINY / "clip.yaml"), f"--train.out_dir={out}",
+                          "--train.steps=4", "--train.batch_size=8", *extra])
     log = read_log(out)
     return [r["run"]["processes"] for r in log if "run" in r], {r["step"]: r["loss"] for r in log if "loss" in r}
 
@@ -34,10 +49,8 @@ def free_port() -> int:
 @pytest.mark.slow
 @pytest.mark.skipif(sys.platform != "linux", reason="gloo process groups on Linux")
 def test_two_processes_match_one(tmp_path):
-    accelerate = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                  "--main_process_port", str(free_port())]
-    procs_two, two = run_train(tmp_path / "two", accelerate)
-    procs_one, one = run_train(tmp_path / "one", [sys.executable])
+    procs_two, two = run_train(tmp_path / "two", two_processes())
+    procs_one, one = run_train(tmp_path / "one", ONE_PROCESS)
     assert (procs_one, procs_two) == ([1], [2])
     assert list(one) == list(two) == [1, 2, 3, 4]
     for step in one:
@@ -58,15 +71,10 @@ def test_generate_splits_prompts_over_two_processes(tiny_model, tmp_path):
     import numpy as np
     from PIL import Image
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
-    accelerate = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                  "--main_process_port", str(free_port())]
     runs = {}
-    for name, launcher in (("two", accelerate), ("one", [sys.executable])):
+    for name, launcher in (("two", two_processes()), ("one", ONE_PROCESS)):
         out = tmp_path / name
-        done = subprocess.run([*launcher, "-m", "unclip", *GENERATE, "--model", str(tiny_model), "--out", str(out)],
-                              env=env, capture_output=True, text=True, timeout=240)
-        assert done.returncode == 0, done.stderr[-3000:]
+        run_unclip(launcher, [*GENERATE, "--model", str(tiny_model), "--out", str(out)])
         runs[name] = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
     one, two = runs["one"], runs["two"]
     assert [(r["prompt"], r["seed"], r["file"]) for r in one] == [(r["prompt"], r["seed"], r["file"]) for r in two]
@@ -109,16 +117,11 @@ def test_resume_draws_only_what_is_missing(tiny_model, tmp_path, capsys):
 def test_eval_shapes_over_two_processes_scores_like_one(tiny_model, tmp_path):
     import json
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
-    accelerate = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                  "--main_process_port", str(free_port())]
     figures = {}
-    for name, launcher in (("two", accelerate), ("one", [sys.executable])):
+    for name, launcher in (("two", two_processes()), ("one", ONE_PROCESS)):
         out = tmp_path / name
-        done = subprocess.run([*launcher, "-m", "unclip", "eval", "shapes", "--model", str(tiny_model), "--num", "6",
-                               "--batch-size", "2", "--dtype", "float32", "--rerank", "1", "--out", str(out)],
-                              env=env, capture_output=True, text=True, timeout=240)
-        assert done.returncode == 0, done.stderr[-3000:]
+        done = run_unclip(launcher, ["eval", "shapes", "--model", str(tiny_model), "--num", "6", "--batch-size", "2",
+                                     "--dtype", "float32", "--rerank", "1", "--out", str(out)])
         assert done.stdout.count("shapes: generated images scored") == 1  # one report, from the main process
         figures[name] = json.loads(done.stdout.strip().splitlines()[-1])
         lines = (out / "images" / "manifest.jsonl").read_text().splitlines()
@@ -140,16 +143,12 @@ def test_karlo_fine_tuning_runs_data_parallel(tmp_path):
 
     karlo = write_folder(random_components(seed=0), tmp_path / "karlo")
     variations = write_folder(random_components(seed=1, variations=True), tmp_path / "variations")
-    accelerate = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                  "--main_process_port", str(free_port())]
     out = tmp_path / "run"
-    args = ["-m", "unclip", "train", "decoder", "--config", str(ROOT / "configs" / "karlo" / "decoder_finetune.yaml"),
+    args = ["train", "decoder", "--config", str(ROOT / "configs" / "karlo" / "decoder_finetune.yaml"),
             "--init", str(karlo), "--image-encoder", str(variations), f"--train.out_dir={out}", "--train.steps=4",
             "--train.batch_size=8", "--train.checkpoint_every=2", "--train.sample_every=0",
             "--train.mixed_precision=fp32", "--data.num_workers=0"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
-    done = subprocess.run([*accelerate, *args], env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_unclip(two_processes(), args, timeout=600)
     log = read_log(out)
     assert [r["run"]["processes"] for r in log if "run" in r] == [2]
     assert sorted(r["step"] for r in log if "loss" in r) == [1, 2, 3, 4]
