@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -80,15 +79,14 @@ def main() -> None:
         return child(args)
     import torch
 
+    from unclip.devices import cpu_name
     from unclip.karlo.synthetic import KarloSizes, random_components, write_folder
 
     folder = Path(tempfile.mkdtemp(prefix="karlo-ft-bench-"))
     sizes = KarloSizes(**SIZES[args.size])
     write_folder(random_components(sizes, seed=0), folder / "karlo")
     write_folder(random_components(sizes, seed=1, variations=True), folder / "variations")
-    where = torch.cuda.get_device_name(0) if args.device == "cuda" else \
-        next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")),
-             platform.machine())
+    where = torch.cuda.get_device_name(0) if args.device == "cuda" else cpu_name()
     print(f"{args.size} Karlo-layout decoder, random weights; batch {args.batch}, {args.steps} steps; {where}; "
           f"mixed precision {args.precision}; gradient checkpointing {args.checkpointing}")
     print("| training | trainable parameters | s per step | peak memory (GiB) |\n|---|---|---|---|")

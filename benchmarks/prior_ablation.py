@@ -21,13 +21,13 @@ Prints a markdown table and, as its last line, one JSON object.
 
 import argparse
 import json
-import platform
 import statistics
 import time
 
 import torch
 
 from unclip import load_pipeline
+from unclip.devices import cpu_name
 from unclip.data import shapes
 from unclip.evaluate.prior_eval import evaluate_prior
 from unclip.evaluate.shapes_eval import diversity, evaluate_model, headline
@@ -45,17 +45,6 @@ def prior_call_seconds(pipe, prior: str, batch: int = 16, repeats: int = 5) -> f
         pipe.image_embeds(prompts, gens, prior=prior)
         times.append((time.perf_counter() - start) / batch)
     return statistics.median(times)
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            text = f.read()
-        name = next(ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name"))
-        flags = sorted({w for w in text.split() if w in ("amx_bf16", "avx512_bf16")})
-        return f"{name} ({', '.join(flags) or 'no bf16 flags'})"
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
 
 
 def main():

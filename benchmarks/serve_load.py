@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import re
 import socket
@@ -31,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from unclip.devices import cpu_name
 
 COLOURS = ["red", "green", "blue", "yellow", "purple", "orange"]
 SHAPES = ["circle", "square", "triangle", "star"]
@@ -92,10 +93,7 @@ def main() -> None:
     url = f"http://127.0.0.1:{port}/"
     log_path = Path(tempfile.mkdtemp(prefix="serve-load-")) / "serve.log"
     cmd = [sys.executable, "-m", "unclip", "serve", "--port", str(port), *(["--model", args.model] if args.model else [])]
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")),
-               platform.machine())
-    flags = sorted({f for f in open("/proc/cpuinfo").read().split() if f in ("amx_bf16", "avx512_bf16")})
-    print(f"CPU: {cpu} ({', '.join(flags) or 'no bf16 flags'}), {os.cpu_count()} cores; "
+    print(f"CPU: {cpu_name()}, {os.cpu_count()} cores; "
           f"{args.clients} clients for {args.minutes:g} min against `{' '.join(cmd[2:])}`", flush=True)
     with open(log_path, "w") as log:
         server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)

@@ -1,15 +1,20 @@
-"""unclip against diffusers' DalleTwoPipeline on the same Karlo-format weights, side by side.
+"""unclip against diffusers' UnCLIPPipeline on the same Karlo-format weights, side by side.
 
 A Karlo-architecture model scaled to 21 M parameters (CLIP width 128, prior 4 layers x 4
 heads x 32, decoder at 32 px with widths 64/128/256, two super-res UNets 32->64) is built with
 fixed seeds and written in Karlo's folder layout; unclip loads the folder, diffusers' deprecated
-pipeline gets the same components in memory (it cannot load the folder itself). Each runs in its
-own worker process (so that each one's peak RSS is its own), the two alternating: a warm-up
-each, then --reps timed runs each, of the same prompts (batch 8) with the same steps, guidance
-and seed. Prints a table (seconds per image by stage, median over the runs), then one JSON line
-with everything, including the largest and mean pixel difference between the two outputs.
+pipeline gets the same components in memory (it cannot load the folder itself). diffusers runs
+in --dtype (float32 by default: on a CPU it has no bf16 path, its antialiased bicubic upscale
+lacks a bf16 kernel); unclip runs in float32, at its defaults (`--dtype auto`: bf16 where the
+precision probe finds it faster) and at its defaults compiled (`--compile on`). Each runs in its
+own worker process (so that each one's peak RSS is its own), all alternating: a warm-up each
+(which compiles), then --reps timed runs each, of the same prompts (batch 8) with the same steps,
+guidance and seed. Prints the CPU and its bf16 flags, a table (seconds per image by stage, median
+over the runs; compiled networks are not split by stage), then one JSON line with everything,
+including each one's largest and mean pixel difference from diffusers' images.
 
     python benchmarks/vs_diffusers.py [--reps 3] [--batch 8] [--device cpu|cuda] [--dtype float32]
+        [--variants diffusers float32 auto auto+compile]
 """
 
 from __future__ import annotations
@@ -62,22 +67,22 @@ def worker(which: str, folder: str, args, conn) -> None:
     from unclip.karlo.synthetic import KarloSizes, random_components
 
     torch.set_num_threads(args.threads)
-    dtype = getattr(torch, args.dtype)
     if which == "diffusers":
-        from diffusers.pipelines.deprecated.unclip import DalleTwoPipeline
+        from diffusers.pipelines.deprecated.unclip import UnCLIPPipeline
 
         parts = random_components(KarloSizes(**SIZES), seed=0)
-        pipe = DalleTwoPipeline(**parts).to(args.device, dtype)
+        pipe = UnCLIPPipeline(**parts).to(args.device, getattr(torch, args.dtype))
         pipe.set_progress_bar_config(disable=True)
-        modules = {n: getattr(pipe, n) for n in STAGES}
     else:
-        from unclip.karlo import KarloPipeline
+        from unclip import load_pipeline
 
-        pipe = KarloPipeline.from_pretrained(folder, torch_dtype=dtype).to(args.device)
-        modules = {n: getattr(pipe, n) for n in STAGES}
+        dtype, _, compiled = which.partition("+")
+        pipe = load_pipeline(folder, torch_dtype=dtype, device=args.device, compile=bool(compiled))
+    modules = {n: getattr(pipe, n) for n in STAGES}
     params = sum(p.numel() for m in modules.values() for p in m.parameters())
     seconds: dict = {}
-    time_stages(modules, seconds)
+    if "compile" not in which:  # hooks would be traced into compiled graphs
+        time_stages(modules, seconds)
     prompts = (PROMPTS * (args.batch // len(PROMPTS) + 1))[:args.batch]
     conn.send({"params": params})
     while (msg := conn.recv()) != "stop":
@@ -87,7 +92,7 @@ def worker(which: str, folder: str, args, conn) -> None:
             images = pipe(prompts, generator=torch.Generator().manual_seed(0), output_type="np").images
         total = time.perf_counter() - start
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MB (Linux reports kB)
-        conn.send({"total": total, "stages": dict(seconds), "rss_mb": rss,
+        conn.send({"total": total, "stages": dict(seconds), "rss_mb": rss, "dtype": str(pipe.dtype),
                    "images": images if msg == "images" else None})
 
 
@@ -98,6 +103,8 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    p.add_argument("--variants", nargs="+", default=["diffusers", "float32", "auto", "auto+compile"],
+                   help="diffusers, and unclip at a --dtype, +compile for --compile on")
     args = p.parse_args()
     import os
 
@@ -110,7 +117,7 @@ def main() -> None:
     write_folder(random_components(KarloSizes(**SIZES), seed=0), folder)
     ctx = mp.get_context("spawn")
     workers = {}
-    for which in ("diffusers", "unclip"):
+    for which in args.variants:
         parent, child = ctx.Pipe()
         proc = ctx.Process(target=worker, args=(which, folder, args, child), daemon=True)
         proc.start()
@@ -127,28 +134,36 @@ def main() -> None:
                 runs[which].append(out)
     for _, conn, _ in workers.values():
         conn.send("stop")
-    device = args.device if args.device == "cpu" else torch.cuda.get_device_name(0)
-    report = {"device": device, "dtype": args.dtype, "threads": args.threads, "batch": args.batch,
+    from unclip.devices import cpu_name
+
+    device = cpu_name() if args.device == "cpu" else torch.cuda.get_device_name(0)
+    report = {"device": device, "diffusers_dtype": args.dtype, "threads": args.threads, "batch": args.batch,
               "reps": args.reps, "steps": [25, 25, 7], "guidance": [4.0, 8.0]}
-    print(f"{device}, {args.dtype}, {args.threads} threads, batch {args.batch}, steps 25/25/7, guidance 4/8, "
+    print(f"{device}, {args.threads} threads, batch {args.batch}, steps 25/25/7, guidance 4/8, "
           f"median of {args.reps} alternating runs after a warm-up")
-    print(f"{'':<10}{'params':>9}{'s/image':>9}{'text':>7}{'prior':>7}{'decoder':>9}{'super-res':>10}{'peak RSS':>10}")
+    print(f"{'':<22}{'computes in':>15}{'s/image':>9}{'x diffusers':>12}{'text':>7}{'prior':>7}{'decoder':>9}"
+          f"{'super-res':>10}{'peak RSS':>10}{'max diff':>9}{'mean diff':>10}")
+    base = statistics.median(x["total"] for x in runs["diffusers"]) / args.batch if "diffusers" in runs else None
     for which, (_, _, info) in workers.items():
         r = runs[which]
         per = {k: statistics.median(x["stages"].get(k, 0.0) for x in r) / args.batch
                for k in ("text", "prior", "decoder", "super_res")}
         total = statistics.median(x["total"] for x in r) / args.batch
         rss = max(x["rss_mb"] for x in r)
-        report[which] = {"params_m": round(info["params"] / 1e6, 2), "s_per_image": round(total, 4),
-                         "stages_s_per_image": {k: round(v, 4) for k, v in per.items()}, "peak_rss_mb": round(rss)}
-        print(f"{which:<10}{info['params'] / 1e6:8.1f}M{total:9.3f}{per['text']:7.3f}{per['prior']:7.3f}"
-              f"{per['decoder']:9.3f}{per['super_res']:10.3f}{rss:9.0f}M")
-    diff = np.abs(images["diffusers"].astype(np.float64) - images["unclip"].astype(np.float64)) * 255
-    report["speedup"] = round(report["diffusers"]["s_per_image"] / report["unclip"]["s_per_image"], 3)
-    report["max_pixel_diff_255"] = round(float(diff.max()), 4)
-    report["mean_pixel_diff_255"] = round(float(diff.mean()), 5)
-    print(f"unclip is {report['speedup']:.2f}x diffusers' speed; pixel difference (0-255): "
-          f"largest {report['max_pixel_diff_255']:.3f}, mean {report['mean_pixel_diff_255']:.4f}")
+        name = which if which == "diffusers" else f"unclip --dtype {which.replace('+compile', ' --compile on')}"
+        row = {"computes_in": r[0]["dtype"], "params_m": round(info["params"] / 1e6, 2),
+               "s_per_image": round(total, 4), "peak_rss_mb": round(rss),
+               "stages_s_per_image": {k: round(v, 4) for k, v in per.items()} if per["decoder"] else None}
+        if base:
+            row["x_diffusers"] = round(base / total, 3)
+        if "diffusers" in images:
+            diff = np.abs(images["diffusers"].astype(np.float64) - images[which].astype(np.float64)) * 255
+            row["max_pixel_diff_255"], row["mean_pixel_diff_255"] = round(float(diff.max()), 4), round(float(diff.mean()), 5)
+        report[name] = row
+        stages = "".join(f"{per[k]:{w}.3f}" for k, w in (("text", 7), ("prior", 7), ("decoder", 9), ("super_res", 10))) \
+            if per["decoder"] else f"{'(compiled: not split)':>33}"
+        print(f"{name:<22}{row['computes_in'].replace('torch.', ''):>15}{total:9.3f}{row.get('x_diffusers', 1):11.2f}x"
+              f"{stages}{rss:9.0f}M{row.get('max_pixel_diff_255', 0):9.2f}{row.get('mean_pixel_diff_255', 0):10.4f}")
     print(json.dumps(report))
 
 

@@ -282,3 +282,39 @@ def test_reranked_images_depend_on_their_own_seed_and_need_a_prompt(reranked):
         pipe(image_embeddings=z, rerank=2)
     with pytest.raises(ValueError, match="rerank .* must be at least 1"):
         pipe(PROMPTS, rerank=0)
+
+
+def test_reranking_with_a_threshold_stops_drawing_once_a_candidate_scores_it(reranked, monkeypatch):
+    pipe = DalleTwoPipeline.from_pretrained(reranked)  # 3 candidates by default: rounds of 1, then 2
+    drawn = []
+    embeds = pipe.image_embeds
+    monkeypatch.setattr(pipe, "image_embeds", lambda rows, *a, **kw: drawn.extend(rows) or embeds(rows, *a, **kw))
+
+    def gens():
+        return [torch.Generator().manual_seed(s) for s in (5, 6)]
+
+    every = pipe(PROMPTS, generator=gens(), rerank_threshold=1.0, output_type="uint8").images
+    assert sorted(drawn) == sorted(PROMPTS * 3)  # nothing scores 1: all 3 candidates each, in rounds
+    drawn.clear()
+    first = pipe(PROMPTS, generator=gens(), rerank_threshold=-1.0, output_type="uint8").images
+    assert sorted(drawn) == sorted(PROMPTS)  # anything passes: the first candidate each
+    assert np.array_equal(first, pipe(PROMPTS, generator=gens(), rerank=1, output_type="uint8").images)
+    assert not np.array_equal(first, every)
+    # in between, each image stops on its own scores, so it still depends on its own seed alone
+    together = pipe(PROMPTS, generator=gens(), rerank_threshold=0.0, output_type="uint8").images
+    alone = pipe(PROMPTS[1:], generator=gens()[1:], rerank_threshold=0.0, output_type="uint8").images
+    assert np.abs(together[1].astype(int) - alone[0].astype(int)).max() <= 1
+
+
+def test_the_rerank_threshold_is_a_model_setting(reranked, tmp_path):
+    from unclip.rerank import rounds
+
+    assert rounds(8) == [1, 3, 4] and rounds(3) == [1, 2] and rounds(12) == [1, 3, 4, 4] and rounds(1) == [1]
+    pipe = DalleTwoPipeline.from_pretrained(reranked)
+    assert pipe.rerank_threshold is None and pipe.sampling_defaults()["rerank_threshold"] is None
+    assert main(["assemble", str(reranked), "--out", str(tmp_path / "m"), "--rerank-threshold", "0.25"]) == 0
+    again = DalleTwoPipeline.from_pretrained(tmp_path / "m")
+    assert (again.rerank, again.rerank_threshold) == (3, 0.25)
+    assert json.loads((tmp_path / "m" / "unclip.json").read_text())["rerank_threshold"] == 0.25
+    with pytest.raises(ValueError, match=r"rerank_threshold \(--rerank-threshold\) must be in \[-1.0, 1.0\]"):
+        pipe(PROMPTS, rerank_threshold=2.0)

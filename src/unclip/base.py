@@ -78,6 +78,10 @@ class Pipeline:
     def sampling_defaults(self) -> dict:
         return {}
 
+    def sampled_networks(self) -> list[tuple[str, torch.nn.Module]]:
+        """(name, module) of the networks called at every sampling step: what `compile` compiles."""
+        return []
+
     # -- shared --------------------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, path: str | Path | None = None, torch_dtype: torch.dtype = torch.float32,
@@ -88,6 +92,13 @@ class Pipeline:
 
         pipe = cls._load(resolve_model(path), torch_dtype, **kw)
         return pipe.to(device) if device is not None else pipe
+
+    def compile(self) -> list[str]:
+        """torch.compile the networks that sample many steps, in place (unclip.compiled); the
+        first call of each input shape compiles. Returns their names."""
+        from .compiled import compile_networks
+
+        return compile_networks(self.sampled_networks())
 
     def to(self, *args, **kwargs) -> Pipeline:
         device, dtype = _device_and_dtype(args, kwargs)

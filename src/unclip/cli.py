@@ -110,13 +110,14 @@ def cmd_eval(args) -> None:
 
             from .devices import process_group
 
-            sampling(rerank=args.rerank)  # before the model loads
+            sampling(rerank=args.rerank, rerank_threshold=args.rerank_threshold)  # before the model loads
             process = process_group()  # several under `accelerate launch`
             if process[3] is not None and args.device == "auto":
                 args.device = str(process[3])
             pipe = load(args)
             figures = evaluate_model(pipe, args.out, num=args.num or 500, batch_size=args.batch_size, resume=args.resume,
-                                     process=process[:3], rerank=args.rerank, upscale=args.upscale, prior=args.prior)
+                                     process=process[:3], rerank=args.rerank, rerank_threshold=args.rerank_threshold,
+                                     upscale=args.upscale, prior=args.prior)
             if figures is None:
                 return
             source = args.model or "default model"
@@ -125,11 +126,12 @@ def cmd_eval(args) -> None:
 
 
 def load(args):
-    """The pipeline of --model on --device in --dtype (and --image-encoder where the command has it)."""
+    """The pipeline of --model on --device in --dtype, compiled as --compile says, with
+    --image-encoder / --prior-model where the command has them."""
     from .registry import load_pipeline
 
-    return load_pipeline(args.model, torch_dtype=getattr(args, "dtype", "float32"),
-                         device=getattr(args, "device", None), image_encoder=getattr(args, "image_encoder", None),
+    return load_pipeline(args.model, torch_dtype=getattr(args, "dtype", "float32"), device=getattr(args, "device", None),
+                         compile=getattr(args, "compile", False), image_encoder=getattr(args, "image_encoder", None),
                          prior_model=getattr(args, "prior_model", None))
 
 
@@ -148,7 +150,8 @@ def cmd_generate(args) -> None:
 
     prompts = read_prompts(args.prompts, args.prompts_file)
     sampling = dict(prior_guidance_scale=args.prior_guidance, decoder_guidance_scale=args.decoder_guidance,
-                    prior=args.prior, rerank=args.rerank, upscale=args.upscale, **parse_steps(args.steps),
+                    prior=args.prior, rerank=args.rerank, rerank_threshold=args.rerank_threshold,
+                    upscale=args.upscale, **parse_steps(args.steps),
                     **parse_samplers(args.sampler))
     check_generate(len(prompts), args.num_images, args.seed, args.batch_size, **sampling)
     check_device(args)
@@ -188,6 +191,7 @@ def cmd_serve(args) -> None:
 
     check_device(args)
     serve(args.model, args.host, args.port, image_encoder=args.image_encoder, device=args.device, dtype=args.dtype,
+          compile=args.compile,
           prior_model=args.prior_model)
 
 
@@ -196,7 +200,8 @@ def cmd_assemble(args) -> None:
 
     from .pipeline import assemble
 
-    pipe = assemble(args.parts, args.out, torch.float16 if args.fp16 else None, args.reranker, args.rerank)
+    pipe = assemble(args.parts, args.out, torch.float16 if args.fp16 else None, args.reranker, args.rerank,
+                    args.rerank_threshold)
     parts = [n for n in ("clip", "prior", "ar_prior", "eclipse_prior", "decoder", "dvae", "transformer", "reranker")
              if getattr(pipe, n, None) is not None]
     print(f"wrote {args.out}: {', '.join(parts + [f'{len(pipe.upsamplers)} upsamplers'])}")
@@ -465,6 +470,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "candidates by, stored as the model's reranker/")
     a.add_argument("--rerank", type=int, help="candidates drawn per image by default, the best by the reranker "
                    "(or the model's CLIP) kept")
+    a.add_argument("--rerank-threshold", type=float, help="by default, stop drawing an image's candidates once one "
+                   "scores at least this against its caption")
 
     e = sub.add_parser("eval", help="evaluate a trained stage", description="Print a table of figures and, "
                        "as the last line, one JSON object with all of them.")
@@ -506,6 +513,8 @@ def prior_flag(parser) -> None:
 def model_flags(parser) -> None:
     parser.add_argument("--rerank", type=int, help="candidates drawn per image, the best by the model's reranking "
                         "CLIP kept (default: the model's; 1 draws one)")
+    parser.add_argument("--rerank-threshold", type=float, help="draw candidates in rounds and stop once one scores "
+                        "at least this against its caption (default: the model's; 1 draws all)")
     parser.add_argument("--upscale", choices=["upsampler", "bicubic"], help="DALL-E 1: from the dVAE's 32 px to "
                         "128 px by the model's unCLIP upsamplers (default) or bicubic")
 
@@ -533,9 +542,12 @@ def dtype_flag(parser) -> None:
 
 
 def compute_flags(parser) -> None:
-    """--dtype and --device: every command that runs a model."""
+    """--dtype, --device and --compile: every command that runs a model."""
     dtype_flag(parser)
     device_flag(parser)
+    parser.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
+                        help="torch.compile the networks that sample many steps (compiled kernels are cached in "
+                        "$UNCLIP_CACHE/inductor); auto: on a CUDA GPU (on the CPU it was measured no faster)")
 
 
 def device_flag(parser) -> None:

@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from .data.transforms import resize_center_crop, to_tensor
+from .diffusion.sampling import STATELESS
 
 
 def as_rgb(image) -> np.ndarray:
@@ -74,7 +75,7 @@ class Region:
 
 def check_sampler(name: str) -> str:
     """Inpainting jumps back between steps: only samplers without state across steps can."""
-    if name not in ("ddpm", "ddim"):
+    if name not in STATELESS:
         raise ValueError(f"inpainting samples with ddpm or ddim (RePaint jumps back between steps); "
                          f"the stage's sampler is {name}: pass decoder_sampler / super_res_sampler ddim")
     return name

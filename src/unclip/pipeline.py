@@ -41,7 +41,7 @@ def read_settings(path: str | Path) -> dict:
     path = Path(path)
     if not (path / SETTINGS).is_file():
         raise FileNotFoundError(f"not a model folder (no {SETTINGS} of unclip's own, no model_index.json "
-                                f"of a diffusers DalleTwoPipeline): {path}")
+                                f"of a diffusers UnCLIPPipeline): {path}")
     try:
         return json.loads((path / SETTINGS).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -53,7 +53,7 @@ PRIOR_PARTS = {"diffusion": "prior", "ar": "ar_prior", "eclipse": "eclipse_prior
 CALL_SETTINGS = frozenset({
     "image_embeddings", "prior", "rerank", "prior_num_inference_steps", "decoder_num_inference_steps",
     "super_res_num_inference_steps", "prior_guidance_scale", "decoder_guidance_scale", "prior_sampler",
-    "decoder_sampler", "super_res_sampler"})
+    "decoder_sampler", "super_res_sampler", "rerank_threshold"})
 
 
 class DalleTwoPipeline(Pipeline):
@@ -64,10 +64,11 @@ class DalleTwoPipeline(Pipeline):
 
     def __init__(self, clip: ClipEncoder | None, prior: DiffusionPrior | None = None,
                  decoder: Decoder | None = None, upsamplers: list[Upsampler] = (), ar_prior: ARPrior | None = None,
-                 reranker: ClipEncoder | None = None, rerank: int = 1, eclipse_prior: EclipsePrior | None = None):
+                 reranker: ClipEncoder | None = None, rerank: int = 1, eclipse_prior: EclipsePrior | None = None,
+                 rerank_threshold: float | None = None):
         self.clip, self.prior, self.decoder, self.upsamplers = clip, prior, decoder, list(upsamplers)
         self.ar_prior, self.eclipse_prior, self.reranker = ar_prior, eclipse_prior, reranker
-        self.set_rerank(rerank)  # candidates per image by default
+        self.set_rerank(rerank, rerank_threshold)  # candidates per image, and when to stop drawing them
 
     @classmethod
     def _load(cls, path: Path, torch_dtype=torch.float32) -> DalleTwoPipeline:
@@ -102,7 +103,8 @@ class DalleTwoPipeline(Pipeline):
         upsamplers = load_cascade(path, settings, torch_dtype, load)
         reranker = load(RERANKER, lambda: load_reranker(path, torch_dtype)) if RERANKER in parts else None
         try:
-            return cls(clip, prior, decoder, upsamplers, ar_prior, reranker, settings.get("rerank", 1), eclipse_prior)
+            return cls(clip, prior, decoder, upsamplers, ar_prior, reranker, settings.get("rerank", 1), eclipse_prior,
+                       settings.get("rerank_threshold"))
         except ValueError as e:
             raise ValueError(f"{path / SETTINGS}: {e}") from None
 
@@ -124,13 +126,18 @@ class DalleTwoPipeline(Pipeline):
         if self.reranker is not None:
             self.reranker.save_pretrained(path / RERANKER)
             settings["components"].append(RERANKER)
-        settings["rerank"] = self.rerank
+        settings["rerank"], settings["rerank_threshold"] = self.rerank, self.rerank_threshold
         (path / SETTINGS).write_text(json.dumps(settings, indent=2))
 
     def networks(self) -> list[tuple[str, torch.nn.Module]]:
         parts = [("clip", self.clip), ("prior", self.prior), ("ar_prior", self.ar_prior),
                  ("eclipse_prior", self.eclipse_prior), ("decoder", self.decoder),
                  *((f"upsampler{i}", up) for i, up in enumerate(self.upsamplers, 1)), (RERANKER, self.reranker)]
+        return [(n, m) for n, m in parts if m is not None]
+
+    def sampled_networks(self) -> list[tuple[str, torch.nn.Module]]:
+        parts = [("prior", self.prior and self.prior.transformer), ("decoder", self.decoder and self.decoder.unet),
+                 *((f"upsampler{i}", up.unet) for i, up in enumerate(self.upsamplers, 1))]
         return [(n, m) for n, m in parts if m is not None]
 
     @property
@@ -202,17 +209,19 @@ class DalleTwoPipeline(Pipeline):
                  decoder_guidance_scale: float | None = None, output_type: str = "pil",
                  return_dict: bool = True, prior: str | None = None, prior_sampler: str | None = None,
                  decoder_sampler: str | None = None, super_res_sampler: str | None = None,
-                 rerank: int | None = None):
+                 rerank: int | None = None, rerank_threshold: float | None = None):
         """Text to image through every stage, in diffusers' conventions. Settings left None are
         the model's own. `prior`: which image embedding the decoder gets (validate.PRIORS; None: the
         diffusion prior). `image_embeddings` (B, D) skip the prior (with the prompt as the
         decoder's caption, or the empty caption). `*_sampler`: validate.SAMPLERS, for the stage's
         own. `rerank`: candidates drawn through prior and decoder per image, the one the
         reranking CLIP scores highest against its caption upsampled (unclip.rerank).
+        `rerank_threshold`: draw the candidates in rounds and stop an image's drawing once one
+        scores at least this against its caption (None: the model's; 1.0: always all).
         `generator`: one, or one per image, so that each image depends on its own seed alone.
         Returns UnCLIPOutput(images, image_embeds)."""
         validate.sampling(num_images_per_prompt=num_images_per_prompt, prior=prior, rerank=rerank,
-                          prior_num_inference_steps=prior_num_inference_steps,
+                          rerank_threshold=rerank_threshold, prior_num_inference_steps=prior_num_inference_steps,
                           decoder_num_inference_steps=decoder_num_inference_steps,
                           super_res_num_inference_steps=super_res_num_inference_steps,
                           prior_guidance_scale=prior_guidance_scale, decoder_guidance_scale=decoder_guidance_scale,
@@ -234,16 +243,17 @@ class DalleTwoPipeline(Pipeline):
         up_kw = {"steps": super_res_num_inference_steps, "sampler": super_res_sampler}
         judged = self.upsamplers[:self.judged_after(k)]
 
-        def draw(start: int, stop: int, gens: Generators):
-            """The k candidates of images start..stop-1 at the judge's size, and their embeddings."""
-            rows = None if captions is None else [c for c in captions[start:stop] for _ in range(k)]
-            z = given[start:stop].repeat_interleave(k, dim=0) if given is not None else \
+        def draw(indices: list[int], gens: Generators, n: int):
+            """n candidates of each image in `indices` at the judge's size, and their embeddings."""
+            rows = None if captions is None else [captions[i] for i in indices for _ in range(n)]
+            z = given[indices].repeat_interleave(n, dim=0) if given is not None else \
                 self.image_embeds(rows, gens, **prior_kw)
             images = self.decode(z, rows, generator=gens, **decoder_kw)
             return cascade(judged, images, generator=gens, **up_kw), z
 
         total = len(captions if given is None else given)
-        images, z = draw_best(draw, self.judge, captions, total, k, self.device, generator)
+        threshold = self.rerank_threshold if rerank_threshold is None else rerank_threshold
+        images, z = draw_best(draw, self.judge, captions, total, k, self.device, generator, threshold)
         later = self.upsamplers[len(judged):]
         images = to_output(cascade(later, images, generator=generator, **up_kw), output_type)
         return UnCLIPOutput(images, z) if return_dict else (images,)
@@ -281,8 +291,8 @@ class DalleTwoPipeline(Pipeline):
         judged = self.upsamplers[:self.judged_after(k)]
         at = lambda side: region.at(side, self.device)
 
-        def draw(start: int, stop: int, gens: Generators):
-            rows = [c for c in captions[start:stop] for _ in range(k)]
+        def draw(indices: list[int], gens: Generators, n: int):
+            rows = [captions[i] for i in indices for _ in range(n)]
             z = given.expand(len(rows), -1) if given is not None else self.image_embeds(
                 rows, gens, prior=prior or "diffusion", guidance_scale=prior_guidance_scale,
                 steps=prior_num_inference_steps)
@@ -306,8 +316,12 @@ class DalleTwoPipeline(Pipeline):
         (unclip.rerank.judged_after); none for one candidate."""
         return 0 if k == 1 else judged_after(self.decoder.cfg.image_size, self.upsamplers, self.judge)
 
-    def set_rerank(self, n: int) -> None:
+    def set_rerank(self, n: int, threshold: float | None = None) -> None:
+        """Candidates per image by default, and the score that stops an image's drawing early
+        (None: draw all n; unclip.rerank.draw_best)."""
         self.rerank = validate.count("rerank", n)
+        self.rerank_threshold = None if threshold is None else validate.number("rerank_threshold", threshold,
+                                                                                 low=-1.0, high=1.0)
 
     def candidates(self, rerank: int | None, captions: list[str] | None) -> int:
         """How many candidates to draw per image: `rerank`, or the model's default; one when
@@ -327,7 +341,8 @@ class DalleTwoPipeline(Pipeline):
                 "decoder_num_inference_steps": dec and dec.cfg.sample_steps,
                 "super_res_num_inference_steps": ups[0].cfg.sample_steps if ups else None,
                 "prior_sampler": prior and prior.cfg.sampler, "decoder_sampler": dec and dec.cfg.sampler,
-                "super_res_sampler": ups[0].cfg.sampler if ups else None, "rerank": self.rerank}
+                "super_res_sampler": ups[0].cfg.sampler if ups else None, "rerank": self.rerank,
+                "rerank_threshold": self.rerank_threshold}
 
     # -- what the manipulations need (unclip.manipulate) -------------------------------------------
     @property
@@ -384,13 +399,14 @@ class DalleTwoPipeline(Pipeline):
 
 
 def assemble(parts: list[str | Path], out: str | Path, dtype: torch.dtype | None = None,
-             reranker: str | Path | None = None, rerank: int | None = None):
+             reranker: str | Path | None = None, rerank: int | None = None, rerank_threshold: float | None = None):
     """Merge partial pipeline folders (one per training run) into one, stored in `dtype` if
     given (fp16 halves the size). Every part that holds a CLIP-conditioned component must have
     been trained on the same CLIP. With a DALL-E 1 part among them the result is a DALL-E 1
     folder: its parts give CLIP, dVAE and transformer, unclip folders give only their
     upsamplers (the cascade both systems share). `reranker`: a CLIP folder (as `unclip train
-    clip` exports) to score candidates by; `rerank`: candidates per image by default."""
+    clip` exports) to score candidates by; `rerank`: candidates per image by default;
+    `rerank_threshold`: the score that stops an image's drawing early by default."""
     from .dalle1.pipeline import DalleOnePipeline, is_dalle1_folder
 
     dalle = any(is_dalle1_folder(p) for p in parts)
@@ -408,7 +424,8 @@ def assemble(parts: list[str | Path], out: str | Path, dtype: torch.dtype | None
         if dalle:
             continue
         if pipe.reranker is not None:
-            merged.reranker, merged.rerank = pipe.reranker, pipe.rerank
+            merged.reranker = pipe.reranker
+            merged.set_rerank(pipe.rerank, pipe.rerank_threshold)
         if pipe.clip is not None:
             fp = read_settings(path)["clip_fingerprint"]
             if fingerprint is not None and fp != fingerprint:
@@ -421,8 +438,12 @@ def assemble(parts: list[str | Path], out: str | Path, dtype: torch.dtype | None
         merged.scale = int(np.prod([up.cfg.factor for up in merged.upsamplers]))
     if reranker is not None:
         merged.reranker = ClipEncoder.from_pretrained(reranker).eval()
+    if dalle and rerank_threshold is not None:
+        raise ValueError("--rerank-threshold is a setting of unCLIP models; DALL-E 1 draws every candidate")
     if rerank is not None:
-        merged.set_rerank(rerank)
+        merged.set_rerank(rerank) if dalle else merged.set_rerank(rerank, merged.rerank_threshold)
+    if rerank_threshold is not None:
+        merged.set_rerank(merged.rerank, rerank_threshold)
     if dtype is not None:
         merged.to(dtype=dtype)
     merged.save_pretrained(out)

@@ -14,28 +14,22 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
-import platform
 import time
-from pathlib import Path
 
 import torch
+
+from .cache import user_cache
+from .devices import cpu_name
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 log = logging.getLogger(__name__)
 
 
-CACHE = Path(os.environ.get("UNCLIP_CACHE") or Path.home() / ".cache" / "unclip") / "precision.json"
+CACHE = user_cache("precision.json")
 
 
 def _cpu_key() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), model)
-    except OSError:
-        pass
-    return f"{model}|torch {torch.__version__}|{torch.get_num_threads()} threads"
+    return f"{cpu_name(flags=False)}|torch {torch.__version__}|{torch.get_num_threads()} threads"
 
 
 def measure_bf16_speedup() -> float:

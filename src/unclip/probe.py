@@ -19,13 +19,14 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from .data import shapes
+from .cache import user_cache
 from .data.transforms import to_uint8
 
 FIT_IMAGES = 4096
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("UNCLIP_CACHE") or Path.home() / ".cache" / "unclip") / "pca"
+    return user_cache("pca")
 
 
 def fingerprint(pipe) -> str:

@@ -1,6 +1,11 @@
 """CLIP reranking (DALL-E 1, Ramesh et al. 2021, Sec. 2.5): draw n candidates per image and
 keep the one whose CLIP image embedding is closest to its caption's text embedding.
 
+Drawing every candidate costs k times one draw. With a threshold, candidates are drawn in
+rounds (ROUNDS: 1, 3, 4 for k = 8) and an image stops drawing as soon as its best candidate
+so far scores at least the threshold against its caption: easy captions cost about one draw,
+hard ones up to k (benchmarks/rerank_cost.py measured the threshold against fidelity).
+
 The scorer is a model folder's `reranker/` CLIP when it has one, else its own `clip/`. The CLIP
 that a prior and decoder were trained on need not be the best judge: the shapes model's own
 CLIP tells poorly which colour goes with which shape, so reranking by it does not help
@@ -21,6 +26,7 @@ from .diffusion.sampling import Generators, repeat_generators
 
 RERANKER = "reranker"  # the scorer's subfolder and component name
 CPU_CANDIDATES = 16  # candidates per network call on the CPU (images_per_call)
+ROUNDS = (1, 3, 4)  # candidates per image in each round when reranking may stop early (benchmarks/rerank_cost.py)
 
 
 @torch.no_grad()
@@ -57,26 +63,53 @@ def images_per_call(k: int, device: torch.device, total: int) -> int:
     return max(1, CPU_CANDIDATES // k) if device.type == "cpu" else total
 
 
+def rounds(k: int) -> list[int]:
+    """Candidates drawn per image in each round of a reranking that may stop early: ROUNDS,
+    the last cut (or repeated) so that they add up to k."""
+    out = []
+    while sum(out) < k:
+        out.append(min(ROUNDS[min(len(out), len(ROUNDS) - 1)], k - sum(out)))
+    return out
+
+
 @torch.no_grad()
 def draw_best(draw: Callable, judge: ClipEncoder | None, captions: list[str] | None, total: int, k: int,
-              device: torch.device, generator: Generators) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """`total` images, each the best of its k candidates by `judge`, drawn in chunks of whole
-    images (images_per_call). `draw(start, stop, generators)` draws the k candidates of images
-    start..stop-1, k consecutive rows per image, with one generator per row when `generator`
-    is one per image, and returns (candidate images at the judge's size, their image
-    embeddings or None). Returns the kept images and embeddings (None where draw gives none)."""
-    per_call = images_per_call(k, device, total)
-    images, embeds = [], []
-    for start in range(0, total, per_call):
-        stop = min(start + per_call, total)
-        gens = generator[start:stop] if isinstance(generator, Sequence) else generator
-        candidates, z = draw(start, stop, repeat_generators(gens, k))
-        if k > 1:
-            best, _ = best_of(judge, candidates, captions[start:stop], k)
-            candidates, z = candidates[best], None if z is None else z[best]
-        images.append(candidates)
-        embeds.append(z)
-    return torch.cat(images), None if embeds[0] is None else torch.cat(embeds)
+              device: torch.device, generator: Generators,
+              threshold: float | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`total` images, each the best of its candidates by `judge`. `draw(images, generators,
+    n)` draws n candidates of each image in the list `images` (indices), n consecutive rows per
+    image, with one generator per row when `generator` is one per image, and returns (candidate
+    images at the judge's size, their image embeddings or None); calls hold whole images
+    (images_per_call). All k candidates are drawn at once, or with a `threshold` in rounds
+    (`rounds(k)`) until an image's best scores at least `threshold`. Each image's candidates come
+    from its own generator, so an image depends on its seed alone. Returns the kept images and
+    embeddings (None where draw gives none)."""
+    if k == 1 or threshold is None:
+        plan = [k]
+    else:
+        plan = rounds(k)
+    best: list = [None] * total
+    score = torch.full((total,), -float("inf"))
+    active = list(range(total))
+    for n in plan:
+        per_call = images_per_call(n, device, len(active))
+        for start in range(0, len(active), per_call):
+            images = active[start:start + per_call]
+            gens = [generator[i] for i in images] if isinstance(generator, Sequence) else generator
+            candidates, z = draw(images, repeat_generators(gens, n), n)
+            scores = best_of(judge, candidates, [captions[i] for i in images], n)[1].float().cpu() if k > 1 \
+                else torch.zeros(len(images), 1)
+            for row, i in enumerate(images):
+                j = int(scores[row].argmax())
+                if scores[row, j] > score[i]:
+                    score[i] = scores[row, j]
+                    best[i] = (candidates[row * n + j], None if z is None else z[row * n + j])
+        if threshold is not None:
+            active = [i for i in active if score[i] < threshold]
+        if not active:
+            break
+    images = torch.stack([b[0] for b in best])
+    return images, None if best[0][1] is None else torch.stack([b[1] for b in best])
 
 
 def load_reranker(path: Path, torch_dtype=torch.float32) -> ClipEncoder:

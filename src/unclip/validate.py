@@ -15,7 +15,7 @@ FLAGS = {
     "steps": "--steps", "frames": "--frames", "max_theta": "--max-theta", "prior": "--prior",
     "rerank": "--rerank", "upscale": "--upscale", "prior_sampler": "--sampler prior=NAME",
     "decoder_sampler": "--sampler decoder=NAME", "super_res_sampler": "--sampler upsampler=NAME",
-    "resample": "--resample",
+    "resample": "--resample", "rerank_threshold": "--rerank-threshold",
 }
 # The defaults of every setting a person can give, read by the command line and the web app
 # alike (one source of truth). Sampling settings left out here default to the model's own.
@@ -88,6 +88,8 @@ def sampling(**settings) -> dict:
             choice(name, value, UPSCALES)
         elif name == "rerank":
             count(name, value)
+        elif name == "rerank_threshold":
+            number(name, value, low=-1.0, high=1.0)
         elif name.endswith("guidance_scale"):
             number(name, value, low=0.0)
         elif name.endswith("num_inference_steps"):

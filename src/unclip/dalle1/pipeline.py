@@ -103,6 +103,10 @@ class DalleOnePipeline(Pipeline):
                  *((f"upsampler{i}", up) for i, up in enumerate(self.upsamplers, 1)), (RERANKER, self.reranker)]
         return [(n, m) for n, m in parts if m is not None]
 
+    def sampled_networks(self) -> list[tuple[str, torch.nn.Module]]:
+        # the transformer samples token by token with a growing cache: shapes change every step
+        return [(f"upsampler{i}", up.unet) for i, up in enumerate(self.upsamplers, 1)]
+
     @property
     def capabilities(self) -> Capabilities:
         ready = None not in (self.clip, self.dvae, self.transformer)
@@ -159,9 +163,9 @@ class DalleOnePipeline(Pipeline):
         ups = self.upsamplers if upscale == "upsampler" else []
         judged = ups[:judged_after(self.dvae.config.image_size, ups, self.judge)] if n > 1 else []
 
-        def draw(start: int, stop: int, gens: Generators):
-            ids, mask = self.tokenize(prompts[start:stop])
-            codes = self.transformer.sample(ids.repeat_interleave(n, 0), mask.repeat_interleave(n, 0),
+        def draw(indices: list[int], gens: Generators, k: int):
+            ids, mask = self.tokenize([prompts[i] for i in indices])
+            codes = self.transformer.sample(ids.repeat_interleave(k, 0), mask.repeat_interleave(k, 0),
                                             generator=gens, temperature=temperature, top_k=top_k)
             candidates = self.dvae.decode(codes).float().clamp(-1, 1)
             return cascade(judged, candidates, generator=gens), None

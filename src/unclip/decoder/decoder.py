@@ -165,14 +165,16 @@ class Decoder(Sampled, nn.Module):
     def sample(self, cond: dict, text_null: dict, *, guidance_scale: float | None = None,
                steps: int | None = None, eta: float | None = None, generator: Generators = None,
                x_T: torch.Tensor | None = None, sampler: str | None = None,
-               inpaint: tuple | None = None) -> torch.Tensor:
+               inpaint: tuple | None = None, callback=None) -> torch.Tensor:
         """Images (B, 3, S, S) in [-1, 1]; from `x_T` if given (e.g. a DDIM inversion).
-        `inpaint`: (known images, keep mask, resample), see `diffusion.sampling.repaint`."""
+        `inpaint`: (known images, keep mask, resample), see `diffusion.sampling.repaint`;
+        `callback`: as `diffusion.sampling.sample`'s (not with inpaint)."""
         scale = self.cfg.guidance_scale if guidance_scale is None else guidance_scale
         b, s = cond["image_embed"].shape[0], self.cfg.image_size
         if x_T is None:
             x_T = randn((b, 3, s, s), generator, device=cond["image_embed"].device)
         guided = cfg(self.denoise, cond, self.null(text_null, self.cfg.guidance_null), scale)
+        seen = {} if callback is None else {"callback": callback}
         x0 = sample_or_repaint(guided, x_T, self.scheduler_for(sampler), steps=steps or self.cfg.sample_steps,
-                               eta=self.cfg.eta if eta is None else eta, generator=generator, inpaint=inpaint)
+                               eta=self.cfg.eta if eta is None else eta, generator=generator, inpaint=inpaint, **seen)
         return x0.clamp(-1, 1)

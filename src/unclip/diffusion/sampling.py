@@ -35,6 +35,9 @@ def repeat_generators(generator: Generators, n: int) -> Generators:
     return [g for g in generator for _ in range(n)] if isinstance(generator, Sequence) else generator
 
 
+STATELESS = ("ddpm", "ddim")  # samplers whose steps keep no state, so that a draw can jump back (RePaint)
+
+
 @torch.no_grad()
 def sample(denoise: Callable, x_T: torch.Tensor, scheduler, *, steps: int, eta: float = 0.0,
            generator: Generators = None, callback: Callable | None = None) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Karlo's unCLIP, sampled exactly as diffusers' (deprecated) `DalleTwoPipeline` samples it.
+"""Karlo's unCLIP, sampled exactly as diffusers' (deprecated) `UnCLIPPipeline` samples it.
 
 Stages: CLIP text tower -> diffusion prior (x0-prediction, fixed small variance) -> decoder
 (epsilon with a learned variance range, guidance on the 3 epsilon channels) -> one 64->256
@@ -133,6 +133,10 @@ class KarloPipeline(Pipeline):
     def networks(self):
         return [(n, getattr(self, n)) for n in NETWORKS if getattr(self, n) is not None]
 
+    def sampled_networks(self):
+        names = ("decoder", "super_res_first", "super_res_last") + (("prior",) if self.prior_kind == "diffusion" else ())
+        return [(n, getattr(self, n)) for n in names if getattr(self, n) is not None]
+
     @property
     def prior_kind(self) -> str | None:
         """"diffusion" (Karlo's), "eclipse" (a one-pass ECLIPSE prior) or None (no prior)."""
@@ -154,7 +158,7 @@ class KarloPipeline(Pipeline):
         return prior_guidance_scale > 1.0 or decoder_guidance_scale > 1.0
 
     def save_pretrained(self, path: str | Path) -> None:
-        """The folder in Karlo's layout (diffusers' DalleTwoPipeline or UnCLIPImageVariationPipeline)."""
+        """The folder in Karlo's layout (diffusers' UnCLIPPipeline or UnCLIPImageVariationPipeline)."""
         from diffusers.pipelines.deprecated.unclip import UnCLIPTextProjModel
 
         from .synthetic import write_folder
@@ -322,7 +326,7 @@ class KarloPipeline(Pipeline):
                  decoder_guidance_scale: float = 8.0, prior_latents: torch.Tensor | None = None,
                  decoder_latents: torch.Tensor | None = None, super_res_latents: torch.Tensor | None = None,
                  output_type: str = "pil", return_dict: bool = True, prior: str | None = None):
-        """Text to image as diffusers' `DalleTwoPipeline`, or, given `image` (PIL images or uint8
+        """Text to image as diffusers' `UnCLIPPipeline`, or, given `image` (PIL images or uint8
         arrays) or `image_embeddings` (B, D) without a prompt, as `UnCLIPImageVariationPipeline`
         (empty caption, decoder guidance only). Returns `UnCLIPOutput(images, image_embeds)`.
         `prior`: the one prior the pipeline has (None, or its name: "diffusion", or "eclipse"

@@ -214,16 +214,21 @@ def build_app(pipe, model_path, limits: Limits | None = None, folder: str | Path
 
 
 def serve(model=None, host: str = "127.0.0.1", port: int = 7860, image_encoder=None, limits: Limits | None = None,
-          device: str | None = "auto", dtype: str = "auto", prior_model=None):
-    """Load the model once (on `device`, in `dtype`) and serve the page until interrupted."""
+          device: str | None = "auto", dtype: str = "auto", prior_model=None, compile: str | bool = "auto"):
+    """Load the model once (on `device`, in `dtype`, compiled as `compile` says, unclip.compiled)
+    and serve the page until interrupted."""
     import os
 
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # nothing leaves this machine
     log.setLevel(logging.INFO)  # each job's outcome and time, for whoever runs the server
+    from ..compiled import wanted
+    from ..devices import resolve_device
     from ..registry import load_pipeline, resolve_model
 
     path = resolve_model(model)
-    pipe = load_pipeline(path, torch_dtype=dtype, image_encoder=image_encoder, device=device, prior_model=prior_model)
+    compile = wanted(compile, resolve_device(device))
+    pipe = load_pipeline(path, torch_dtype=dtype, image_encoder=image_encoder, device=device, prior_model=prior_model,
+                         compile=compile)
     if not pipe.capabilities.inversion:  # every tab but one edits through the CLIP latent
         raise ValueError(f"{path} is a {pipe.title}; the web app serves unCLIP and Karlo models "
                          "(use `unclip generate --model ...` for it)")

@@ -1,0 +1,170 @@
+"""Reranking's fidelity against its cost: how many candidates to draw, and when to stop.
+
+The shipped model keeps the best of k candidates per image by its reranker. Drawing all k costs
+about k draws. With a threshold (`rerank_threshold`), candidates come in rounds (unclip.rerank
+ROUNDS: 1, 3, 4) and an image stops as soon as its best scores at least the threshold
+against its caption, so easy captions cost one draw and hard ones up to k.
+
+Fidelity: for each of the first NUM eval prompts (seed = eval index, as `unclip eval shapes`),
+--candidates candidates are drawn and finished, scored by the reranker (at its input size, after
+the first upsampler) and by the shapes detector (right or not). Every policy is then read off
+these draws: all of the first k, or rounds until the threshold; with --at, also judging after m
+decoder steps by the clean image the decoder predicts there (a preview; the finished image is
+the same at DDIM eta 0). Cost: whole pipeline calls on the first --batch eval prompts (a mix of
+subsets like the eval's), warm, alternating, median of --repeats, per timed setting.
+
+    python benchmarks/rerank_cost.py [--num 300] [--candidates 8] [--thresholds 0.5 0.6] [--raw F.npz]
+
+Prints tables and, as its last line, one JSON object.
+"""
+
+import argparse
+import json
+import statistics
+import time
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from unclip import load_pipeline
+from unclip.data import shapes
+from unclip.data.embeddings import encode_text
+from unclip.devices import cpu_name
+from unclip.diffusion.sampling import repeat_generators
+from unclip.evaluate.detector import Detector, parse_prompt, score
+from unclip.evaluate.shapes_eval import subset_of
+from unclip.output import to_output
+from unclip.rerank import best_of, judged_after, rounds
+from unclip.upsampler import cascade
+
+SUBSETS = {("in_distribution", 1): "single", ("in_distribution", 2): "two", ("novel", 1): "novel_single",
+           ("novel", 2): "novel_two"}
+
+
+@torch.no_grad()
+def draw_all(pipe, prompts: list[str], k: int, at: list[int], per_call: int):
+    """scores[m] (N, k): the judge's score of each candidate's preview after m decoder steps
+    (m = 0: the finished candidate); right (N, k): each finished candidate right or not."""
+    judged = pipe.upsamplers[:judged_after(pipe.decoder.cfg.image_size, pipe.upsamplers, pipe.judge)]
+    detector = Detector()
+    scores = {m: [] for m in [*at, 0]}
+    right = []
+    for start in tqdm(range(0, len(prompts), per_call), desc="candidates", unit="chunk"):
+        chunk = prompts[start:start + per_call]
+        gens = repeat_generators([torch.Generator().manual_seed(start + i) for i in range(len(chunk))], k)
+        rows = [p for p in chunk for _ in range(k)]
+        z = pipe.image_embeds(rows, gens)
+        previews = {}
+
+        def keep(state, previews=previews):
+            if state["i"] + 1 in at:
+                previews[state["i"] + 1] = state["pred_x0"].float().clamp(-1, 1)
+
+        x = pipe.decoder.sample(pipe._decoder_cond(z, rows), encode_text(pipe.clip, [""]), generator=gens,
+                                callback=keep)
+        previews[0] = x
+        for m, preview in previews.items():
+            scores[m].append(best_of(pipe.judge, cascade(judged, preview, generator=gens), chunk, k)[1].float())
+        final = to_output(pipe.upsample(x, generator=gens), "uint8")
+        right.append(torch.tensor([score(detector(img), parse_prompt(p))["all"] for img, p in zip(final, rows)],
+                                  dtype=torch.float32).view(len(chunk), k))
+    return {m: torch.cat(s).numpy() for m, s in scores.items()}, torch.cat(right).numpy()
+
+
+def policy(scores: np.ndarray, right: np.ndarray, k: int, threshold: float | None):
+    """Per image: whether the kept candidate is right, and how many were drawn, when the first k
+    are drawn all at once (threshold None) or in rounds until the best scores >= threshold."""
+    plan = [k] if threshold is None else rounds(k)
+    kept, drawn = np.zeros(len(scores)), np.zeros(len(scores))
+    for i in range(len(scores)):
+        n = 0
+        for size in plan:
+            n += size
+            if threshold is not None and scores[i, :n].max() >= threshold:
+                break
+        j = scores[i, :n].argmax()
+        kept[i], drawn[i] = right[i, j], n
+    return kept, drawn
+
+
+def by_subset(values: np.ndarray, subsets: np.ndarray) -> dict:
+    return {name: round(float(values[subsets == name].mean()), 3) for name in SUBSETS.values()}
+
+
+def call_seconds(pipe, settings: list[dict], batch: int, repeats: int) -> list[float]:
+    """Seconds per image of whole pipeline calls per setting on the first `batch` eval prompts,
+    warm, alternating, median."""
+    prompts = [it.prompt for it in shapes.eval_split(batch)]
+    times = [[] for _ in settings]
+    for rep in range(repeats + 1):
+        for i, s in enumerate(settings):
+            start = time.perf_counter()
+            pipe(prompts, generator=[torch.Generator().manual_seed(j) for j in range(batch)], output_type="np", **s)
+            if rep:  # the first round warms up
+                times[i].append((time.perf_counter() - start) / batch)
+    return [statistics.median(t) for t in times]
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", help="model folder (default: the shipped model)")
+    p.add_argument("--num", type=int, default=300)
+    p.add_argument("--candidates", type=int, default=8)
+    p.add_argument("--at", type=int, nargs="*", default=[], help="decoder steps to judge previews after")
+    p.add_argument("--ks", type=int, nargs="+", default=[2, 4, 8])
+    p.add_argument("--thresholds", type=float, nargs="*", default=None,
+                   help="thresholds to time, and to add to the offline table's grid")
+    p.add_argument("--batch", type=int, default=40, help="eval prompts per timed call")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--raw", help="save every candidate's scores and verdicts here (.npz)")
+    p.add_argument("--load-raw", help="read them from here instead of drawing")
+    p.add_argument("--no-all", action="store_true", help="do not time drawing all candidates")
+    args = p.parse_args()
+    pipe = load_pipeline(args.model, torch_dtype=args.dtype)
+    items = shapes.eval_split(args.num)
+    subsets = np.array([SUBSETS[(subset_of(it.scene), len(it.scene.objects))] for it in items])
+    print(f"CPU: {cpu_name()}; {torch.get_num_threads()} threads; {pipe.dtype}; {args.num} eval prompts "
+          f"({', '.join(f'{n} {int((subsets == n).sum())}' for n in SUBSETS.values())})", flush=True)
+    if args.load_raw:
+        raw = np.load(args.load_raw)
+        right = raw["right"][:args.num]
+        scores = {int(key.split("_")[1]): raw[key][:args.num] for key in raw.files if key.startswith("scores_")}
+    else:
+        scores, right = draw_all(pipe, [it.prompt for it in items], args.candidates, args.at,
+                                 max(1, 16 // args.candidates))
+        if args.raw:
+            np.savez(args.raw, right=right, **{f"scores_{m}": s for m, s in scores.items()})
+    report = {"cpu": cpu_name(), "dtype": str(pipe.dtype), "num": args.num, "offline": [], "timed": []}
+
+    print("\n| candidates | judged | stop at score | single | two | novel single | novel two | mean drawn |")
+    print("|---|---|---|---|---|---|---|---|")
+    first = scores[0][:, 0]
+    grid = [None] + sorted({round(float(q), 3) for q in np.quantile(first, [0.1, 0.25, 0.4, 0.5, 0.6, 0.75, 0.9])}
+                           | set(args.thresholds or []))
+    settings = [(1, 0, None)] + [(k, 0, t) for k in args.ks for t in grid] + \
+        [(k, m, None) for m in args.at for k in args.ks]
+    for k, m, t in settings:
+        kept, drawn = policy(scores[m], right, k, t)
+        fig = by_subset(kept, subsets)
+        report["offline"].append({"rerank": k, "judged_after_steps": m or None, "threshold": t, **fig,
+                                  "mean_drawn": round(float(drawn.mean()), 2),
+                                  "mean_drawn_by_subset": by_subset(drawn, subsets)})
+        print(f"| {k} | {'finished' if not m else f'after {m} steps'} | {'-' if t is None else t} | "
+              f"{fig['single']:.3f} | {fig['two']:.3f} | {fig['novel_single']:.3f} | {fig['novel_two']:.3f} | "
+              f"{drawn.mean():.2f} |", flush=True)
+
+    timed = [{"rerank": 1}] + ([] if args.no_all else [{"rerank": args.candidates, "rerank_threshold": 1.0}]) + \
+        [{"rerank": args.candidates, "rerank_threshold": t} for t in args.thresholds or []]
+    seconds = call_seconds(pipe, timed, args.batch, args.repeats)
+    print(f"\nwhole calls, the first {args.batch} eval prompts, median of {args.repeats} alternating after a warm-up")
+    print("| setting | s/image | x one candidate |\n|---|---|---|")
+    for s, sec in zip(timed, seconds):
+        report["timed"].append({**s, "s_per_image": round(sec, 4), "x_one": round(sec / seconds[0], 2)})
+        print(f"| {s} | {sec:.3f} | {sec / seconds[0]:.2f} |")
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""`compile=` / `--compile`: compiled sampling draws the images eager sampling draws, and a
+compile cache left by another model or damaged on disk is rebuilt, not trusted."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from unclip.compiled import wanted
+from unclip.registry import load_pipeline
+
+from .test_generate import PROMPTS
+
+pytestmark = pytest.mark.slow  # compiling takes tens of seconds on 2 cores
+
+DRAW = """
+import json, sys, torch
+from unclip.registry import load_pipeline
+pipe = load_pipeline(sys.argv[1], compile=sys.argv[2] == "on")
+gens = [torch.Generator().manual_seed(s) for s in (5, 6)]
+images = pipe({prompts!r}, generator=gens, output_type="np").images
+print(json.dumps(images.tolist()))
+"""
+
+
+def draw(model, compile: str, cache) -> np.ndarray:
+    """The two prompts' images from a fresh process, compiled or not, with `cache` as inductor's cache."""
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache)}
+    out = subprocess.run([sys.executable, "-c", DRAW.format(prompts=PROMPTS), str(model), compile], env=env,
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return np.array(json.loads(out.stdout.splitlines()[-1]))
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """Inductor's cache, filled by the first test and damaged by the second."""
+    return tmp_path_factory.mktemp("inductor")
+
+
+def test_compiled_sampling_draws_the_eager_images(tiny_model, cache, monkeypatch):
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(cache))
+    eager = load_pipeline(tiny_model)
+    compiled = load_pipeline(tiny_model, compile=True)
+    assert [n for n, _ in compiled.sampled_networks()] == ["prior", "decoder", "upsampler1", "upsampler2"]
+
+    def gens():
+        return [torch.Generator().manual_seed(s) for s in (5, 6)]
+
+    a = eager(PROMPTS, generator=gens(), output_type="np").images
+    b = compiled(PROMPTS, generator=gens(), output_type="np").images
+    assert np.abs(a - b).max() < 1e-4
+    assert any(f.is_file() for f in cache.rglob("*"))  # kernels kept for the next process
+    sd = compiled.decoder.unet.state_dict()  # compiling leaves the weights' names and values alone
+    assert sd.keys() == eager.decoder.unet.state_dict().keys()
+
+
+def test_a_stale_or_damaged_compile_cache_is_rebuilt(tiny_model, cache, tmp_path):
+    from unclip.decoder import Decoder, DecoderConfig
+    from unclip.pipeline import DalleTwoPipeline
+
+    from .conftest import D, randomize
+
+    assert any(f.is_file() for f in cache.rglob("*"))  # the tiny model's kernels, from the test above
+    # another model in the same folder layout: a wider decoder (its cached graph is stale), other weights
+    pipe = DalleTwoPipeline.from_pretrained(tiny_model)
+    torch.manual_seed(1)
+    pipe.decoder = Decoder.from_config(DecoderConfig(image_size=8, block_out_channels=(32, 64), layers_per_block=1,
+                                                     attention_head_dim=8, cross_attention_dim=32, sample_steps=3), D)
+    randomize(pipe.decoder)
+    pipe.save_pretrained(tmp_path / "model")
+    for f in cache.rglob("*"):  # and every cached file damaged
+        if f.is_file():
+            f.write_bytes(f.read_bytes()[: len(f.read_bytes()) // 2])
+    eager = draw(tmp_path / "model", "off", tmp_path / "unused")
+    assert np.abs(draw(tmp_path / "model", "on", cache) - eager).max() < 1e-4
+
+
+def test_auto_compiles_on_a_gpu_only():
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert wanted("auto", gpu) and not wanted("auto", cpu)
+    assert wanted("on", cpu) and not wanted("off", gpu) and wanted(True, cpu) and not wanted(False, gpu)
+    with pytest.raises(ValueError, match="compile .* must be one of auto, on, off"):
+        wanted("yes", cpu)
