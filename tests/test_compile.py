@@ -42,21 +42,13 @@ def cache(tmp_path_factory):
     return tmp_path_factory.mktemp("inductor")
 
 
-def test_compiled_sampling_draws_the_eager_images(tiny_model, cache, monkeypatch):
-    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(cache))
-    eager = load_pipeline(tiny_model)
-    compiled = load_pipeline(tiny_model, compile=True)
-    assert [n for n, _ in compiled.sampled_networks()] == ["prior", "decoder", "upsampler1", "upsampler2"]
-
-    def gens():
-        return [torch.Generator().manual_seed(s) for s in (5, 6)]
-
-    a = eager(PROMPTS, generator=gens(), output_type="np").images
-    b = compiled(PROMPTS, generator=gens(), output_type="np").images
-    assert np.abs(a - b).max() < 1e-4
+def test_compiled_sampling_draws_the_eager_images(tiny_model, cache):
+    # in fresh processes: compiled graphs and their kernels stay out of the test process
+    assert [n for n, _ in load_pipeline(tiny_model).sampled_networks()] == ["prior", "decoder", "upsampler1",
+                                                                            "upsampler2"]
+    eager = draw(tiny_model, "off", cache)
+    assert np.abs(draw(tiny_model, "on", cache) - eager).max() < 1e-4
     assert any(f.is_file() for f in cache.rglob("*"))  # kernels kept for the next process
-    sd = compiled.decoder.unet.state_dict()  # compiling leaves the weights' names and values alone
-    assert sd.keys() == eager.decoder.unet.state_dict().keys()
 
 
 def test_a_stale_or_damaged_compile_cache_is_rebuilt(tiny_model, cache, tmp_path):
