@@ -43,16 +43,17 @@ SUBSETS = {("in_distribution", 1): "single", ("in_distribution", 2): "two", ("no
 
 
 @torch.no_grad()
-def draw_all(pipe, prompts: list[str], k: int, at: list[int], per_call: int):
+def draw_all(pipe, prompts: list[str], k: int, at: list[int], per_call: int, first: int = 0):
     """scores[m] (N, k): the judge's score of each candidate's preview after m decoder steps
-    (m = 0: the finished candidate); right (N, k): each finished candidate right or not."""
+    (m = 0: the finished candidate); right (N, k): each finished candidate right or not.
+    `prompts` are the eval's from index `first` on (seed = eval index)."""
     judged = pipe.upsamplers[:judged_after(pipe.decoder.cfg.image_size, pipe.upsamplers, pipe.judge)]
     detector = Detector()
     scores = {m: [] for m in [*at, 0]}
     right = []
     for start in tqdm(range(0, len(prompts), per_call), desc="candidates", unit="chunk"):
         chunk = prompts[start:start + per_call]
-        gens = repeat_generators([torch.Generator().manual_seed(start + i) for i in range(len(chunk))], k)
+        gens = repeat_generators([torch.Generator().manual_seed(first + start + i) for i in range(len(chunk))], k)
         rows = [p for p in chunk for _ in range(k)]
         z = pipe.image_embeds(rows, gens)
         previews = {}
@@ -116,10 +117,11 @@ def main():
     p.add_argument("--thresholds", type=float, nargs="*", default=None,
                    help="thresholds to time, and to add to the offline table's grid")
     p.add_argument("--batch", type=int, default=40, help="eval prompts per timed call")
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=3, help="timed calls per setting (0: time nothing)")
     p.add_argument("--dtype", default="auto")
     p.add_argument("--raw", help="save every candidate's scores and verdicts here (.npz)")
-    p.add_argument("--load-raw", help="read them from here instead of drawing")
+    p.add_argument("--load-raw", help="read them from here instead of drawing (and draw only the prompts "
+                   "past its last, when --num asks for more; --raw then saves them all)")
     p.add_argument("--no-all", action="store_true", help="do not time drawing all candidates")
     args = p.parse_args()
     pipe = load_pipeline(args.model, torch_dtype=args.dtype)
@@ -127,13 +129,17 @@ def main():
     subsets = np.array([SUBSETS[(subset_of(it.scene), len(it.scene.objects))] for it in items])
     print(f"CPU: {cpu_name()}; {torch.get_num_threads()} threads; {pipe.dtype}; {args.num} eval prompts "
           f"({', '.join(f'{n} {int((subsets == n).sum())}' for n in SUBSETS.values())})", flush=True)
+    scores, right, have = {}, np.zeros((0, args.candidates)), 0
     if args.load_raw:
         raw = np.load(args.load_raw)
         right = raw["right"][:args.num]
         scores = {int(key.split("_")[1]): raw[key][:args.num] for key in raw.files if key.startswith("scores_")}
-    else:
-        scores, right = draw_all(pipe, [it.prompt for it in items], args.candidates, args.at,
-                                 max(1, 16 // args.candidates))
+        have = len(right)
+    if have < args.num:
+        more, more_right = draw_all(pipe, [it.prompt for it in items[have:]], args.candidates, args.at,
+                                    max(1, 16 // args.candidates), first=have)
+        scores = {m: np.concatenate([scores[m], s]) if m in scores else s for m, s in more.items()}
+        right = np.concatenate([right, more_right])
         if args.raw:
             np.savez(args.raw, right=right, **{f"scores_{m}": s for m, s in scores.items()})
     report = {"cpu": cpu_name(), "dtype": str(pipe.dtype), "num": args.num, "offline": [], "timed": []}
@@ -155,6 +161,9 @@ def main():
               f"{fig['single']:.3f} | {fig['two']:.3f} | {fig['novel_single']:.3f} | {fig['novel_two']:.3f} | "
               f"{drawn.mean():.2f} |", flush=True)
 
+    if not args.repeats:
+        print(json.dumps(report))
+        return
     timed = [{"rerank": 1}] + ([] if args.no_all else [{"rerank": args.candidates, "rerank_threshold": 1.0}]) + \
         [{"rerank": args.candidates, "rerank_threshold": t} for t in args.thresholds or []]
     seconds = call_seconds(pipe, timed, args.batch, args.repeats)
