@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 $(BIN)/unclip: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev,web]'
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev,web,onnx]'
 	touch $@
 
 setup: $(BIN)/unclip

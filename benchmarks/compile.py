@@ -2,15 +2,18 @@
 PyTorch, torch.compile (inductor), OpenVINO, ONNX Runtime; in float32 and bfloat16.
 
 Each network that samples many steps (decoder, both upsamplers, diffusion prior) gets the very
-inputs one call of the pipeline at its defaults gives it (captured by a hook: 2 images of 8
-candidates, guided), and each runtime is timed on them: the time to build it (compile or
+inputs its first call gets in one pipeline call at the defaults on --batch prompts (captured by
+a hook; the "rows" column: the first reranking round, one candidate per image, guided), and
+each runtime is timed on them: the time to build it (compile or
 convert, including the first call), then the median of --repeats calls, alternating between
 runtimes. The largest difference from eager float32's output is printed beside it.
-Then whole pipeline calls, eager and compiled, at the defaults (batch --batch).
+Then whole pipeline calls at the defaults (batch --batch): eager, compiled, and in ONNX Runtime
+as the pipelines run it (`--compile onnx`, float32: unclip.onnx_runtime).
 OpenVINO and ONNX Runtime are optional (`pip install openvino onnx onnxruntime onnxscript`);
 a runtime that is not installed or cannot take a network is reported as such.
 
     python benchmarks/compile.py [--dtypes float32 bfloat16] [--repeats 5] [--batch 8]
+        [--pipeline off on onnx] [--skip-networks | --skip-pipeline]
 
 Prints tables and, as its last line, one JSON object.
 """
@@ -27,6 +30,7 @@ import time
 import torch
 
 from unclip import load_pipeline
+from unclip.cache import user_cache
 from unclip.devices import cpu_name
 
 RUNTIMES = ("eager", "compile", "openvino", "onnxruntime")
@@ -103,7 +107,8 @@ def bench_networks(args) -> list[dict]:
     for dtype_name in args.dtypes:
         dtype = getattr(torch, dtype_name)
         pipe = load_pipeline(args.model, torch_dtype=dtype)
-        for name, (net, inputs) in capture(pipe, 2).items():
+        for name, (net, inputs) in capture(pipe, args.batch).items():
+            batch = next(v.shape[0] for v in inputs.values() if torch.is_tensor(v) and v.dim())
             built = {}
             for runtime in args.runtimes:
                 start = time.perf_counter()
@@ -112,7 +117,7 @@ def bench_networks(args) -> list[dict]:
                     with torch.no_grad():
                         out = fn(*tensors).float()
                 except Exception as e:  # noqa: BLE001 - a runtime that cannot take a network is a result
-                    rows.append({"network": name, "dtype": dtype_name, "runtime": runtime,
+                    rows.append({"network": name, "rows": batch, "dtype": dtype_name, "runtime": runtime,
                                  "error": f"{type(e).__name__}: {str(e).splitlines()[0][:80]}"})
                     continue
                 built[runtime] = (fn, tensors, time.perf_counter() - start)
@@ -128,18 +133,22 @@ def bench_networks(args) -> list[dict]:
             eager = statistics.median(times["eager"]) if "eager" in times else None
             for runtime, (_, _, build_s, diff) in built.items():
                 t = statistics.median(times[runtime])
-                rows.append({"network": name, "dtype": dtype_name, "runtime": runtime, "build_s": round(build_s, 2),
+                rows.append({"network": name, "rows": batch, "dtype": dtype_name, "runtime": runtime,
+                             "build_s": round(build_s, 2),
                              "call_ms": round(t * 1000, 2), "x_eager": round(eager / t, 2) if eager else None,
                              "max_diff_vs_fp32": round(diff, 5)})
     return rows
 
 
 def bench_pipeline(args) -> list[dict]:
-    """Whole calls at the defaults, eager and compiled, per dtype: warm, alternating, median."""
+    """Whole calls at the defaults per dtype and --compile setting (--pipeline: off, on, onnx;
+    onnx in float32 only): warm, alternating, median."""
     prompts = [f"a large red circle on the left {i}" for i in range(args.batch)]
     pipes = {}
     for dtype_name in args.dtypes:
-        for compiled in (False, True):
+        for compiled in args.pipeline:
+            if compiled == "onnx" and dtype_name != "float32":
+                continue
             start = time.perf_counter()
             pipe = load_pipeline(args.model, torch_dtype=getattr(torch, dtype_name), compile=compiled)
             pipe(prompts, generator=torch.Generator().manual_seed(0), output_type="np")  # warm-up (compiles)
@@ -162,28 +171,36 @@ def main():
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--skip-pipeline", action="store_true")
+    p.add_argument("--pipeline", nargs="+", default=["off", "on", "onnx"], choices=["off", "on", "onnx"],
+                   help="--compile settings of the whole-call comparison")
+    p.add_argument("--skip-networks", action="store_true")
     args = p.parse_args()
     from unclip.compiled import cache_dir
 
     cache = cache_dir()
     state = "with kernels in it" if cache.is_dir() and any(cache.iterdir()) else "empty: cold compiles"
+    exports = user_cache("onnx")
+    onnx_state = "with exports in it" if exports.is_dir() and any(exports.iterdir()) else "empty"
     print(f"CPU: {cpu_name()}; {torch.get_num_threads()} threads; torch {torch.__version__}; inductor cache "
-          f"{cache} ({state})", flush=True)
-    rows = bench_networks(args)
-    print("\n| network | dtype | runtime | build s | ms per call | x eager (same dtype) | max diff vs fp32 |")
-    print("|---|---|---|---|---|---|---|")
+          f"{cache} ({state}); ONNX exports {exports} ({onnx_state})", flush=True)
+    rows = [] if args.skip_networks else bench_networks(args)
+    if rows:
+        print("\n| network | rows | dtype | runtime | build s | ms per call | x eager (same dtype) | max diff vs fp32 |")
+        print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         if "error" in r:
-            print(f"| {r['network']} | {r['dtype']} | {r['runtime']} | - | - | - | {r['error']} |")
+            print(f"| {r['network']} | {r['rows']} | {r['dtype']} | {r['runtime']} | - | - | - | {r['error']} |")
         else:
-            print(f"| {r['network']} | {r['dtype']} | {r['runtime']} | {r['build_s']} | {r['call_ms']} | "
+            print(f"| {r['network']} | {r['rows']} | {r['dtype']} | {r['runtime']} | {r['build_s']} | {r['call_ms']} | "
                   f"{r['x_eager']} | {r['max_diff_vs_fp32']} |", flush=True)
     whole = [] if args.skip_pipeline else bench_pipeline(args)
     if whole:
         print(f"\nwhole calls at the defaults, batch {args.batch}, median of {args.repeats}")
-        print("| dtype | compiled | first call s (load + compile) | s per image |\n|---|---|---|---|")
+        ref = next((r["s_per_image"] for r in whole if (r["dtype"], r["compiled"]) == ("float32", "off")), None)
+        print("| dtype | --compile | first call s (load + build) | s per image | x eager float32 |\n|---|---|---|---|---|")
         for r in whole:
-            print(f"| {r['dtype']} | {r['compiled']} | {r['first_call_s']} | {r['s_per_image']} |")
+            x = f"{ref / r['s_per_image']:.2f}" if ref else "-"
+            print(f"| {r['dtype']} | {r['compiled']} | {r['first_call_s']} | {r['s_per_image']} | {x} |")
     print(json.dumps({"cpu": cpu_name(), "threads": torch.get_num_threads(), "networks": rows, "pipeline": whole}))
 
 

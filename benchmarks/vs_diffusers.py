@@ -6,7 +6,8 @@ fixed seeds and written in Karlo's folder layout; unclip loads the folder, diffu
 pipeline gets the same components in memory (it cannot load the folder itself). diffusers runs
 in --dtype (float32 by default: on a CPU it has no bf16 path, its antialiased bicubic upscale
 lacks a bf16 kernel); unclip runs in float32, at its defaults (`--dtype auto`: bf16 where the
-precision probe finds it faster) and at its defaults compiled (`--compile on`). Each runs in its
+precision probe finds it faster) and at its defaults compiled (`--compile on`), or in ONNX
+Runtime (`float32+onnx`, `--compile onnx`). Each runs in its
 own worker process (so that each one's peak RSS is its own), all alternating: a warm-up each
 (which compiles), then --reps timed runs each, of the same prompts (batch 8) with the same steps,
 guidance and seed. Prints the CPU and its bf16 flags, a table (seconds per image by stage, median
@@ -14,7 +15,7 @@ over the runs; compiled networks are not split by stage), then one JSON line wit
 including each one's largest and mean pixel difference from diffusers' images.
 
     python benchmarks/vs_diffusers.py [--reps 3] [--batch 8] [--device cpu|cuda] [--dtype float32]
-        [--variants diffusers float32 auto auto+compile]
+        [--variants diffusers float32 auto auto+compile float32+onnx]
 """
 
 from __future__ import annotations
@@ -76,8 +77,9 @@ def worker(which: str, folder: str, args, conn) -> None:
     else:
         from unclip import load_pipeline
 
-        dtype, _, compiled = which.partition("+")
-        pipe = load_pipeline(folder, torch_dtype=dtype, device=args.device, compile=bool(compiled))
+        dtype, _, backend = which.partition("+")
+        pipe = load_pipeline(folder, torch_dtype=dtype, device=args.device,
+                             compile={"": "auto", "compile": "on", "onnx": "onnx"}[backend])
     modules = {n: getattr(pipe, n) for n in STAGES}
     params = sum(p.numel() for m in modules.values() for p in m.parameters())
     seconds: dict = {}
@@ -104,7 +106,8 @@ def main() -> None:
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     p.add_argument("--variants", nargs="+", default=["diffusers", "float32", "auto", "auto+compile"],
-                   help="diffusers, and unclip at a --dtype, +compile for --compile on")
+                   help="diffusers, and unclip at a --dtype (and --compile auto), +compile for --compile on, "
+                   "+onnx for --compile onnx")
     args = p.parse_args()
     import os
 

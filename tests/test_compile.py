@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from unclip.compiled import wanted
+from unclip.compiled import backend
 from unclip.registry import load_pipeline
 
 from .test_generate import PROMPTS
@@ -74,7 +74,8 @@ def test_a_stale_or_damaged_compile_cache_is_rebuilt(tiny_model, cache, tmp_path
 
 def test_auto_compiles_on_a_gpu_only():
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
-    assert wanted("auto", gpu) and not wanted("auto", cpu)
-    assert wanted("on", cpu) and not wanted("off", gpu) and wanted(True, cpu) and not wanted(False, gpu)
-    with pytest.raises(ValueError, match="compile .* must be one of auto, on, off"):
-        wanted("yes", cpu)
+    assert backend("auto", gpu) == "inductor" and backend("auto", cpu, torch.bfloat16) is None
+    assert backend("on", cpu) == "inductor" and backend("off", gpu) is None
+    assert backend(True, cpu) == "inductor" and backend(False, gpu) is None
+    with pytest.raises(ValueError, match="compile .* must be one of auto, on, off, onnx"):
+        backend("yes", cpu)

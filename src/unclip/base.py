@@ -93,9 +93,16 @@ class Pipeline:
         pipe = cls._load(resolve_model(path), torch_dtype, **kw)
         return pipe.to(device) if device is not None else pipe
 
-    def compile(self) -> list[str]:
-        """torch.compile the networks that sample many steps, in place (unclip.compiled); the
-        first call of each input shape compiles. Returns their names."""
+    def compile(self, backend: str = "inductor") -> list[str]:
+        """Run the networks that sample many steps compiled, in place (unclip.compiled):
+        "inductor" (torch.compile; the first call of each input shape compiles) or "onnx" (ONNX
+        Runtime, float32 on the CPU; unclip.onnx_runtime). Returns their names."""
+        if backend == "onnx":
+            from .onnx_runtime import run_in_onnx
+
+            return run_in_onnx(self.sampled_networks())
+        if backend != "inductor":
+            raise ValueError(f"backend must be inductor or onnx, got {backend!r}")
         from .compiled import compile_networks
 
         return compile_networks(self.sampled_networks())

@@ -545,9 +545,11 @@ def compute_flags(parser) -> None:
     """--dtype, --device and --compile: every command that runs a model."""
     dtype_flag(parser)
     device_flag(parser)
-    parser.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
-                        help="torch.compile the networks that sample many steps (compiled kernels are cached in "
-                        "$UNCLIP_CACHE/inductor); auto: on a CUDA GPU (on the CPU it was measured no faster)")
+    parser.add_argument("--compile", choices=["auto", "on", "off", "onnx"], default="auto",
+                        help="how the networks that sample many steps run: on: torch.compile (kernels cached in "
+                        "$UNCLIP_CACHE/inductor); onnx: ONNX Runtime, with --dtype float32 on the CPU (exported "
+                        "once, cached in $UNCLIP_CACHE/onnx; pip install 'unclip[onnx]'); auto: torch.compile on a "
+                        "CUDA GPU, else off")
 
 
 def device_flag(parser) -> None:

@@ -1,5 +1,6 @@
-"""`--compile` / `compile=`: torch.compile for the networks that run at every sampling step
-(decoder, upsamplers, diffusion prior; `Pipeline.sampled_networks`).
+"""`--compile` / `compile=`: torch.compile ("on"), or ONNX Runtime ("onnx", unclip.onnx_runtime),
+for the networks that run at every sampling step (decoder, upsamplers, diffusion prior;
+`Pipeline.sampled_networks`).
 
 Inductor fuses each network's element-wise work (group norm, SiLU, residual adds) around its
 convolutions and matmuls. Each network compiles on its first call with a new input shape:
@@ -10,10 +11,12 @@ an upgraded torch compiles anew instead of reusing stale kernels, and a cache en
 be read is compiled again. Weights are inputs of the graph, not baked in: loading other
 weights of the same architecture reuses the kernels.
 
-`auto` compiles on a GPU only. On the CPU it did not pay (benchmarks/compile.py, a 2-core AMD
-EPYC with AVX-512 BF16, docs/results/compile_cpu.txt): in bf16 the networks ran 0.9-1.33x their
-eager speed, after 20-120 s of compiling each, and a pipeline call reaches each network in many
-batch shapes (reranking rounds, chunks, guidance), each compiled anew.
+`auto`: torch.compile on a CUDA GPU, eager elsewhere. Measured on a 2-core AMD EPYC with AVX-512
+BF16 (benchmarks/compile.py, docs/results/compile_cpu.txt): compiled bf16 ran 0.9-1.33x eager
+bf16 after 20-120 s of compiling per network, and a pipeline call reaches each network in many
+batch shapes (reranking rounds, chunks, guidance), each compiled anew. In float32 ONNX Runtime
+ran whole calls 1.16-1.22x faster than eager after about 50 s of exporting the four networks
+once (cached), so it is there for long float32 runs on the CPU ("onnx"), not a default.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import torch
 
 from .cache import user_cache
 
-CHOICES = ("auto", "on", "off")
+CHOICES = ("auto", "on", "off", "onnx")
 
 
 def cache_dir() -> Path:
@@ -42,10 +45,18 @@ def compile_networks(networks: list[tuple[str, torch.nn.Module]]) -> list[str]:
     return [name for name, _ in networks]
 
 
-def wanted(setting: str | bool, device: torch.device) -> bool:
-    """Whether to compile: "on"/True, "off"/False, or "auto": on a CUDA GPU."""
+def backend(setting: str | bool, device: torch.device, dtype: torch.dtype | None = None) -> str | None:
+    """How to run the sampled networks: "inductor" (torch.compile), "onnx" or None (eager), for
+    `setting` ("auto", "on"/True, "off"/False, "onnx") on `device` in `dtype`."""
     if isinstance(setting, bool):
-        return setting
+        return "inductor" if setting else None
     if setting not in CHOICES:
         raise ValueError(f"compile (--compile) must be one of {', '.join(CHOICES)}, got {setting!r}")
-    return setting == "on" or (setting == "auto" and device.type == "cuda")
+    if setting == "onnx":
+        from .onnx_runtime import require
+
+        if device.type != "cpu" or dtype not in (None, torch.float32):
+            raise ValueError(f"compile 'onnx' runs float32 on the CPU, not {dtype} on {device} (--dtype float32)")
+        require()
+        return "onnx"
+    return "inductor" if setting == "on" or (setting == "auto" and device.type == "cuda") else None

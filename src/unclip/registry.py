@@ -65,11 +65,12 @@ def load_pipeline(path: str | Path | None = None, torch_dtype: torch.dtype | str
                   device: str | torch.device | None = None, compile: bool | str = False, **options):
     """The pipeline a folder holds (default: the shipped model), in `torch_dtype` ("auto": the
     fastest precision for `device`, see unclip.precision) on `device` ("auto": the first GPU if
-    any; None: the CPU). `compile`: torch.compile the networks that sample many steps (True,
-    "on"; "auto": on a GPU; unclip.compiled). `options` (None: not given): `image_encoder`, a
+    any; None: the CPU). `compile`: how the networks that sample many steps run: "on"/True
+    (torch.compile), "onnx" (ONNX Runtime, float32 on the CPU), "off"/False, "auto" (torch.compile
+    on a CUDA GPU; unclip.compiled). `options` (None: not given): `image_encoder`, a
     Karlo variations folder whose image tower to add; `prior_model`, an ECLIPSE prior folder for
     a Karlo folder."""
-    from .compiled import wanted
+    from .compiled import backend
 
     from .devices import resolve_device
     from .precision import resolve_dtype
@@ -85,8 +86,8 @@ def load_pipeline(path: str | Path | None = None, torch_dtype: torch.dtype | str
             raise TypeError(f"load_pipeline() got an unexpected keyword argument {key!r}")
         if key not in cls.load_options:
             raise ValueError(f"{OPTIONS[key]}; {path} is a {cls.title} folder")
-    compile = wanted(compile, device)  # before loading: a bad value costs no load
+    how = backend(compile, device, torch_dtype)  # before loading: a bad value costs no load
     pipe = cls.from_pretrained(path, torch_dtype=torch_dtype, device=device, **kw)
-    if compile:
-        pipe.compile()
+    if how:
+        pipe.compile(how)
     return pipe

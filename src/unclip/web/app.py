@@ -221,12 +221,9 @@ def serve(model=None, host: str = "127.0.0.1", port: int = 7860, image_encoder=N
 
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # nothing leaves this machine
     log.setLevel(logging.INFO)  # each job's outcome and time, for whoever runs the server
-    from ..compiled import wanted
-    from ..devices import resolve_device
     from ..registry import load_pipeline, resolve_model
 
     path = resolve_model(model)
-    compile = wanted(compile, resolve_device(device))
     pipe = load_pipeline(path, torch_dtype=dtype, image_encoder=image_encoder, device=device, prior_model=prior_model,
                          compile=compile)
     if not pipe.capabilities.inversion:  # every tab but one edits through the CLIP latent
