@@ -133,7 +133,7 @@ class OnnxNetwork:
                 except Exception:  # damaged: export anew
                     shutil.rmtree(folder, ignore_errors=True)
             if session is None:
-                log.info("exporting %s to ONNX (once; kept in %s)", self.name, folder)
+                log.warning("exporting %s to ONNX Runtime: once, some seconds (kept in %s)", self.name, folder)
                 _export(module, tensors, batched, folder)
                 session = _load(folder / "model.onnx")
             want = self.eager(**tensors, **fixed, return_dict=return_dict)
