@@ -10,9 +10,9 @@ a default.
 A network is exported on its first call with a new input signature (names, dtypes, shapes but
 the batch), with the batch left dynamic, and the export is kept in $UNCLIP_CACHE/onnx under a
 key of the network's class, weights, signature and both libraries' versions: other weights or an
-upgrade export anew, and a cached file that cannot be loaded is exported again. Each new
-signature's first result is checked against eager PyTorch; a network that cannot be exported, or
-whose export disagrees, stays eager (with a warning). Calls with gradients, or off the CPU, or
+upgrade export anew, and a cached file that cannot be loaded is exported again. Each export's
+first result is checked against eager PyTorch before it is kept (output.json marks it checked);
+a network that cannot be exported, or whose export disagrees, stays eager (with a warning). Calls with gradients, or off the CPU, or
 not in float32, run eager.
 """
 
@@ -126,32 +126,39 @@ class OnnxNetwork:
                                              ort.__version__]).encode()).hexdigest()[:32]
             folder = self.cache / f"{self.name}-{key}"
             module = _Keyword(self.net, self.eager, names, fixed).eval()
-            session = None
-            if (folder / "model.onnx").is_file():
+            if (folder / "output.json").is_file():  # exported and checked by an earlier call
                 try:
-                    session = _load(folder / "model.onnx")
+                    return _load(folder / "model.onnx"), _output_class(folder) if return_dict else None
                 except Exception:  # damaged: export anew
                     shutil.rmtree(folder, ignore_errors=True)
-            if session is None:
-                log.warning("exporting %s to ONNX Runtime: once, some seconds (kept in %s)", self.name, folder)
-                _export(module, tensors, batched, folder)
-                session = _load(folder / "model.onnx")
-            want = self.eager(**tensors, **fixed, return_dict=return_dict)
+            log.warning("exporting %s to ONNX Runtime: once, some seconds (kept in %s)", self.name, folder)
+            shutil.rmtree(folder, ignore_errors=True)  # an export that was never checked
+            _export(module, tensors, batched, folder)
+            session = _load(folder / "model.onnx")
+            want = self.eager(**tensors, **fixed, return_dict=True)
             first = want[0]
             got = _run(session, tensors)
             if got.shape != first.shape or (got - first).abs().max() > TOLERANCE * max(1.0, first.abs().max().item()):
+                shutil.rmtree(folder, ignore_errors=True)
                 raise RuntimeError(f"its output differs from eager PyTorch's by {(got - first).abs().max():.3g}")
-            return session, _output_class(want) if return_dict else None
+            kind = type(want)
+            (folder / "output.json").write_text(json.dumps({"module": kind.__module__, "name": kind.__qualname__,
+                                                            "field": dataclasses.fields(want)[0].name}))
+            return session, _output_class(folder) if return_dict else None
         except Exception as e:  # noqa: BLE001  (any failure keeps the network eager)
             warnings.warn(f"{self.name} runs in eager PyTorch, not ONNX Runtime: {type(e).__name__}: {e}",
                           stacklevel=3)
             return None
 
 
-def _output_class(out):
-    """Builds the network's own output (diffusers' dataclass) around ONNX Runtime's tensor."""
-    field = dataclasses.fields(out)[0].name
-    return lambda y: type(out)(**{field: y})
+def _output_class(folder: Path):
+    """Builds the network's own output (diffusers' dataclass, named in output.json) around ONNX
+    Runtime's tensor."""
+    import importlib
+
+    spec = json.loads((folder / "output.json").read_text())
+    kind = getattr(importlib.import_module(spec["module"]), spec["name"])
+    return lambda y: kind(**{spec["field"]: y})
 
 
 def _run(session, tensors: dict) -> torch.Tensor:
