@@ -43,7 +43,8 @@ SUBSETS = {("in_distribution", 1): "single", ("in_distribution", 2): "two", ("no
 
 
 @torch.no_grad()
-def draw_all(pipe, prompts: list[str], k: int, at: list[int], per_call: int, first: int = 0):
+def draw_all(pipe, prompts: list[str], k: int, at: list[int], per_call: int, first: int = 0,
+             steps: int | None = None):
     """scores[m] (N, k): the judge's score of each candidate's preview after m decoder steps
     (m = 0: the finished candidate); right (N, k): each finished candidate right or not.
     `prompts` are the eval's from index `first` on (seed = eval index)."""
@@ -63,7 +64,7 @@ def draw_all(pipe, prompts: list[str], k: int, at: list[int], per_call: int, fir
                 previews[state["i"] + 1] = state["pred_x0"].float().clamp(-1, 1)
 
         x = pipe.decoder.sample(pipe._decoder_cond(z, rows), encode_text(pipe.clip, [""]), generator=gens,
-                                callback=keep)
+                                steps=steps, callback=keep)
         previews[0] = x
         for m, preview in previews.items():
             scores[m].append(best_of(pipe.judge, cascade(judged, preview, generator=gens), chunk, k)[1].float())
@@ -119,31 +120,47 @@ def main():
     p.add_argument("--batch", type=int, default=40, help="eval prompts per timed call")
     p.add_argument("--repeats", type=int, default=3, help="timed calls per setting (0: time nothing)")
     p.add_argument("--dtype", default="auto")
+    p.add_argument("--decoder-steps", type=int, help="the decoder's steps for every candidate, drawn and timed "
+                   "(default: the model's)")
     p.add_argument("--raw", help="save every candidate's scores and verdicts here (.npz)")
     p.add_argument("--load-raw", help="read them from here instead of drawing (and draw only the prompts "
                    "past its last, when --num asks for more; --raw then saves them all)")
     p.add_argument("--no-all", action="store_true", help="do not time drawing all candidates")
+    p.add_argument("--also", type=json.loads, nargs="*", default=[],
+                   help="more settings to time, each a JSON object of pipeline call arguments, e.g. the defaults "
+                   "before a change: '{\"rerank\": 8, \"decoder_num_inference_steps\": 8}'")
     args = p.parse_args()
     pipe = load_pipeline(args.model, torch_dtype=args.dtype)
     items = shapes.eval_split(args.num)
     subsets = np.array([SUBSETS[(subset_of(it.scene), len(it.scene.objects))] for it in items])
     print(f"CPU: {cpu_name()}; {torch.get_num_threads()} threads; {pipe.dtype}; {args.num} eval prompts "
           f"({', '.join(f'{n} {int((subsets == n).sum())}' for n in SUBSETS.values())})", flush=True)
+    steps = args.decoder_steps or pipe.decoder.cfg.sample_steps
     scores, right, have = {}, np.zeros((0, args.candidates)), 0
     if args.load_raw:
         raw = np.load(args.load_raw)
         right = raw["right"][:args.num]
         scores = {int(key.split("_")[1]): raw[key][:args.num] for key in raw.files if key.startswith("scores_")}
         have = len(right)
+        drawn_at = int(raw["decoder_steps"]) if "decoder_steps" in raw.files else None
+        if have < args.num and drawn_at not in (None, steps):
+            raise SystemExit(f"{args.load_raw} was drawn with the decoder at {drawn_at} steps, not {steps}")
+        steps = drawn_at or steps
     if have < args.num:
         more, more_right = draw_all(pipe, [it.prompt for it in items[have:]], args.candidates, args.at,
-                                    max(1, 16 // args.candidates), first=have)
+                                    max(1, 16 // args.candidates), first=have, steps=steps)
         scores = {m: np.concatenate([scores[m], s]) if m in scores else s for m, s in more.items()}
         right = np.concatenate([right, more_right])
         if args.raw:
-            np.savez(args.raw, right=right, **{f"scores_{m}": s for m, s in scores.items()})
-    report = {"cpu": cpu_name(), "dtype": str(pipe.dtype), "num": args.num, "offline": [], "timed": []}
+            np.savez(args.raw, right=right, decoder_steps=steps, **{f"scores_{m}": s for m, s in scores.items()})
+    print(f"candidates drawn with the decoder at {steps} steps")
+    report = {"cpu": cpu_name(), "dtype": str(pipe.dtype), "num": args.num, "decoder_steps": steps,
+              "offline": [], "timed": []}
 
+    each = by_subset(right.mean(1), subsets)  # the base model's accuracy per draw: low noise, no judge involved
+    report["each_candidate_right"] = each
+    print(f"each candidate right (all {args.candidates} per prompt, no judging): " +
+          ", ".join(f"{n} {v:.3f}" for n, v in each.items()))
     print("\n| candidates | judged | stop at score | single | two | novel single | novel two | mean drawn |")
     print("|---|---|---|---|---|---|---|---|")
     first = scores[0][:, 0]
@@ -166,6 +183,7 @@ def main():
         return
     timed = [{"rerank": 1}] + ([] if args.no_all else [{"rerank": args.candidates, "rerank_threshold": 1.0}]) + \
         [{"rerank": args.candidates, "rerank_threshold": t} for t in args.thresholds or []]
+    timed = [{**s, "decoder_num_inference_steps": steps} for s in timed] + args.also
     seconds = call_seconds(pipe, timed, args.batch, args.repeats)
     print(f"\nwhole calls, the first {args.batch} eval prompts, median of {args.repeats} alternating after a warm-up")
     print("| setting | s/image | x one candidate |\n|---|---|---|")
