@@ -102,3 +102,21 @@ def test_speckle_is_zero_on_clean_renders_and_high_with_salt_and_pepper():
         dots = rng.random(clean.shape[:2]) < 0.02
         noisy = np.where(dots[..., None], rng.integers(0, 256, clean.shape), clean).astype(np.uint8)
         assert speckle_share(noisy) > 0.01  # most of the 2% salt-and-pepper pixels counted
+
+
+def test_eval_counts_stray_objects_that_two_object_verdicts_ignore(tmp_path):
+    from unclip.evaluate.shapes_eval import score_images
+
+    items = [it for it in shapes.eval_split(40) if len(it.scene.objects) == 2][:6]
+    clean = np.stack([shapes.render(it.scene, 128) for it in items])
+    prompts = [it.prompt for it in items]
+    figures = score_images(clean, prompts, tmp_path / "clean", None)
+    assert figures["extra_objects"] == 0.0
+    stray = clean.copy()
+    for img in stray:  # a 10 px fragment in whichever corner is empty
+        corner = next((y, x) for y, x in [(2, 2), (2, 116), (116, 2), (116, 116)]
+                      if (img[y:y + 10, x:x + 10] == img[0, 0]).all())
+        img[corner[0]:corner[0] + 10, corner[1]:corner[1] + 10] = (200, 60, 200)
+    fragments = score_images(stray, prompts, tmp_path / "stray", None)
+    assert fragments["extra_objects"] == 1.0
+    assert fragments["in_distribution"]["two"]["all"] == figures["in_distribution"]["two"]["all"]

@@ -6,7 +6,8 @@ attribute and the share with everything right; for two-object prompts the share 
 named objects found and the share with the relation (and background) right; when a CLIP is
 at hand, the CLIP score (cosine of image and prompt embeddings); and over all images the
 speckle figure: the share of background pixels (more than 2 px from every object) more than
-24/255 off the background colour in some channel.
+24/255 off the background colour in some channel; and the share of images with more objects
+found than the prompt names (stray fragments, which the two-object verdicts do not see).
 """
 
 from __future__ import annotations
@@ -106,7 +107,8 @@ def score_images(images: np.ndarray, prompts: list[str], out, scorer) -> dict:
     `out`; `scorer`: a pipeline whose CLIP gives the CLIP score (None: none)."""
     detector = Detector()
     scenes = [parse_prompt(p) for p in prompts]
-    verdicts = [score(detector(img), scene) for img, scene in zip(images, scenes)]
+    found = [detector(img) for img in images]
+    verdicts = [score(det, scene) for det, scene in zip(found, scenes)]
     scores = None
     if scorer is not None:
         scores = sum((clip_score(scorer, images[i:i + 100], prompts[i:i + 100]) for i in range(0, len(images), 100)), [])
@@ -114,6 +116,8 @@ def score_images(images: np.ndarray, prompts: list[str], out, scorer) -> dict:
     # speckle: the share of background pixels off the background colour (masks.speckle_share),
     # averaged over every image at its own size
     figures["speckle"] = float(np.mean([speckle_share(img) for img in images]))
+    # stray fragments: two-object verdicts ignore objects beyond the named ones, so count them here
+    figures["extra_objects"] = float(np.mean([len(det.objects) > len(s.objects) for det, s in zip(found, scenes)]))
     write_report(Path(out), figures, images, prompts, verdicts)
     return figures
 
