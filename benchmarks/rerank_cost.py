@@ -8,7 +8,8 @@ against its caption, so easy captions cost one draw and hard ones up to k.
 Fidelity: for each of the first NUM eval prompts (seed = eval index, as `unclip eval shapes`),
 --candidates candidates are drawn and finished, scored by the reranker (at its input size, after
 the first upsampler) and by the shapes detector (right or not). Every policy is then read off
-these draws: all of the first k, or rounds until the threshold; with --at, also judging after m
+these draws: all of the first k, or rounds until the threshold, judged by 9 views each
+(unclip.rerank.judge_embedding) and by one; with --at, also judging after m
 decoder steps by the clean image the decoder predicts there (a preview; the finished image is
 the same at DDIM eta 0). Cost: whole pipeline calls on the first --batch eval prompts (a mix of
 subsets like the eval's), warm, alternating, median of --repeats, per timed setting.
@@ -46,11 +47,11 @@ SUBSETS = {("in_distribution", 1): "single", ("in_distribution", 2): "two", ("no
 def draw_all(pipe, prompts: list[str], k: int, at: list[int], per_call: int, first: int = 0,
              steps: int | None = None):
     """scores[m] (N, k): the judge's score of each candidate's preview after m decoder steps
-    (m = 0: the finished candidate); right (N, k): each finished candidate right or not.
+    (m = 0: the finished candidate; "plain": the finished one judged by one view); right (N, k): each finished candidate right or not.
     `prompts` are the eval's from index `first` on (seed = eval index)."""
     judged = pipe.upsamplers[:judged_after(pipe.decoder.cfg.image_size, pipe.upsamplers, pipe.judge)]
     detector = Detector()
-    scores = {m: [] for m in [*at, 0]}
+    scores = {m: [] for m in [*at, 0, "plain"]}
     right = []
     for start in tqdm(range(0, len(prompts), per_call), desc="candidates", unit="chunk"):
         chunk = prompts[start:start + per_call]
@@ -67,7 +68,10 @@ def draw_all(pipe, prompts: list[str], k: int, at: list[int], per_call: int, fir
                                 steps=steps, callback=keep)
         previews[0] = x
         for m, preview in previews.items():
-            scores[m].append(best_of(pipe.judge, cascade(judged, preview, generator=gens), chunk, k)[1].float())
+            judged_images = cascade(judged, preview, generator=gens)
+            scores[m].append(best_of(pipe.judge, judged_images, chunk, k)[1].float())
+            if m == 0:  # the same candidates judged by one view each, as before judge_embedding's views
+                scores["plain"].append(best_of(pipe.judge, judged_images, chunk, k, views=False)[1].float())
         final = to_output(pipe.upsample(x, generator=gens), "uint8")
         right.append(torch.tensor([score(detector(img), parse_prompt(p))["all"] for img, p in zip(final, rows)],
                                   dtype=torch.float32).view(len(chunk), k))
@@ -112,11 +116,15 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", help="model folder (default: the shipped model)")
     p.add_argument("--num", type=int, default=300)
+    p.add_argument("--first", type=int, default=0, help="start at this eval index (e.g. past the prompts a "
+                   "threshold was chosen on, to check it on others)")
     p.add_argument("--candidates", type=int, default=8)
     p.add_argument("--at", type=int, nargs="*", default=[], help="decoder steps to judge previews after")
     p.add_argument("--ks", type=int, nargs="+", default=[2, 4, 8])
     p.add_argument("--thresholds", type=float, nargs="*", default=None,
                    help="thresholds to time, and to add to the offline table's grid")
+    p.add_argument("--plain-thresholds", type=float, nargs="*", default=[0.82],
+                   help="thresholds for the offline table's rows judged by one view (as before 9 views)")
     p.add_argument("--batch", type=int, default=40, help="eval prompts per timed call")
     p.add_argument("--repeats", type=int, default=3, help="timed calls per setting (0: time nothing)")
     p.add_argument("--dtype", default="auto")
@@ -131,16 +139,17 @@ def main():
                    "before a change: '{\"rerank\": 8, \"decoder_num_inference_steps\": 8}'")
     args = p.parse_args()
     pipe = load_pipeline(args.model, torch_dtype=args.dtype)
-    items = shapes.eval_split(args.num)
+    items = shapes.eval_split(args.first + args.num)[args.first:]
     subsets = np.array([SUBSETS[(subset_of(it.scene), len(it.scene.objects))] for it in items])
-    print(f"CPU: {cpu_name()}; {torch.get_num_threads()} threads; {pipe.dtype}; {args.num} eval prompts "
+    print(f"CPU: {cpu_name()}; {torch.get_num_threads()} threads; {pipe.dtype}; {args.num} eval prompts from index {args.first} "
           f"({', '.join(f'{n} {int((subsets == n).sum())}' for n in SUBSETS.values())})", flush=True)
     steps = args.decoder_steps or pipe.decoder.cfg.sample_steps
     scores, right, have = {}, np.zeros((0, args.candidates)), 0
     if args.load_raw:
         raw = np.load(args.load_raw)
         right = raw["right"][:args.num]
-        scores = {int(key.split("_")[1]): raw[key][:args.num] for key in raw.files if key.startswith("scores_")}
+        scores = {key.split("_")[1]: raw[key][:args.num] for key in raw.files if key.startswith("scores_")}
+        scores = {int(m) if m.isdigit() else m: v for m, v in scores.items()}
         have = len(right)
         drawn_at = int(raw["decoder_steps"]) if "decoder_steps" in raw.files else None
         if have < args.num and drawn_at not in (None, steps):
@@ -148,7 +157,7 @@ def main():
         steps = drawn_at or steps
     if have < args.num:
         more, more_right = draw_all(pipe, [it.prompt for it in items[have:]], args.candidates, args.at,
-                                    max(1, 16 // args.candidates), first=have, steps=steps)
+                                    max(1, 16 // args.candidates), first=args.first + have, steps=steps)
         scores = {m: np.concatenate([scores[m], s]) if m in scores else s for m, s in more.items()}
         right = np.concatenate([right, more_right])
         if args.raw:
@@ -168,13 +177,17 @@ def main():
                            | set(args.thresholds or []))
     settings = [(1, 0, None)] + [(k, 0, t) for k in args.ks for t in grid] + \
         [(k, m, None) for m in args.at for k in args.ks]
+    if "plain" in scores:
+        settings += [(k, "plain", None) for k in args.ks] + \
+            [(args.candidates, "plain", t) for t in args.plain_thresholds]
+    label = lambda m: {0: "finished, 9 views", "plain": "finished, 1 view"}.get(m, f"after {m} steps")
     for k, m, t in settings:
         kept, drawn = policy(scores[m], right, k, t)
         fig = by_subset(kept, subsets)
-        report["offline"].append({"rerank": k, "judged_after_steps": m or None, "threshold": t, **fig,
+        report["offline"].append({"rerank": k, "judged": label(m), "threshold": t, **fig,
                                   "mean_drawn": round(float(drawn.mean()), 2),
                                   "mean_drawn_by_subset": by_subset(drawn, subsets)})
-        print(f"| {k} | {'finished' if not m else f'after {m} steps'} | {'-' if t is None else t} | "
+        print(f"| {k} | {label(m)} | {'-' if t is None else t} | "
               f"{fig['single']:.3f} | {fig['two']:.3f} | {fig['novel_single']:.3f} | {fig['novel_two']:.3f} | "
               f"{drawn.mean():.2f} |", flush=True)
 

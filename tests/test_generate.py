@@ -248,6 +248,31 @@ def test_rerank_keeps_the_candidate_the_reranker_scores_highest(reranked):
         PROMPTS, generator=gens(), output_type="uint8").images)
 
 
+def test_the_judge_averages_views_shifted_with_their_edges_repeated(reranked):
+    from unclip.data.embeddings import encode_image, encode_text
+    from unclip.rerank import best_of, judge_embedding, shifted
+
+    x = torch.zeros(1, 1, 4, 4)
+    x[0, 0, 1, 2] = 1.0
+    moved = shifted(x, 1, 0)[0, 0]  # one pixel right: the dot moves, the left column repeats the edge
+    assert moved[1, 3] == 1 and moved.sum() == 1
+    edge = torch.arange(4.0).view(1, 1, 1, 4).expand(1, 1, 4, 4)
+    assert torch.equal(shifted(edge, 0, 1), edge) and shifted(edge, 1, 0)[0, 0, 0].tolist() == [0, 0, 1, 2]
+
+    judge = DalleTwoPipeline.from_pretrained(reranked).judge
+    flat = torch.full((2, 3, 16, 16), 0.3)  # shifting a flat image changes nothing
+    views, one = judge_embedding(judge, flat), judge_embedding(judge, flat, views=False)
+    assert torch.allclose(views, one, atol=1e-5) and torch.allclose(one, encode_image(judge, flat))
+    images = torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    views = judge_embedding(judge, images)
+    assert views.shape == (6, one.shape[1]) and torch.allclose(views.norm(dim=-1), torch.ones(6))
+    assert (views - judge_embedding(judge, images, views=False)).abs().max() > 1e-3
+    _, scores = best_of(judge, images, PROMPTS, 3)  # reranking scores by the views
+    text = torch.nn.functional.normalize(encode_text(judge, PROMPTS)["text_embed"].float(), dim=-1)
+    text = text.repeat_interleave(3, dim=0)
+    assert torch.allclose(scores.flatten(), (views * text).sum(-1), atol=1e-5)
+
+
 def test_candidates_are_judged_at_the_judges_own_size(reranked):
     pipe = DalleTwoPipeline.from_pretrained(reranked)  # 8 px decoder, 8 -> 16 -> 32 upsamplers
     assert pipe.judge.image_size == 16 and pipe.judged_after(1) == 0  # one candidate: nothing to judge

@@ -6,6 +6,12 @@ rounds (ROUNDS: 1, 3, 4 for k = 8) and an image stops drawing as soon as its bes
 so far scores at least the threshold against its caption: easy captions cost about one draw,
 hard ones up to k (benchmarks/rerank_cost.py measured the threshold against fidelity).
 
+The judge scores each candidate by the mean of its embeddings over the image and eight copies
+shifted by 1/32 of its side (`judge_embedding`): a small CLIP's verdict can turn on a pixel's
+move, and averaging over shifts steadies it (benchmarks/rerank_cost.py judges every candidate
+both ways; on the shapes model 9 views are right as often or more, and cost little beside
+drawing a candidate).
+
 The scorer is a model folder's `reranker/` CLIP when it has one, else its own `clip/`. The CLIP
 that a prior and decoder were trained on need not be the best judge: the shapes model's own
 CLIP tells poorly which colour goes with which shape, so reranking by it does not help
@@ -26,16 +32,42 @@ from .diffusion.sampling import Generators, repeat_generators
 
 RERANKER = "reranker"  # the scorer's subfolder and component name
 CPU_CANDIDATES = 16  # candidates per network call on the CPU (images_per_call)
+SHIFT = 1 / 32  # of the judge's side: how far judge_embedding moves its shifted views
 ROUNDS = (1, 3, 4)  # candidates per image in each round when reranking may stop early (benchmarks/rerank_cost.py)
 
 
+def shifted(images: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
+    """`images` (B, C, S, S) moved dx px right and dy px down, edge pixels repeated into the gap."""
+    s = max(abs(dx), abs(dy))
+    if s == 0:
+        return images
+    side = images.shape[-1]
+    padded = F.pad(images, (s, s, s, s), mode="replicate")
+    return padded[..., s - dy:s - dy + side, s - dx:s - dx + side]
+
+
 @torch.no_grad()
-def best_of(clip: ClipEncoder, candidates: torch.Tensor, prompts: list[str], n: int) -> tuple[torch.Tensor, torch.Tensor]:
+def judge_embedding(clip: ClipEncoder, images: torch.Tensor, views: bool = True) -> torch.Tensor:
+    """The judge's unit embedding of each image (B, 3, S, S) in [-1, 1]: the mean over the image
+    and its eight neighbours SHIFT of its side away (`views`), normalised; one view without."""
+    images = images.clamp(-1, 1)
+    if not views:
+        return encode_image(clip, images)
+    s = max(1, round(images.shape[-1] * SHIFT))
+    moves = [(dx, dy) for dy in (-s, 0, s) for dx in (-s, 0, s)]
+    many = torch.cat([shifted(images, dx, dy) for dx, dy in moves])
+    return F.normalize(encode_image(clip, many).view(len(moves), len(images), -1).mean(0), dim=-1)
+
+
+@torch.no_grad()
+def best_of(clip: ClipEncoder, candidates: torch.Tensor, prompts: list[str], n: int,
+            views: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Each prompt's best of its n consecutive candidates (B * n, 3, S, S) in [-1, 1]: the
-    indices (B,) into `candidates` and every candidate's cosine with its prompt (B, n)."""
+    indices (B,) into `candidates` and every candidate's cosine with its prompt (B, n), by
+    `judge_embedding` (one view each without `views`)."""
     if len(candidates) != n * len(prompts):
         raise ValueError(f"{len(candidates)} candidates for {len(prompts)} prompts x {n}")
-    image = encode_image(clip, candidates.clamp(-1, 1))
+    image = judge_embedding(clip, candidates, views)
     text = F.normalize(encode_text(clip, prompts)["text_embed"].float(), dim=-1).repeat_interleave(n, dim=0)
     scores = (image * text).sum(-1).view(len(prompts), n)
     return scores.argmax(1) + torch.arange(len(prompts), device=scores.device) * n, scores
