@@ -14,7 +14,7 @@ decoder steps by the clean image the decoder predicts there (a preview; the fini
 the same at DDIM eta 0). Cost: whole pipeline calls on the first --batch eval prompts (a mix of
 subsets like the eval's), warm, alternating, median of --repeats, per timed setting.
 
-    python benchmarks/rerank_cost.py [--num 300] [--candidates 8] [--thresholds 0.5 0.6] [--raw F.npz]
+    python benchmarks/rerank_cost.py [--num 300] [--candidates 8] [--thresholds 0.5 0.6] [--raw F.npz] [--load-raw A.npz B.npz]
 
 Prints tables and, as its last line, one JSON object.
 """
@@ -131,8 +131,9 @@ def main():
     p.add_argument("--decoder-steps", type=int, help="the decoder's steps for every candidate, drawn and timed "
                    "(default: the model's)")
     p.add_argument("--raw", help="save every candidate's scores and verdicts here (.npz)")
-    p.add_argument("--load-raw", help="read them from here instead of drawing (and draw only the prompts "
-                   "past its last, when --num asks for more; --raw then saves them all)")
+    p.add_argument("--load-raw", nargs="+", help="read them from these files, consecutive prompts in order (e.g. "
+                   "a --raw of the first 500 and one of the 300 after them), instead of drawing (and draw only the "
+                   "prompts past their last, when --num asks for more; --raw then saves them all)")
     p.add_argument("--no-all", action="store_true", help="do not time drawing all candidates")
     p.add_argument("--also", type=json.loads, nargs="*", default=[],
                    help="more settings to time, each a JSON object of pipeline call arguments, e.g. the defaults "
@@ -146,14 +147,19 @@ def main():
     steps = args.decoder_steps or pipe.decoder.cfg.sample_steps
     scores, right, have = {}, np.zeros((0, args.candidates)), 0
     if args.load_raw:
-        raw = np.load(args.load_raw)
-        right = raw["right"][:args.num]
-        scores = {key.split("_")[1]: raw[key][:args.num] for key in raw.files if key.startswith("scores_")}
+        raws = [np.load(f) for f in args.load_raw]
+        at = {int(r["decoder_steps"]) if "decoder_steps" in r.files else None for r in raws}
+        if len(at) > 1:
+            raise SystemExit(f"{' and '.join(args.load_raw)} were drawn with the decoder at different steps")
+        keys = set.intersection(*(set(r.files) for r in raws))
+        right = np.concatenate([r["right"] for r in raws])[:args.num]
+        scores = {key.split("_")[1]: np.concatenate([r[key] for r in raws])[:args.num]
+                  for key in sorted(keys) if key.startswith("scores_")}
         scores = {int(m) if m.isdigit() else m: v for m, v in scores.items()}
         have = len(right)
-        drawn_at = int(raw["decoder_steps"]) if "decoder_steps" in raw.files else None
+        drawn_at = at.pop()
         if have < args.num and drawn_at not in (None, steps):
-            raise SystemExit(f"{args.load_raw} was drawn with the decoder at {drawn_at} steps, not {steps}")
+            raise SystemExit(f"{' and '.join(args.load_raw)} were drawn with the decoder at {drawn_at} steps, not {steps}")
         steps = drawn_at or steps
     if have < args.num:
         more, more_right = draw_all(pipe, [it.prompt for it in items[have:]], args.candidates, args.at,
