@@ -6,7 +6,8 @@ fixed seeds and written in Karlo's folder layout; unclip loads the folder, diffu
 pipeline gets the same components in memory (it cannot load the folder itself). diffusers runs
 in --dtype (float32 by default: on a CPU it has no bf16 path, its antialiased bicubic upscale
 lacks a bf16 kernel); unclip runs in float32, at its defaults (`--dtype auto`: bf16 where the
-precision probe finds it faster) and at its defaults compiled (`--compile on`), or in ONNX
+precision probe finds it faster) and at its defaults compiled (`--compile on`), compiled with
+CUDA graphs (`+graphs`: `pipe.compile(mode="reduce-overhead")`, for a GPU), or in ONNX
 Runtime (`float32+onnx`, `--compile onnx`). Each runs in its
 own worker process (so that each one's peak RSS is its own), all alternating: a warm-up each
 (which compiles), then --reps timed runs each, of the same prompts (batch 8) with the same steps,
@@ -15,7 +16,7 @@ over the runs; compiled networks are not split by stage), then one JSON line wit
 including each one's largest and mean pixel difference from diffusers' images.
 
     python benchmarks/vs_diffusers.py [--reps 3] [--batch 8] [--device cpu|cuda] [--dtype float32]
-        [--variants diffusers float32 auto auto+compile float32+onnx]
+        [--variants diffusers float32 auto auto+compile float16+graphs float32+onnx]
 """
 
 from __future__ import annotations
@@ -79,11 +80,13 @@ def worker(which: str, folder: str, args, conn) -> None:
 
         dtype, _, backend = which.partition("+")
         pipe = load_pipeline(folder, torch_dtype=dtype, device=args.device,
-                             compile={"": "auto", "compile": "on", "onnx": "onnx"}[backend])
+                             compile={"": "auto", "compile": "on", "graphs": "off", "onnx": "onnx"}[backend])
+        if backend == "graphs":
+            pipe.compile(mode="reduce-overhead")
     modules = {n: getattr(pipe, n) for n in STAGES}
     params = sum(p.numel() for m in modules.values() for p in m.parameters())
     seconds: dict = {}
-    if "compile" not in which:  # hooks would be traced into compiled graphs
+    if not {"compile", "graphs"} & set(which.split("+")):  # hooks would be traced into compiled graphs
         time_stages(modules, seconds)
     prompts = (PROMPTS * (args.batch // len(PROMPTS) + 1))[:args.batch]
     conn.send({"params": params})
@@ -107,7 +110,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     p.add_argument("--variants", nargs="+", default=["diffusers", "float32", "auto", "auto+compile"],
                    help="diffusers, and unclip at a --dtype (and --compile auto), +compile for --compile on, "
-                   "+onnx for --compile onnx")
+                   "+graphs for torch.compile's reduce-overhead mode (CUDA graphs), +onnx for --compile onnx")
     args = p.parse_args()
     import os
 
@@ -144,7 +147,7 @@ def main() -> None:
               "reps": args.reps, "steps": [25, 25, 7], "guidance": [4.0, 8.0]}
     print(f"{device}, {args.threads} threads, batch {args.batch}, steps 25/25/7, guidance 4/8, "
           f"median of {args.reps} alternating runs after a warm-up")
-    print(f"{'':<22}{'computes in':>15}{'s/image':>9}{'x diffusers':>12}{'text':>7}{'prior':>7}{'decoder':>9}"
+    print(f"{'':<34}{'computes in':>15}{'s/image':>9}{'x diffusers':>12}{'text':>7}{'prior':>7}{'decoder':>9}"
           f"{'super-res':>10}{'peak RSS':>10}{'max diff':>9}{'mean diff':>10}")
     base = statistics.median(x["total"] for x in runs["diffusers"]) / args.batch if "diffusers" in runs else None
     for which, (_, _, info) in workers.items():
@@ -153,7 +156,8 @@ def main() -> None:
                for k in ("text", "prior", "decoder", "super_res")}
         total = statistics.median(x["total"] for x in r) / args.batch
         rss = max(x["rss_mb"] for x in r)
-        name = which if which == "diffusers" else f"unclip --dtype {which.replace('+compile', ' --compile on')}"
+        name = which if which == "diffusers" else \
+            f"unclip --dtype {which.replace('+compile', ' --compile on').replace('+graphs', ' +graphs')}"
         row = {"computes_in": r[0]["dtype"], "params_m": round(info["params"] / 1e6, 2),
                "s_per_image": round(total, 4), "peak_rss_mb": round(rss),
                "stages_s_per_image": {k: round(v, 4) for k, v in per.items()} if per["decoder"] else None}
@@ -165,7 +169,7 @@ def main() -> None:
         report[name] = row
         stages = "".join(f"{per[k]:{w}.3f}" for k, w in (("text", 7), ("prior", 7), ("decoder", 9), ("super_res", 10))) \
             if per["decoder"] else f"{'(compiled: not split)':>33}"
-        print(f"{name:<22}{row['computes_in'].replace('torch.', ''):>15}{total:9.3f}{row.get('x_diffusers', 1):11.2f}x"
+        print(f"{name:<34}{row['computes_in'].replace('torch.', ''):>15}{total:9.3f}{row.get('x_diffusers', 1):11.2f}x"
               f"{stages}{rss:9.0f}M{row.get('max_pixel_diff_255', 0):9.2f}{row.get('mean_pixel_diff_255', 0):10.4f}")
     print(json.dumps(report))
 

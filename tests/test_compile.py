@@ -21,6 +21,8 @@ DRAW = """
 import json, sys, torch
 from unclip.registry import load_pipeline
 pipe = load_pipeline(sys.argv[1], compile=sys.argv[2] == "on")
+if sys.argv[2] == "graphs":  # torch.compile's reduce-overhead mode: CUDA graphs on a GPU, "default" on a CPU
+    pipe.compile(mode="reduce-overhead")
 gens = [torch.Generator().manual_seed(s) for s in (5, 6)]
 images = pipe({prompts!r}, generator=gens, output_type="np").images
 print(json.dumps(images.tolist()))
@@ -49,6 +51,15 @@ def test_compiled_sampling_draws_the_eager_images(tiny_model, cache):
     eager = draw(tiny_model, "off", cache)
     assert np.abs(draw(tiny_model, "on", cache) - eager).max() < 1e-4
     assert any(f.is_file() for f in cache.rglob("*"))  # kernels kept for the next process
+    assert np.abs(draw(tiny_model, "graphs", cache) - eager).max() < 1e-4
+
+
+def test_a_compile_mode_torch_does_not_have_is_refused(tiny_model):
+    pipe = load_pipeline(tiny_model)
+    with pytest.raises(ValueError, match="mode must be one of default, reduce-overhead"):
+        pipe.compile(mode="fastest")
+    with pytest.raises(ValueError, match="not ONNX Runtime's"):
+        pipe.compile("onnx", mode="reduce-overhead")
 
 
 def test_a_stale_or_damaged_compile_cache_is_rebuilt(tiny_model, cache, tmp_path):

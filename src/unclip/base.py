@@ -93,11 +93,14 @@ class Pipeline:
         pipe = cls._load(resolve_model(path), torch_dtype, **kw)
         return pipe.to(device) if device is not None else pipe
 
-    def compile(self, backend: str = "inductor") -> list[str]:
+    def compile(self, backend: str = "inductor", mode: str | None = None) -> list[str]:
         """Run the networks that sample many steps compiled, in place (unclip.compiled):
-        "inductor" (torch.compile; the first call of each input shape compiles) or "onnx" (ONNX
-        Runtime, float32 on the CPU; unclip.onnx_runtime). Returns their names."""
+        "inductor" (torch.compile in its `mode`, e.g. "reduce-overhead" for CUDA graphs; the
+        first call of each input shape compiles) or "onnx" (ONNX Runtime, float32 on the CPU;
+        unclip.onnx_runtime). Returns their names."""
         if backend == "onnx":
+            if mode is not None:
+                raise ValueError("mode is torch.compile's (backend inductor), not ONNX Runtime's")
             from .onnx_runtime import run_in_onnx
 
             return run_in_onnx(self.sampled_networks())
@@ -105,7 +108,7 @@ class Pipeline:
             raise ValueError(f"backend must be inductor or onnx, got {backend!r}")
         from .compiled import compile_networks
 
-        return compile_networks(self.sampled_networks())
+        return compile_networks(self.sampled_networks(), mode)
 
     def to(self, *args, **kwargs) -> Pipeline:
         device, dtype = _device_and_dtype(args, kwargs)

@@ -36,12 +36,19 @@ def cache_dir() -> Path:
     return Path(os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(user_cache("inductor"))))
 
 
-def compile_networks(networks: list[tuple[str, torch.nn.Module]]) -> list[str]:
+MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
+
+
+def compile_networks(networks: list[tuple[str, torch.nn.Module]], mode: str | None = None) -> list[str]:
     """torch.compile each module in place (nn.Module.compile: its weights, state dict and
-    attributes stay as they are; calls go through the compiled graph). Returns their names."""
+    attributes stay as they are; calls go through the compiled graph), in torch.compile's `mode`
+    ("reduce-overhead" replays CUDA graphs on a GPU; on a CPU it compiles as "default").
+    Returns their names."""
+    if mode is not None and mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     cache_dir()
     for _, module in networks:
-        module.compile()
+        module.compile(mode=mode)
     return [name for name, _ in networks]
 
 
