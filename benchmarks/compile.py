@@ -8,7 +8,7 @@ each runtime is timed on them: the time to build it (compile or
 convert, including the first call), then the median of --repeats calls, alternating between
 runtimes. The largest difference from eager float32's output is printed beside it.
 Then whole pipeline calls at the defaults (batch --batch): eager, compiled, and in ONNX Runtime
-as the pipelines run it (`--compile onnx`, float32: unclip.onnx_runtime).
+as the pipelines run it (`--compile onnx`, float32: unclip.runtime.onnx_runtime).
 OpenVINO and ONNX Runtime are optional (`pip install openvino onnx onnxruntime onnxscript`);
 a runtime that is not installed or cannot take a network is reported as such.
 
@@ -30,8 +30,8 @@ import time
 import torch
 
 from unclip import load_pipeline
-from unclip.cache import user_cache
-from unclip.devices import cpu_name
+from unclip.runtime.cache import user_cache
+from unclip.runtime.devices import cpu_name
 
 RUNTIMES = ("eager", "compile", "openvino", "onnxruntime")
 
@@ -175,7 +175,7 @@ def main():
                    help="--compile settings of the whole-call comparison")
     p.add_argument("--skip-networks", action="store_true")
     args = p.parse_args()
-    from unclip.compiled import cache_dir
+    from unclip.runtime.compiled import cache_dir
 
     cache = cache_dir()
     state = "with kernels in it" if cache.is_dir() and any(cache.iterdir()) else "empty: cold compiles"

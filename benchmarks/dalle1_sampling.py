@@ -15,9 +15,9 @@ import time
 
 import torch
 
-from unclip.dalle1.pipeline import DalleOnePipeline
-from unclip.evaluate.shapes_eval import evaluate_model, headline
-from unclip.registry import resolve_model
+from unclip.pipelines.dalle1 import DalleOnePipeline
+from unclip.pipelines.locate import resolve_model
+from unclip.tasks.evaluate.shapes_eval import evaluate_model, headline
 
 TYPES = {"temperature": float, "top_k": int, "top_p": float, "rerank": int}
 

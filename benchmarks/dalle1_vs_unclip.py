@@ -27,18 +27,18 @@ import numpy as np
 import torch
 
 from unclip.config import load
-from unclip.dalle1.pipeline import DalleOnePipeline
 from unclip.data import shapes
 from unclip.data.stream import make_loader
 from unclip.data.transforms import to_tensor, to_uint8
 from unclip.diffusion.sampling import repeat_generators
-from unclip.evaluate.image_metrics import psnr
-from unclip.evaluate.shapes_eval import diversity, evaluate_model, headline, score_images
-from unclip.pipeline import DalleTwoPipeline
-from unclip.registry import resolve_model
-from unclip.rerank import judged_after
+from unclip.models.upsampler import cascade
+from unclip.pipelines.dalle1 import DalleOnePipeline
+from unclip.pipelines.dalle2.pipeline import DalleTwoPipeline
+from unclip.pipelines.locate import resolve_model
+from unclip.pipelines.rerank import judged_after
+from unclip.tasks.evaluate.image_metrics import psnr
+from unclip.tasks.evaluate.shapes_eval import diversity, evaluate_model, headline, score_images
 from unclip.train import stage_classes
-from unclip.upsampler import cascade
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "shapes"
 PROMPT = "a large red circle on the left on a white background"
@@ -180,8 +180,8 @@ def main():
     cost = training_cost(dalle_folder)  # first: the cheap parts, so that a slip shows early
     recon = dvae_psnr(dalle.dvae, args.num)
     ceiling = dvae_ceiling(dalle, f"{args.out}/dvae-ceiling", args.num)
-    sizes = {"unCLIP": {"clip": params(unclip.clip), "prior": params(unclip.prior),
-                        "decoder": params(unclip.decoder), "upsamplers": sum(map(params, unclip.upsamplers))},
+    sizes = {"unCLIP": {"clip": params(unclip.models.clip), "prior": params(unclip.models.prior),
+                        "decoder": params(unclip.models.decoder), "upsamplers": sum(map(params, unclip.upsamplers))},
              "DALL-E 1": {"clip": params(dalle.clip), "dvae": params(dalle.dvae),
                           "transformer": params(dalle.transformer), "upsamplers": sum(map(params, dalle.upsamplers))}}
     unclip_split(unclip, 1), dalle_split(dalle, 1, n)  # warm-up

@@ -17,9 +17,9 @@ import torch.nn.functional as F
 
 from unclip.data import shapes
 from unclip.data.transforms import to_tensor, to_uint8
-from unclip.evaluate.detector import Detector, score
-from unclip.evaluate.shapes_eval import summarize
-from unclip.pipeline import DalleTwoPipeline
+from unclip.pipelines.dalle2.pipeline import DalleTwoPipeline
+from unclip.tasks.evaluate.detector import Detector, score
+from unclip.tasks.evaluate.shapes_eval import summarize
 
 
 def main():

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from unclip.data.transforms import open_rgb
-from unclip.evaluate.detector import Detector, parse_prompt, score
-from unclip.evaluate.shapes_eval import subset_of
+from unclip.tasks.evaluate.detector import Detector, parse_prompt, score
+from unclip.tasks.evaluate.shapes_eval import subset_of
 
 SUBSETS = {("in_distribution", 1): "single", ("in_distribution", 2): "two", ("novel", 1): "novel_single",
            ("novel", 2): "novel_two"}

@@ -28,10 +28,10 @@ from pathlib import Path
 import torch
 
 from unclip.diffusion.sampling import repeat_generators
-from unclip.evaluate.shapes_eval import evaluate_model, headline
-from unclip.generate import parse_samplers, parse_steps
-from unclip.pipeline import DalleTwoPipeline
-from unclip.rerank import best_of
+from unclip.pipelines.dalle2.pipeline import DalleTwoPipeline
+from unclip.pipelines.rerank import best_of
+from unclip.tasks.evaluate.shapes_eval import evaluate_model, headline
+from unclip.tasks.generate import parse_samplers, parse_steps
 
 PROMPT = "a large red circle on the left on a white background"
 
@@ -65,7 +65,7 @@ def cold_start(model: str | None, settings: list[str]) -> float:
 
 
 IMPORTS = ["torch", "transformers.models.clip.modeling_clip", "diffusers.models.unets.unet_2d_condition",
-           "unclip.pipeline"]
+           "unclip.pipelines.dalle2.pipeline"]
 
 
 def import_seconds() -> dict:

@@ -79,8 +79,8 @@ def main() -> None:
         return child(args)
     import torch
 
-    from unclip.devices import cpu_name
-    from unclip.karlo.synthetic import KarloSizes, random_components, write_folder
+    from unclip.pipelines.karlo.synthetic import KarloSizes, random_components, write_folder
+    from unclip.runtime.devices import cpu_name
 
     folder = Path(tempfile.mkdtemp(prefix="karlo-ft-bench-"))
     sizes = KarloSizes(**SIZES[args.size])

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from unclip import manipulate as m
 from unclip.data import shapes
-from unclip.evaluate.detector import Detector
-from unclip.pipeline import DalleTwoPipeline
+from unclip.pipelines.dalle2.pipeline import DalleTwoPipeline
 from unclip.plot import image_grid
+from unclip.tasks import manipulate as m
+from unclip.tasks.evaluate.detector import Detector
 
 
 def singles(num: int, seed: int = 0) -> list[shapes.Scene]:

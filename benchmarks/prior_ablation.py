@@ -27,10 +27,10 @@ import time
 import torch
 
 from unclip import load_pipeline
-from unclip.devices import cpu_name
 from unclip.data import shapes
-from unclip.evaluate.prior_eval import evaluate_prior
-from unclip.evaluate.shapes_eval import diversity, evaluate_model, headline
+from unclip.runtime.devices import cpu_name
+from unclip.tasks.evaluate.prior_eval import evaluate_prior
+from unclip.tasks.evaluate.shapes_eval import diversity, evaluate_model, headline
 from unclip.validate import PRIORS
 
 

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from unclip.clip import ClipEncoder
 from unclip.data import shapes
-from unclip.evaluate.clip_retrieval import by_subset, retrieval_hits, true_image_embeds
-from unclip.pipeline import DalleTwoPipeline
+from unclip.models.clip import ClipEncoder
+from unclip.pipelines.dalle2.pipeline import DalleTwoPipeline
+from unclip.tasks.evaluate.clip_retrieval import by_subset, retrieval_hits, true_image_embeds
 
 
 def best_by_text(draws: torch.Tensor, text: torch.Tensor) -> torch.Tensor:

@@ -22,8 +22,8 @@ import torch
 
 from unclip.config import load
 from unclip.data import shapes
-from unclip.evaluate.prior_eval import evaluate_prior
-from unclip.pipeline import DalleTwoPipeline
+from unclip.pipelines.dalle2.pipeline import DalleTwoPipeline
+from unclip.tasks.evaluate.prior_eval import evaluate_prior
 from unclip.train.prior import ARPriorStageConfig, PriorStageConfig
 
 STEPS = (4, 8, 16, 25, 64)  # diffusion prior sampling steps tried

@@ -20,10 +20,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from unclip import load_pipeline, probe
+from unclip import load_pipeline
 from unclip.data import shapes
-from unclip.evaluate.detector import Detector, score
 from unclip.plot import image_grid
+from unclip.tasks import probe
+from unclip.tasks.evaluate.detector import Detector, score
 
 KEYS = ("shape", "colour", "size", "place", "background", "all")
 

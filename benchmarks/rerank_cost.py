@@ -1,7 +1,7 @@
 """Reranking's fidelity against its cost: how many candidates to draw, and when to stop.
 
 The shipped model keeps the best of k candidates per image by its reranker. Drawing all k costs
-about k draws. With a threshold (`rerank_threshold`), candidates come in rounds (unclip.rerank
+about k draws. With a threshold (`rerank_threshold`), candidates come in rounds (unclip.pipelines.rerank
 ROUNDS: 1, 3, 4) and an image stops as soon as its best scores at least the threshold
 against its caption, so easy captions cost one draw and hard ones up to k.
 
@@ -9,7 +9,7 @@ Fidelity: for each of the first NUM eval prompts (seed = eval index, as `unclip 
 --candidates candidates are drawn and finished, scored by the reranker (at its input size, after
 the first upsampler) and by the shapes detector (right or not). Every policy is then read off
 these draws: all of the first k, or rounds until the threshold, judged by 9 views each
-(unclip.rerank.judge_embedding) and by one; with --at, also judging after m
+(unclip.pipelines.rerank.judge_embedding) and by one; with --at, also judging after m
 decoder steps by the clean image the decoder predicts there (a preview; the finished image is
 the same at DDIM eta 0). Cost: whole pipeline calls on the first --batch eval prompts (a mix of
 subsets like the eval's), warm, alternating, median of --repeats, per timed setting.
@@ -31,13 +31,13 @@ from tqdm.auto import tqdm
 from unclip import load_pipeline
 from unclip.data import shapes
 from unclip.data.embeddings import encode_text
-from unclip.devices import cpu_name
+from unclip.data.transforms import to_output
 from unclip.diffusion.sampling import repeat_generators
-from unclip.evaluate.detector import Detector, parse_prompt, score
-from unclip.evaluate.shapes_eval import subset_of
-from unclip.output import to_output
-from unclip.rerank import best_of, judged_after, rounds
-from unclip.upsampler import cascade
+from unclip.models.upsampler import cascade
+from unclip.pipelines.rerank import best_of, judged_after, rounds
+from unclip.runtime.devices import cpu_name
+from unclip.tasks.evaluate.detector import Detector, parse_prompt, score
+from unclip.tasks.evaluate.shapes_eval import subset_of
 
 SUBSETS = {("in_distribution", 1): "single", ("in_distribution", 2): "two", ("novel", 1): "novel_single",
            ("novel", 2): "novel_two"}

@@ -28,11 +28,11 @@ from PIL import Image
 
 from unclip.data import shapes
 from unclip.data.transforms import to_tensor
-from unclip.evaluate.image_metrics import psnr
-from unclip.evaluate.prior_eval import evaluate_prior
-from unclip.evaluate.shapes_eval import evaluate_model, headline
-from unclip.pipeline import DalleTwoPipeline
+from unclip.pipelines.dalle2.pipeline import DalleTwoPipeline
 from unclip.plot import line_chart
+from unclip.tasks.evaluate.image_metrics import psnr
+from unclip.tasks.evaluate.prior_eval import evaluate_prior
+from unclip.tasks.evaluate.shapes_eval import evaluate_model, headline
 from unclip.validate import SAMPLERS
 
 STEPS = {"upsampler": (1, 2, 3, 4, 7), "prior": (2, 4, 6, 10, 25), "decoder": (4, 6, 8, 12, 25)}

@@ -24,9 +24,9 @@ from unclip.train.upsampler import UpsamplerStage, UpsamplerStageConfig
 
 
 def random_clip(folder: Path) -> str:
-    from unclip.clip import ClipEncoder
     from unclip.data.stream import ShapesSource
-    from unclip.tokenizer import train_tokenizer
+    from unclip.models.clip import ClipEncoder
+    from unclip.models.tokenizer import train_tokenizer
     from unclip.train.clip import ClipStageConfig
 
     cfg = load(ClipStageConfig, "configs/shapes/clip.yaml").model

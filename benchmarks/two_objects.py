@@ -19,10 +19,10 @@ from tqdm.auto import tqdm
 
 from unclip.data import shapes
 from unclip.data.transforms import to_uint8
-from unclip.evaluate.detector import Detector, score
-from unclip.evaluate.shapes_eval import subset_of
-from unclip.pipeline import DalleTwoPipeline
-from unclip.upsampler import upsample
+from unclip.models.upsampler import upsample
+from unclip.pipelines.dalle2.pipeline import DalleTwoPipeline
+from unclip.tasks.evaluate.detector import Detector, score
+from unclip.tasks.evaluate.shapes_eval import subset_of
 
 
 def main():

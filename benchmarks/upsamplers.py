@@ -18,9 +18,9 @@ import torch.nn.functional as F
 from unclip.data import shapes
 from unclip.data.degrade import DEGRADATIONS
 from unclip.data.transforms import to_tensor
-from unclip.evaluate.image_metrics import psnr, ssim
-from unclip.pipeline import DalleTwoPipeline
-from unclip.upsampler import upsample
+from unclip.models.upsampler import upsample
+from unclip.pipelines.dalle2.pipeline import DalleTwoPipeline
+from unclip.tasks.evaluate.image_metrics import psnr, ssim
 
 
 def main():

@@ -66,7 +66,7 @@ def time_stages(modules: dict, seconds: dict) -> None:
 def worker(which: str, folder: str, args, conn) -> None:
     import torch
 
-    from unclip.karlo.synthetic import KarloSizes, random_components
+    from unclip.pipelines.karlo.synthetic import KarloSizes, random_components
 
     torch.set_num_threads(args.threads)
     if which == "diffusers":
@@ -116,7 +116,7 @@ def main() -> None:
 
     import torch
 
-    from unclip.karlo.synthetic import KarloSizes, random_components, write_folder
+    from unclip.pipelines.karlo.synthetic import KarloSizes, random_components, write_folder
 
     args.threads = args.threads or os.cpu_count()
     folder = tempfile.mkdtemp(prefix="karlo21m-")
@@ -140,7 +140,7 @@ def main() -> None:
                 runs[which].append(out)
     for _, conn, _ in workers.values():
         conn.send("stop")
-    from unclip.devices import cpu_name
+    from unclip.runtime.devices import cpu_name
 
     device = cpu_name() if args.device == "cpu" else torch.cuda.get_device_name(0)
     report = {"device": device, "diffusers_dtype": args.dtype, "threads": args.threads, "batch": args.batch,

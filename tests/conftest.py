@@ -12,7 +12,7 @@ import torch
 os.environ["UNCLIP_CACHE"] = tempfile.mkdtemp(prefix="unclip-test-cache-")
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
-from unclip import precision  # after UNCLIP_CACHE is set
+from unclip.runtime import precision  # after UNCLIP_CACHE is set
 
 _cpu = precision._cpu_key().rsplit("|", 1)[0]
 precision.CACHE.write_text(json.dumps({f"{_cpu}|{n} threads": 1.0 for n in range(1, (os.cpu_count() or 1) + 1)}))
@@ -37,9 +37,9 @@ def tiny_clip_cfg(tmp_path):
 @pytest.fixture(scope="session")
 def tiny_clip(tmp_path_factory):
     """A folder with a random tiny CLIP (16 px images, D-dim embeddings)."""
-    from unclip.clip import ClipConfig, ClipEncoder
     from unclip.data.stream import ShapesSource
-    from unclip.tokenizer import train_tokenizer
+    from unclip.models.clip import ClipConfig, ClipEncoder
+    from unclip.models.tokenizer import train_tokenizer
 
     torch.manual_seed(0)
     tok = train_tokenizer(ShapesSource(16).captions(300), vocab_size=150, max_length=L + 2)
@@ -62,11 +62,11 @@ def randomize(module):
 @pytest.fixture(scope="session")
 def tiny_model(tiny_clip, tmp_path_factory):
     """A folder with a whole random pipeline: both priors, 8 px base, two upsamplers to 32 px."""
-    from unclip.clip import ClipEncoder
-    from unclip.decoder import Decoder, DecoderConfig
-    from unclip.pipeline import DalleTwoPipeline
-    from unclip.prior import ARPrior, ARPriorConfig, DiffusionPrior, PriorConfig
-    from unclip.upsampler import Upsampler, UpsamplerConfig
+    from unclip.models.clip import ClipEncoder
+    from unclip.models.decoder import Decoder, DecoderConfig
+    from unclip.models.prior import ARPrior, ARPriorConfig, DiffusionPrior, PriorConfig
+    from unclip.models.upsampler import Upsampler, UpsamplerConfig
+    from unclip.pipelines.dalle2.pipeline import DalleTwoPipeline
 
     torch.manual_seed(0)
     clip = ClipEncoder.from_pretrained(tiny_clip)

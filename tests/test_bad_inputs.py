@@ -134,7 +134,7 @@ def test_api_rejects_the_same_values(tiny_model):
     import torch
 
     from unclip import load_pipeline
-    from unclip import manipulate as m
+    from unclip.tasks import manipulate as m
 
     pipe = load_pipeline(tiny_model)
     for kw, word in ((dict(decoder_guidance_scale=float("nan")), "decoder_guidance_scale"),

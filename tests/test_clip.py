@@ -6,10 +6,10 @@ import pytest
 import torch
 from transformers import AutoTokenizer, CLIPConfig, CLIPModel
 
-from unclip.clip import OPENAI_MEAN, ClipConfig, ClipEncoder
 from unclip.data.stream import ShapesSource
-from unclip.evaluate.clip_retrieval import retrieval_accuracy
-from unclip.tokenizer import train_tokenizer
+from unclip.models.clip import OPENAI_MEAN, ClipConfig, ClipEncoder
+from unclip.models.tokenizer import train_tokenizer
+from unclip.tasks.evaluate.clip_retrieval import retrieval_accuracy
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +97,7 @@ def test_retrieval_eval_reports_both_subsets(encoder):
 
 
 def test_retrieval_counts_a_caption_only_when_its_own_image_is_nearest():
-    from unclip.evaluate.clip_retrieval import retrieval_hits
+    from unclip.tasks.evaluate.clip_retrieval import retrieval_hits
 
     keys = torch.nn.functional.normalize(torch.randn(20, 8, generator=torch.Generator().manual_seed(0)), dim=-1)
     assert retrieval_hits(keys, keys, group=10) == 20
@@ -106,7 +106,7 @@ def test_retrieval_counts_a_caption_only_when_its_own_image_is_nearest():
 
 
 def test_the_shipped_clip_retrieves_its_captions_images():
-    from unclip.registry import default_model_dir
+    from unclip.pipelines.locate import default_model_dir
 
     res = retrieval_accuracy(ClipEncoder.from_pretrained(default_model_dir() / "clip"), num=40, group=10)
     assert res["in_distribution"]["top1"] >= 0.8

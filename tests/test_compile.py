@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from unclip.compiled import backend
-from unclip.registry import load_pipeline
+from unclip.pipelines.registry import load_pipeline
+from unclip.runtime.compiled import backend
 
 from .test_generate import PROMPTS
 
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow  # compiling takes tens of seconds on 2 cores
 
 DRAW = """
 import json, sys, torch
-from unclip.registry import load_pipeline
+from unclip.pipelines.registry import load_pipeline
 pipe = load_pipeline(sys.argv[1], compile=sys.argv[2] == "on")
 if sys.argv[2] == "graphs":  # torch.compile's reduce-overhead mode: CUDA graphs on a GPU, "default" on a CPU
     pipe.compile(mode="reduce-overhead")
@@ -63,8 +63,8 @@ def test_a_compile_mode_torch_does_not_have_is_refused(tiny_model):
 
 
 def test_a_stale_or_damaged_compile_cache_is_rebuilt(tiny_model, cache, tmp_path):
-    from unclip.decoder import Decoder, DecoderConfig
-    from unclip.pipeline import DalleTwoPipeline
+    from unclip.models.decoder import Decoder, DecoderConfig
+    from unclip.pipelines.dalle2.pipeline import DalleTwoPipeline
 
     from .conftest import D, randomize
 

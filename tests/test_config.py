@@ -9,9 +9,8 @@ from .conftest import ROOT
 
 
 def test_every_preset_loads_with_its_stage_config():
-    from unclip.train import stage_classes
-
     from unclip.config import read_file
+    from unclip.train import stage_classes
 
     stages = ("prior_ar", "prior_eclipse", "clip", "prior", "decoder", "upsampler", "dvae", "dalle")  # by prefix
     paths = [p for p in sorted((ROOT / "configs").rglob("*.yaml")) if not p.stem.startswith("accelerate")]

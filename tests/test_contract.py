@@ -1,4 +1,4 @@
-"""One contract for every pipeline (unclip.base): loading by folder, devices and dtypes as torch
+"""One contract for every pipeline (unclip.pipelines.base): loading by folder, devices and dtypes as torch
 takes them, capabilities instead of kinds, and every tensor a pipeline makes on its device.
 
 No GPU here: the device plumbing is checked on PyTorch's "meta" device, where a tensor made on
@@ -10,7 +10,7 @@ import torch
 
 from unclip import Capabilities, DalleTwoPipeline, KarloPipeline, load_pipeline, resolve_device
 from unclip.cli import main
-from unclip.karlo.synthetic import random_components, write_folder
+from unclip.pipelines.karlo.synthetic import random_components, write_folder
 
 PROMPT = "a red circle"
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from unclip.dalle1.dvae import DVAE, DVAEConfig
-from unclip.dalle1.transformer import DalleConfig, DalleTransformer
+from unclip.models.dalle1.dvae import DVAE, DVAEConfig
+from unclip.models.dalle1.transformer import DalleConfig, DalleTransformer
 
 
 def tiny_dvae():
@@ -125,7 +125,7 @@ def test_training_writes_previews_and_a_model_folder(tiny_dalle):
 
 def test_training_can_start_from_a_dalle1_folder(tiny_dalle, tiny_clip):
     from unclip.config import load
-    from unclip.dalle1.pipeline import DalleOnePipeline
+    from unclip.pipelines.dalle1 import DalleOnePipeline
     from unclip.train.dalle1 import DalleStage, DalleStageConfig
 
     from .conftest import TINY
@@ -142,7 +142,7 @@ def test_training_can_start_from_a_dalle1_folder(tiny_dalle, tiny_clip):
 
 def test_decoder_fine_tuning_keeps_the_codes_and_sharpens_the_images(tiny_dalle):
     from unclip.config import load
-    from unclip.dalle1.pipeline import DalleOnePipeline
+    from unclip.pipelines.dalle1 import DalleOnePipeline
     from unclip.train.dalle1 import DVAEStage, DVAEStageConfig, eval_renders
 
     from .conftest import TINY
@@ -192,7 +192,7 @@ def test_assemble_gives_a_dalle1_folder_the_unclip_upsamplers(tiny_dalle, tiny_m
     import json
 
     from unclip.cli import main
-    from unclip.dalle1.pipeline import DalleOnePipeline
+    from unclip.pipelines.dalle1 import DalleOnePipeline
 
     out = tmp_path / "both"
     # the tiny unCLIP model's cascade (8 -> 16 -> 32 px) on the tiny dVAE's 16 px images
@@ -212,29 +212,29 @@ def test_assemble_gives_a_dalle1_folder_the_unclip_upsamplers(tiny_dalle, tiny_m
 
     # a 32 px judge sees the candidates after the first upsampler (16 -> 32 px); the images are
     # the same however many candidates it takes a call
-    import unclip.rerank
-    from unclip.clip import ClipConfig, ClipEncoder
+    import unclip.pipelines.rerank
+    from unclip.models.clip import ClipConfig, ClipEncoder
 
     torch.manual_seed(0)
     pipe.reranker = ClipEncoder.from_config(ClipConfig(
         image_size=32, patch_size=8, vision_width=32, vision_layers=1, vision_heads=2, text_width=32,
         text_layers=1, text_heads=2, max_length=pipe.clip.max_length, embed_dim=16), pipe.clip.tokenizer).eval()
-    assert unclip.rerank.judged_after(16, pipe.upsamplers, pipe.judge) == 1
+    assert unclip.pipelines.rerank.judged_after(16, pipe.upsamplers, pipe.judge) == 1
 
     def draw():
         return pipe(["a red circle", "a blue square"], generator=[torch.Generator().manual_seed(s) for s in (1, 2)],
                     rerank=2, output_type="np").images
 
     together = draw()
-    unclip.rerank.CPU_CANDIDATES, default = 2, unclip.rerank.CPU_CANDIDATES
+    unclip.pipelines.rerank.CPU_CANDIDATES, default = 2, unclip.pipelines.rerank.CPU_CANDIDATES
     try:
         assert np.abs(draw() - together).max() < 1e-4
     finally:
-        unclip.rerank.CPU_CANDIDATES = default
+        unclip.pipelines.rerank.CPU_CANDIDATES = default
 
 
 def test_rerank_keeps_the_candidate_clip_scores_highest(tiny_dalle):
-    from unclip.dalle1.pipeline import DalleOnePipeline
+    from unclip.pipelines.dalle1 import DalleOnePipeline
 
     pipe = DalleOnePipeline.from_pretrained(tiny_dalle / "dalle" / "model")
     candidates = torch.rand(6, 3, 16, 16) * 2 - 1
@@ -248,9 +248,9 @@ def test_a_reranker_clip_scores_in_place_of_the_folders_own(tiny_dalle, tiny_cli
     import json
 
     from unclip.cli import main
-    from unclip.clip import ClipEncoder
-    from unclip.dalle1.pipeline import DalleOnePipeline
-    from unclip.rerank import best_of
+    from unclip.models.clip import ClipEncoder
+    from unclip.pipelines.dalle1 import DalleOnePipeline
+    from unclip.pipelines.rerank import best_of
 
     other = ClipEncoder.from_pretrained(tiny_clip)
     with torch.no_grad():

@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from unclip.decoder import Decoder, DecoderConfig
 from unclip.diffusion.guidance import cfg as guided_denoiser
+from unclip.models.decoder import Decoder, DecoderConfig
 
 from .conftest import D, L
 

@@ -136,8 +136,8 @@ def test_eval_shapes_over_two_processes_scores_like_one(tiny_model, tmp_path):
 def test_karlo_fine_tuning_runs_data_parallel(tmp_path):
     """The Karlo decoder stage under `accelerate launch` with 2 CPU processes: both train, one
     log and one exported Karlo folder, which loads."""
-    from unclip.karlo import KarloPipeline
-    from unclip.karlo.synthetic import random_components, write_folder
+    from unclip.pipelines.karlo import KarloPipeline
+    from unclip.pipelines.karlo.synthetic import random_components, write_folder
 
     from .conftest import ROOT
 

@@ -120,7 +120,7 @@ def test_bad_inputs_are_clear_errors(tmp_path):
 
 def test_upsampler_trains_on_a_folder_of_photographs(folder, tmp_path):
     from unclip.cli import main
-    from unclip.pipeline import DalleTwoPipeline
+    from unclip.pipelines.dalle2.pipeline import DalleTwoPipeline
 
     from .conftest import TINY
 

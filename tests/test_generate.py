@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 
 from unclip.cli import main
-from unclip.clip import ClipEncoder
-from unclip.pipeline import DalleTwoPipeline
+from unclip.models.clip import ClipEncoder
+from unclip.pipelines.dalle2.pipeline import DalleTwoPipeline
 
 from .conftest import TINY, D
 
@@ -218,7 +218,7 @@ def reranked(tiny_model, tiny_clip, tmp_path_factory):
 
 def test_rerank_keeps_the_candidate_the_reranker_scores_highest(reranked):
     from unclip.diffusion.sampling import repeat_generators
-    from unclip.rerank import best_of
+    from unclip.pipelines.rerank import best_of
 
     settings = json.loads((reranked / "unclip.json").read_text())
     assert settings["components"][-1] == "reranker" and settings["rerank"] == 3
@@ -250,7 +250,7 @@ def test_rerank_keeps_the_candidate_the_reranker_scores_highest(reranked):
 
 def test_the_judge_averages_views_shifted_with_their_edges_repeated(reranked):
     from unclip.data.embeddings import encode_image, encode_text
-    from unclip.rerank import best_of, judge_embedding, shifted
+    from unclip.pipelines.rerank import best_of, judge_embedding, shifted
 
     x = torch.zeros(1, 1, 4, 4)
     x[0, 0, 1, 2] = 1.0
@@ -282,7 +282,7 @@ def test_candidates_are_judged_at_the_judges_own_size(reranked):
 
 
 def test_images_are_the_same_however_many_the_decoder_takes_at_once(reranked, monkeypatch):
-    import unclip.rerank
+    import unclip.pipelines.rerank
 
     pipe = DalleTwoPipeline.from_pretrained(reranked)
     prompts = PROMPTS + ["a green star"]
@@ -292,7 +292,7 @@ def test_images_are_the_same_however_many_the_decoder_takes_at_once(reranked, mo
                     output_type="np").images
 
     together = draw()
-    monkeypatch.setattr(unclip.rerank, "CPU_CANDIDATES", 2)  # one image of 2 candidates per call
+    monkeypatch.setattr(unclip.pipelines.rerank, "CPU_CANDIDATES", 2)  # one image of 2 candidates per call
     assert np.abs(draw() - together).max() < 1e-4
 
 
@@ -332,7 +332,7 @@ def test_reranking_with_a_threshold_stops_drawing_once_a_candidate_scores_it(rer
 
 
 def test_the_rerank_threshold_is_a_model_setting(reranked, tmp_path):
-    from unclip.rerank import rounds
+    from unclip.pipelines.rerank import rounds
 
     assert rounds(8) == [1, 3, 4] and rounds(3) == [1, 2] and rounds(12) == [1, 3, 4, 4] and rounds(1) == [1]
     pipe = DalleTwoPipeline.from_pretrained(reranked)

@@ -11,8 +11,8 @@ from PIL import Image
 from unclip import KarloPipeline, load_pipeline
 from unclip.cli import main
 from unclip.data import shapes
-from unclip.inpaint import Region
-from unclip.karlo.synthetic import random_components, write_folder
+from unclip.pipelines.inpaint import Region
+from unclip.pipelines.karlo.synthetic import random_components, write_folder
 
 FAST = {"decoder_num_inference_steps": 3, "super_res_num_inference_steps": 2}
 
@@ -102,7 +102,7 @@ def test_a_dalle1_model_refuses_inpainting_with_the_reason(tmp_path, capsys):
 @pytest.mark.shipped
 def test_the_repainted_region_follows_the_caption():
     """The shipped model: one object of two masked out, the caption asks for another in its place."""
-    from unclip.evaluate.inpaint_eval import make_case, score_case
+    from unclip.tasks.evaluate.inpaint_eval import make_case, score_case
 
     pipe = load_pipeline()
     cases = [make_case(item) for item in shapes.eval_split(40) if len(item.scene.objects) == 2][:3]
@@ -115,7 +115,7 @@ def test_the_repainted_region_follows_the_caption():
 
 
 def test_probe_pca_decodes_each_k_from_one_noise(tiny_model, tmp_path, monkeypatch):
-    from unclip import probe
+    from unclip.tasks import probe
 
     monkeypatch.setenv("UNCLIP_CACHE", str(tmp_path / "cache"))
     pipe = load_pipeline(tiny_model)

@@ -15,11 +15,11 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from unclip import load_pipeline
-from unclip import manipulate as m
 from unclip.cli import main
 from unclip.data import shapes
-from unclip.karlo import KarloPipeline
-from unclip.karlo.synthetic import random_components, write_folder
+from unclip.pipelines.karlo import KarloPipeline
+from unclip.pipelines.karlo.synthetic import random_components, write_folder
+from unclip.tasks import manipulate as m
 
 from .conftest import randomize  # noqa: F401  (keeps conftest's thread setting)
 

@@ -10,7 +10,7 @@ import torch
 
 from unclip import KarloPipeline
 from unclip.cli import main
-from unclip.karlo.synthetic import random_components, write_folder
+from unclip.pipelines.karlo.synthetic import random_components, write_folder
 
 from .conftest import ROOT, Interrupt, die_during_step
 

@@ -8,12 +8,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from unclip import manipulate as m
 from unclip.cli import main
 from unclip.data import shapes
 from unclip.diffusion.sampling import ddim_invert, sample
 from unclip.diffusion.schedules import make_scheduler
-from unclip.pipeline import DalleTwoPipeline
+from unclip.pipelines.dalle2.pipeline import DalleTwoPipeline
+from unclip.tasks import manipulate as m
 
 
 def test_slerp_ends_and_stays_on_the_sphere():

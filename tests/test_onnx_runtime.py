@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from unclip import onnx_runtime
-from unclip.compiled import backend
-from unclip.registry import load_pipeline
+from unclip.pipelines.registry import load_pipeline
+from unclip.runtime import onnx_runtime
+from unclip.runtime.compiled import backend
 
 from .test_generate import PROMPTS
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from unclip import precision
 from unclip.cli import main
+from unclip.runtime import precision
 
 
 def test_auto_picks_bf16_only_where_measured_faster(monkeypatch):

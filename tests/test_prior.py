@@ -4,11 +4,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from unclip.clip import ClipEncoder
 from unclip.data.embeddings import EmbeddingCache, build_cache, encode_text
 from unclip.data.stream import ShapesSource
-from unclip.pipeline import DalleTwoPipeline
-from unclip.prior import DiffusionPrior, PriorConfig
+from unclip.models.clip import ClipEncoder
+from unclip.models.prior import DiffusionPrior, PriorConfig
+from unclip.pipelines.dalle2.pipeline import DalleTwoPipeline
 
 from .conftest import D, L
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from unclip.autoregressive import draw, filter_logits
-from unclip.prior import ARPrior, ARPriorConfig
-from unclip.prior.codec import EmbeddingCodec, bucketize
+from unclip.models.autoregressive import draw, filter_logits
+from unclip.models.prior import ARPrior, ARPriorConfig
+from unclip.models.prior.codec import EmbeddingCodec, bucketize
 
 from .conftest import TINY, D, L
 from .test_prior import text_cond
@@ -166,7 +166,7 @@ def test_every_prior_choice_generates(tiny_model, tmp_path, prior):
 
 def test_the_priors_give_different_embeddings_and_bad_choices_are_clear(tiny_model, capsys):
     from unclip.cli import main
-    from unclip.pipeline import DalleTwoPipeline
+    from unclip.pipelines.dalle2.pipeline import DalleTwoPipeline
 
     pipe = DalleTwoPipeline.from_pretrained(tiny_model)
     prompts = ["a red circle", "a green star"]

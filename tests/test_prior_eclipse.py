@@ -13,8 +13,8 @@ from safetensors.torch import save_file
 
 from unclip import KarloPipeline, load_pipeline
 from unclip.cli import main
-from unclip.karlo.synthetic import random_components, write_folder
-from unclip.prior import EclipseConfig, EclipsePrior
+from unclip.models.prior import EclipseConfig, EclipsePrior
+from unclip.pipelines.karlo.synthetic import random_components, write_folder
 
 from .conftest import TINY
 
@@ -167,7 +167,7 @@ def test_train_prior_eclipse_then_generate_with_it(tiny_clip, tiny_model, tmp_pa
 
 @pytest.mark.shipped
 def test_the_shipped_model_draws_with_its_eclipse_prior():
-    from unclip.evaluate.detector import Detector, parse_prompt, score
+    from unclip.tasks.evaluate.detector import Detector, parse_prompt, score
 
     pipe = load_pipeline()
     assert "eclipse" in pipe.capabilities.priors

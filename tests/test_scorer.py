@@ -7,7 +7,7 @@ import pytest
 from PIL import Image, ImageFilter
 
 from unclip.data import shapes
-from unclip.evaluate.detector import Detector, parse_prompt, score
+from unclip.tasks.evaluate.detector import Detector, parse_prompt, score
 
 ITEMS = shapes.eval_split(100)
 
@@ -93,7 +93,7 @@ def test_speckle_is_zero_on_clean_renders_and_high_with_salt_and_pepper():
     import numpy as np
 
     from unclip.data import shapes
-    from unclip.evaluate.masks import speckle_share
+    from unclip.tasks.evaluate.masks import speckle_share
 
     rng = np.random.default_rng(0)
     for item in shapes.eval_split(12):
@@ -105,7 +105,7 @@ def test_speckle_is_zero_on_clean_renders_and_high_with_salt_and_pepper():
 
 
 def test_eval_counts_stray_objects_that_two_object_verdicts_ignore(tmp_path):
-    from unclip.evaluate.shapes_eval import score_images
+    from unclip.tasks.evaluate.shapes_eval import score_images
 
     items = [it for it in shapes.eval_split(40) if len(it.scene.objects) == 2][:6]
     clean = np.stack([shapes.render(it.scene, 128) for it in items])

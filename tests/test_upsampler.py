@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from unclip.data.degrade import bsr, gaussian_blur, gaussian_kernel
-from unclip.evaluate.image_metrics import psnr
-from unclip.upsampler import Upsampler, UpsamplerConfig, random_crops, upsample
+from unclip.models.upsampler import Upsampler, UpsamplerConfig, random_crops, upsample
+from unclip.tasks.evaluate.image_metrics import psnr
 
 
 def tiny_upsampler(**kw):
@@ -76,7 +76,7 @@ def test_the_residual_is_scaled_and_old_folders_keep_their_scale(tiny_model, tmp
     import json
     import shutil
 
-    from unclip.pipeline import DalleTwoPipeline
+    from unclip.pipelines.dalle2.pipeline import DalleTwoPipeline
 
     up = tiny_upsampler(residual_scale=0.5).eval()
     low = torch.rand(1, 3, 8, 8) * 0.4 - 0.2
@@ -157,7 +157,7 @@ def test_the_shipped_upsamplers_beat_bicubic_on_clean_renders():
     upsampler reconstructs the true render better than bicubic does."""
     from unclip.data import shapes
     from unclip.data.transforms import to_tensor
-    from unclip.pipeline import DalleTwoPipeline
+    from unclip.pipelines.dalle2.pipeline import DalleTwoPipeline
 
     pipe = DalleTwoPipeline.from_pretrained(None)
     items = shapes.eval_split(6)

@@ -9,9 +9,10 @@ CLIP Latents") as a system you can train on your own data.
 __version__ = "0.1.0"
 
 _LAZY = {  # name -> module: torch, diffusers and transformers load on first use, not on import
-    "load_pipeline": "registry", "resolve_model": "registry", "Pipeline": "base", "Capabilities": "base",
-    "DalleTwoPipeline": "pipeline", "KarloPipeline": "karlo", "DalleOnePipeline": "dalle1.pipeline",
-    "UnCLIPOutput": "output", "resolve_device": "devices", "resolve_dtype": "precision",
+    "load_pipeline": "pipelines.registry", "resolve_model": "pipelines.locate", "Pipeline": "pipelines.base",
+    "Capabilities": "pipelines.base", "DalleTwoPipeline": "pipelines.dalle2", "KarloPipeline": "pipelines.karlo",
+    "DalleOnePipeline": "pipelines.dalle1", "UnCLIPOutput": "pipelines.output",
+    "resolve_device": "runtime.devices", "resolve_dtype": "runtime.precision",
 }
 __all__ = [
     "Capabilities",

@@ -6,10 +6,9 @@ names the key, raised before any work starts.
 
 from __future__ import annotations
 
-import math
-
 import dataclasses
 import json
+import math
 import tomllib
 import types
 import typing

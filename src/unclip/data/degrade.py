@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .transforms import to_tensor, to_uint8
+from unclip.data.transforms import to_tensor, to_uint8
 
 
 def gaussian_kernel(size: int, sigma_x: float, sigma_y: float | None = None, angle: float = 0.0) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""A cache of CLIP embeddings, computed once per data set so that prior training never reruns
+"""A cache of CLIP embeddings (from any `unclip.models.clip.ClipEncoder`, passed in), computed once per data set so that prior training never reruns
 CLIP: sharded safetensors files plus a manifest that records which CLIP made them.
 
 Per sample: image_embed (D,) and text_embed (D,), both L2-normalised; text_encodings (L, W)
@@ -18,14 +18,13 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from ..clip import ClipEncoder
-from .order import EpochOrder
-from .stream import Source, collate
+from unclip.data.order import EpochOrder
+from unclip.data.stream import Source, collate
 
 FORMAT = 1
 
 
-def clip_fingerprint(clip: ClipEncoder) -> str:
+def clip_fingerprint(clip) -> str:
     """A hash of the CLIP weights: caches refuse to serve a different CLIP."""
     h = hashlib.sha256()
     for name, tensor in sorted(clip.model.state_dict().items()):
@@ -35,7 +34,7 @@ def clip_fingerprint(clip: ClipEncoder) -> str:
 
 
 @torch.no_grad()
-def encode_text(clip: ClipEncoder, captions: list[str]) -> dict[str, torch.Tensor]:
+def encode_text(clip, captions: list[str]) -> dict[str, torch.Tensor]:
     """The text condition of the prior and decoder: normalised text_embed, states, mask."""
     out = clip.embed_text(captions)
     return {"text_embed": F.normalize(out.text_embed.float(), dim=-1),
@@ -43,12 +42,12 @@ def encode_text(clip: ClipEncoder, captions: list[str]) -> dict[str, torch.Tenso
 
 
 @torch.no_grad()
-def encode_image(clip: ClipEncoder, pixels: torch.Tensor) -> torch.Tensor:
+def encode_image(clip, pixels: torch.Tensor) -> torch.Tensor:
     return F.normalize(clip.embed_image(pixels).float(), dim=-1)
 
 
 @torch.no_grad()
-def build_cache(clip: ClipEncoder, source: Source, num: int, out: str | Path, batch: int = 256,
+def build_cache(clip, source: Source, num: int, out: str | Path, batch: int = 256,
                 shard_size: int = 16384) -> Path:
     """Embed samples 0..num-1 of `source` and write them to `out` (replaced if present)."""
     out = Path(out)
@@ -96,7 +95,7 @@ def _unpack(d: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 class EmbeddingCache:
     """A built cache in memory; `get(i)` is sample i of a seeded, per-epoch shuffled stream."""
 
-    def __init__(self, path: str | Path, clip: ClipEncoder | None = None, seed: int = 0):
+    def __init__(self, path: str | Path, clip=None, seed: int = 0):
         path = Path(path)
         if not (path / "manifest.json").is_file():
             raise FileNotFoundError(f"no embedding cache at {path} (manifest.json missing)")

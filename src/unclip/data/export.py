@@ -8,8 +8,8 @@ from pathlib import Path
 from PIL import Image
 from tqdm.auto import tqdm
 
-from . import shapes
-from .stream import ShapesSource
+from unclip.data import shapes
+from unclip.data.stream import ShapesSource
 
 
 def write_shapes(out: str | Path, split: str, num: int, size: int, seed: int | None = None) -> Path:

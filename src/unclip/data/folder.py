@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .order import EpochOrder
-from .transforms import open_rgb, resize_center_crop
+from unclip.data.order import EpochOrder
+from unclip.data.transforms import open_rgb, resize_center_crop
 
 log = logging.getLogger(__name__)
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")

@@ -14,10 +14,10 @@ from typing import Protocol
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from ..config import DataConfig
-from . import shapes
-from .folder import ImageFolderSource
-from .transforms import to_tensor
+from unclip.config import DataConfig
+from unclip.data import shapes
+from unclip.data.folder import ImageFolderSource
+from unclip.data.transforms import to_tensor
 
 
 class Source(Protocol):

@@ -77,6 +77,28 @@ def to_tensor(images: np.ndarray | list) -> torch.Tensor:
 
 def to_uint8(pixels: torch.Tensor) -> np.ndarray:
     """float (B, 3, H, W) in [-1, 1] -> uint8 (B, H, W, 3), rounded as diffusers rounds."""
-    from ..output import to_output
-
     return to_output(pixels.detach(), "uint8")
+
+
+OUTPUT_TYPES = ("pil", "np", "uint8", "pt")  # what a pipeline call returns, as diffusers names them
+
+
+def to_unit(pixels: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] -> [0, 1] float32, exactly as diffusers' pipelines compute it."""
+    return (pixels.float() * 0.5 + 0.5).clamp(0, 1)
+
+
+def to_output(pixels: torch.Tensor, output_type: str = "pil"):
+    """Images (B, 3, H, W) in [-1, 1] as `output_type` (see UnCLIPOutput)."""
+    if output_type not in OUTPUT_TYPES:
+        raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+    unit = to_unit(pixels)
+    if output_type == "pt":
+        return unit
+    arr = unit.cpu().permute(0, 2, 3, 1).numpy()
+    if output_type == "np":
+        return arr
+    u8 = (arr * 255).round().astype("uint8")
+    if output_type == "uint8":
+        return u8
+    return [Image.fromarray(a) for a in u8]

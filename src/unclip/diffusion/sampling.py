@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import inspect
-from itertools import pairwise
 from collections.abc import Callable, Sequence
+from itertools import pairwise
 
 import torch
 

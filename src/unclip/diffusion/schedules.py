@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler
+from diffusers import (
+    DDIMScheduler,
+    DDPMScheduler,
+    DPMSolverMultistepScheduler,
+    UniPCMultistepScheduler,
+)
 
-from ..validate import SAMPLERS
+from unclip.validate import SAMPLERS
 
 Sampler = Literal[SAMPLERS]
 BETA_SCHEDULES = {"cosine": "squaredcos_cap_v2", "linear": "linear"}

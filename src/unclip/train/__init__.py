@@ -10,7 +10,7 @@ def stage_classes(name: str, kind: str | None = None):
     `kind`: what the config file says it trains ("karlo": fine-tune a Karlo folder's prior or
     decoder); None: unclip's own stage."""
     if kind == "karlo":
-        from .karlo import KarloDecoderStage, KarloFinetuneConfig, KarloPriorStage
+        from unclip.train.karlo import KarloDecoderStage, KarloFinetuneConfig, KarloPriorStage
 
         if name not in ("decoder", "prior"):
             raise ValueError(f"a Karlo config fine-tunes the decoder or the prior, not {name!r}")
@@ -18,35 +18,35 @@ def stage_classes(name: str, kind: str | None = None):
     if kind is not None:
         raise ValueError(f"unknown config kind {kind!r}; 'karlo' fine-tunes a Karlo folder")
     if name == "clip":
-        from .clip import ClipStage, ClipStageConfig
+        from unclip.train.clip import ClipStage, ClipStageConfig
 
         return ClipStageConfig, ClipStage
     if name == "prior":
-        from .prior import PriorStage, PriorStageConfig
+        from unclip.train.prior import PriorStage, PriorStageConfig
 
         return PriorStageConfig, PriorStage
     if name == "prior_ar":
-        from .prior import ARPriorStage, ARPriorStageConfig
+        from unclip.train.prior import ARPriorStage, ARPriorStageConfig
 
         return ARPriorStageConfig, ARPriorStage
     if name == "prior_eclipse":
-        from .prior import EclipsePriorStage, EclipsePriorStageConfig
+        from unclip.train.prior import EclipsePriorStage, EclipsePriorStageConfig
 
         return EclipsePriorStageConfig, EclipsePriorStage
     if name == "decoder":
-        from .decoder import DecoderStage, DecoderStageConfig
+        from unclip.train.decoder import DecoderStage, DecoderStageConfig
 
         return DecoderStageConfig, DecoderStage
     if name == "upsampler":
-        from .upsampler import UpsamplerStage, UpsamplerStageConfig
+        from unclip.train.upsampler import UpsamplerStage, UpsamplerStageConfig
 
         return UpsamplerStageConfig, UpsamplerStage
     if name == "dvae":
-        from .dalle1 import DVAEStage, DVAEStageConfig
+        from unclip.train.dalle1 import DVAEStage, DVAEStageConfig
 
         return DVAEStageConfig, DVAEStage
     if name == "dalle":
-        from .dalle1 import DalleStage, DalleStageConfig
+        from unclip.train.dalle1 import DalleStage, DalleStageConfig
 
         return DalleStageConfig, DalleStage
     raise ValueError(f"unknown stage {name!r}; stages are {STAGES}")

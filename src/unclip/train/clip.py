@@ -12,11 +12,11 @@ import torch.distributed as dist
 from torch import nn
 from transformers import AutoTokenizer
 
-from ..clip import ClipConfig, ClipEncoder, contrastive_loss
-from ..config import DataConfig, TrainConfig
-from ..data.folder import ImageFolderSource
-from ..data.stream import ShapesSource, make_source
-from ..tokenizer import train_tokenizer
+from unclip.config import DataConfig, TrainConfig
+from unclip.data.folder import ImageFolderSource
+from unclip.data.stream import ShapesSource, make_source
+from unclip.models.clip import ClipConfig, ClipEncoder, contrastive_loss
+from unclip.models.tokenizer import train_tokenizer
 
 
 @dataclass
@@ -86,7 +86,7 @@ class ClipStage:
     def preview(self, module: ContrastiveModule, folder: Path, step: int) -> dict:
         if self.cfg.data.source != "shapes":
             return {}
-        from ..evaluate.clip_retrieval import retrieval_accuracy
+        from unclip.tasks.evaluate.clip_retrieval import retrieval_accuracy
 
         return {"retrieval_top1": retrieval_accuracy(module.encoder, num=100)["in_distribution"]["top1"]}
 

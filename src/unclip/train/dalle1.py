@@ -10,16 +10,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..clip import ClipEncoder
-from ..config import DataConfig, TrainConfig, check
-from ..dalle1.dvae import DVAE, DVAEConfig
-from ..dalle1.pipeline import DalleOnePipeline
-from ..dalle1.transformer import DalleConfig, DalleTransformer
-from ..data import shapes
-from ..data.stream import make_source
-from ..data.transforms import to_tensor, to_uint8
-from ..evaluate.image_metrics import psnr
-from ..plot import image_grid
+from unclip.config import DataConfig, TrainConfig, check
+from unclip.data import shapes
+from unclip.data.stream import make_source
+from unclip.data.transforms import to_tensor, to_uint8
+from unclip.models.clip import ClipEncoder
+from unclip.models.dalle1.dvae import DVAE, DVAEConfig
+from unclip.models.dalle1.transformer import DalleConfig, DalleTransformer
+from unclip.pipelines.dalle1 import DalleOnePipeline
+from unclip.plot import image_grid
+from unclip.tasks.evaluate.image_metrics import psnr
 
 
 @dataclass

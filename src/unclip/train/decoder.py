@@ -10,16 +10,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..clip import ClipEncoder
-from ..config import DataConfig, TrainConfig
-from ..data import shapes
-from ..data.embeddings import encode_image, encode_text
-from ..data.stream import make_source
-from ..data.transforms import to_tensor, to_uint8
-from ..decoder import Decoder, DecoderConfig
-from ..decoder.decoder import TEXT_KEYS
-from ..pipeline import DalleTwoPipeline
-from ..plot import image_grid
+from unclip.config import DataConfig, TrainConfig
+from unclip.data import shapes
+from unclip.data.embeddings import encode_image, encode_text
+from unclip.data.stream import make_source
+from unclip.data.transforms import to_tensor, to_uint8
+from unclip.models.clip import ClipEncoder
+from unclip.models.decoder import Decoder, DecoderConfig
+from unclip.models.decoder.decoder import TEXT_KEYS
+from unclip.pipelines.dalle2.pipeline import DalleTwoPipeline
+from unclip.plot import image_grid
 
 
 @dataclass

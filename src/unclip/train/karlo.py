@@ -30,12 +30,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import DataConfig, TrainConfig, check
-from ..data import shapes
-from ..data.stream import make_source
-from ..diffusion.objectives import hybrid_loss, q_sample, training_loss
-from ..karlo.pipeline import KarloPipeline
-from ..plot import image_grid
+from unclip.config import DataConfig, TrainConfig, check
+from unclip.data import shapes
+from unclip.data.stream import make_source
+from unclip.diffusion.objectives import hybrid_loss, q_sample, training_loss
+from unclip.pipelines.karlo.pipeline import KarloPipeline
+from unclip.plot import image_grid
 
 # LoRA's targets: attention projections and the conditioning's linear projections
 LORA_TARGETS = {

@@ -29,11 +29,11 @@ from accelerate.state import AcceleratorState
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..config import ConfigError, TrainConfig
-from ..data.stream import Source, make_loader
-from ..plot import loss_curve
-from ..precision import mixed_precision_for
-from .checkpoint import atomic_write, has_checkpoints, load_latest, save_checkpoint
+from unclip.config import ConfigError, TrainConfig
+from unclip.data.stream import Source, make_loader
+from unclip.plot import loss_curve
+from unclip.runtime.precision import mixed_precision_for
+from unclip.train.checkpoint import atomic_write, has_checkpoints, load_latest, save_checkpoint
 
 
 class Stage(Protocol):

@@ -10,13 +10,20 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..clip import ClipEncoder
-from ..config import ConfigError, DataConfig, TrainConfig, check
-from ..data.embeddings import EmbeddingCache, build_cache
-from ..data.stream import make_source
-from ..pipeline import DalleTwoPipeline
-from ..prior import ARPrior, ARPriorConfig, DiffusionPrior, EclipseConfig, EclipsePrior, PriorConfig
-from ..prior.diffusion_prior import TEXT_KEYS
+from unclip.config import ConfigError, DataConfig, TrainConfig, check
+from unclip.data.embeddings import EmbeddingCache, build_cache
+from unclip.data.stream import make_source
+from unclip.models.clip import ClipEncoder
+from unclip.models.prior import (
+    ARPrior,
+    ARPriorConfig,
+    DiffusionPrior,
+    EclipseConfig,
+    EclipsePrior,
+    PriorConfig,
+)
+from unclip.models.prior.diffusion_prior import TEXT_KEYS
+from unclip.pipelines.dalle2.pipeline import DalleTwoPipeline
 
 
 @dataclass
@@ -95,7 +102,7 @@ class PriorStage:
         return self.cache
 
     def preview(self, module: PriorModule, folder: Path, step: int) -> dict:
-        from ..evaluate.prior_eval import evaluate_prior
+        from unclip.tasks.evaluate.prior_eval import evaluate_prior
 
         figures = evaluate_prior(self.pipeline(module.prior), num=100, methods=("prior",), prior=self.kind)
         return {k: v["prior"] for k, v in figures.items()}

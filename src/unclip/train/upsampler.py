@@ -10,14 +10,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import ConfigError, DataConfig, TrainConfig, check
-from ..data import shapes
-from ..data.stream import make_source
-from ..data.transforms import to_tensor, to_uint8
-from ..evaluate.image_metrics import psnr
-from ..pipeline import DalleTwoPipeline
-from ..plot import image_grid
-from ..upsampler import Upsampler, UpsamplerConfig, upsample
+from unclip.config import ConfigError, DataConfig, TrainConfig, check
+from unclip.data import shapes
+from unclip.data.stream import make_source
+from unclip.data.transforms import to_tensor, to_uint8
+from unclip.models.upsampler import Upsampler, UpsamplerConfig, upsample
+from unclip.pipelines.dalle2.pipeline import DalleTwoPipeline
+from unclip.plot import image_grid
+from unclip.tasks.evaluate.image_metrics import psnr
 
 
 @dataclass

@@ -13,8 +13,8 @@ import logging
 import tempfile
 from pathlib import Path
 
-from .. import validate
-from .jobs import Jobs, Limits, describe
+from unclip import validate
+from unclip.web.jobs import Jobs, Limits, describe
 
 D = validate.DEFAULTS
 log = logging.getLogger(__name__)
@@ -215,13 +215,14 @@ def build_app(pipe, model_path, limits: Limits | None = None, folder: str | Path
 
 def serve(model=None, host: str = "127.0.0.1", port: int = 7860, image_encoder=None, limits: Limits | None = None,
           device: str | None = "auto", dtype: str = "auto", prior_model=None, compile: str | bool = "auto"):
-    """Load the model once (on `device`, in `dtype`, compiled as `compile` says, unclip.compiled)
+    """Load the model once (on `device`, in `dtype`, compiled as `compile` says, unclip.runtime.compiled)
     and serve the page until interrupted."""
     import os
 
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # nothing leaves this machine
     log.setLevel(logging.INFO)  # each job's outcome and time, for whoever runs the server
-    from ..registry import load_pipeline, resolve_model
+    from unclip.pipelines.locate import resolve_model
+    from unclip.pipelines.registry import load_pipeline
 
     path = resolve_model(model)
     pipe = load_pipeline(path, torch_dtype=dtype, image_encoder=image_encoder, device=device, prior_model=prior_model,

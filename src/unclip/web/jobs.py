@@ -16,10 +16,10 @@ import torch
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from .. import manipulate as m
-from .. import validate
-from ..data.transforms import open_rgb, to_uint8
-from ..evaluate.image_metrics import psnr as psnr_of
+from unclip import validate
+from unclip.data.transforms import open_rgb, to_uint8
+from unclip.tasks import manipulate as m
+from unclip.tasks.evaluate.image_metrics import psnr as psnr_of
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ class Jobs:
                  decoder_steps: int | None = None, upsampler_steps: int | None = None,
                  prior: str | None = None) -> list[tuple[str, str]]:
         """Images for each non-blank line of `prompts`: [(png path, caption)]."""
-        from ..generate import generate_files
+        from unclip.tasks.generate import generate_files
 
         lines = [ln.strip() for ln in (prompts or "").splitlines() if ln.strip()]
         if not lines:
@@ -143,7 +143,7 @@ class Jobs:
         return rec_path, f"reconstruction PSNR {psnr:.2f} dB at {rec.shape[-1]} px ({steps} DDIM steps)", gallery
 
     def _strip_and_gif(self, out: Path, frames: np.ndarray, thetas: list, settings: dict):
-        from ..plot import image_grid
+        from unclip.plot import image_grid
 
         strip = image_grid(frames, [f"theta {t:.2f}" for t in thetas], cols=len(frames), label_lines=1)
         strip_path = out / "strip.png"
@@ -189,7 +189,7 @@ class Jobs:
                 seed: int = validate.DEFAULTS["seed"], resample: int = validate.DEFAULTS["resample"]):
         """Repaint the white part of `mask` in `image` (each an uploaded file's path, or a uint8
         array from the page's editor) to agree with `caption`: (strip PNG, results)."""
-        from ..plot import image_grid
+        from unclip.plot import image_grid
 
         img = image if isinstance(image, np.ndarray) else self.read_image(image)
         if img.shape[0] * img.shape[1] > self.limits.upload_pixels:
@@ -224,7 +224,7 @@ class Jobs:
 
 def describe(pipe, path) -> str:
     """The About tab: what the loaded model is, and what the shapes world can draw."""
-    from ..data import shapes
+    from unclip.data import shapes
 
     def params(module) -> str:
         return f"{sum(p.numel() for p in module.parameters()) / 1e6:.1f} M parameters"

@@ -1,5 +1,0 @@
-"""Decoders: CLIP image embedding -> image."""
-
-from .decoder import Decoder, DecoderConfig
-
-__all__ = ["Decoder", "DecoderConfig"]

@@ -1,0 +1,197 @@
+"""Random Karlo-architecture models written in Karlo's folder layout, for tests and benchmarks
+(nothing here downloads). `random_components` builds every component from diffusers' and
+transformers' own classes with a tokenizer made in memory; `write_folder` writes them as Karlo's
+repositories lay them out, component by component (`save_pretrained` of diffusers' pipeline
+writes another layout)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from unclip.pipelines.karlo.folder import LAYOUT, TEXT_TO_IMAGE, VARIATIONS
+
+WORDS = ("a", "horse", "red", "blue", "circle", "square", "on", "the", "of", "photo")
+
+
+@dataclass
+class KarloSizes:
+    """Karlo's architecture at any width. Karlo itself: embed_dim 768 (ViT-L/14), prior 20 x 32
+    heads x 64, decoder 64 px with widths 320/640/960/1280, super-res 64 -> 256."""
+
+    embed_dim: int = 32  # CLIP projection = text width (the prior and text_proj need them equal)
+    text_layers: int = 2
+    text_heads: int = 4
+    vision_width: int = 32
+    vision_layers: int = 2
+    clip_image_size: int = 32
+    patch_size: int = 8
+    prior_layers: int = 1
+    prior_heads: int = 2
+    prior_head_dim: int = 16
+    base_size: int = 16
+    decoder_channels: tuple[int, ...] = (32, 64)
+    decoder_head_dim: int = 16
+    cross_attention_dim: int = 32
+    layers_per_block: int = 1
+    super_res_size: int = 32
+    super_res_channels: tuple[int, ...] = (32, 64)
+
+
+def make_tokenizer():
+    """A CLIP BPE tokenizer built in memory: every byte, a few whole words, Karlo's pad token "!"."""
+    from tokenizers.pre_tokenizers import ByteLevel
+    from transformers import CLIPTokenizer
+
+    chars = sorted(ByteLevel.alphabet())
+    vocab = {c: i for i, c in enumerate(chars)}
+    vocab.update({c + "</w>": len(chars) + i for i, c in enumerate(chars)})
+    merges = []
+    for word in WORDS:
+        if len(word) < 2:
+            continue
+        parts = list(word[:-1]) + [word[-1] + "</w>"]
+        while len(parts) > 1:
+            merges.append((parts[0], parts[1]))
+            parts = [parts[0] + parts[1]] + parts[2:]
+            vocab.setdefault(parts[0], len(vocab))
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    return CLIPTokenizer(vocab=vocab, merges=merges, pad_token="!", model_max_length=77)
+
+
+def _randomize(module: torch.nn.Module, generator: torch.Generator, scale: float = 0.05) -> None:
+    """Random weights everywhere (diffusers zero-initialises output layers), so every input matters."""
+    with torch.no_grad():
+        for p in module.parameters():
+            if p.dim() > 1:
+                p.copy_(torch.randn(p.shape, generator=generator) * scale)
+
+
+def random_components(sizes: KarloSizes | None = None, seed: int = 0, variations: bool = False) -> dict:
+    """Every component of a Karlo folder (text to image, or variations), random and seeded."""
+    sizes = sizes or KarloSizes()
+    from diffusers import PriorTransformer, UnCLIPScheduler, UNet2DConditionModel, UNet2DModel
+    from diffusers.pipelines.deprecated.unclip.text_proj import UnCLIPTextProjModel
+    from transformers import (
+        CLIPTextConfig,
+        CLIPTextModelWithProjection,
+        CLIPVisionConfig,
+        CLIPVisionModelWithProjection,
+    )
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    s, g = sizes, torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    tokenizer = make_tokenizer()
+    text_encoder = CLIPTextModelWithProjection(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=s.embed_dim, intermediate_size=4 * s.embed_dim,
+        num_hidden_layers=s.text_layers, num_attention_heads=s.text_heads, max_position_embeddings=77,
+        projection_dim=s.embed_dim, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id))
+    levels = len(s.decoder_channels)
+    decoder = UNet2DConditionModel(
+        sample_size=s.base_size, in_channels=3, out_channels=6, layers_per_block=s.layers_per_block,
+        down_block_types=("ResnetDownsampleBlock2D",) + ("SimpleCrossAttnDownBlock2D",) * (levels - 1),
+        up_block_types=("SimpleCrossAttnUpBlock2D",) * (levels - 1) + ("ResnetUpsampleBlock2D",),
+        mid_block_type="UNetMidBlock2DSimpleCrossAttn", block_out_channels=s.decoder_channels,
+        attention_head_dim=s.decoder_head_dim, cross_attention_dim=s.cross_attention_dim,
+        class_embed_type="identity", resnet_time_scale_shift="scale_shift")
+    text_proj = UnCLIPTextProjModel(clip_extra_context_tokens=4, clip_embeddings_dim=s.embed_dim,
+                                    time_embed_dim=4 * s.decoder_channels[0],
+                                    cross_attention_dim=s.cross_attention_dim)
+
+    def super_res():
+        n = len(s.super_res_channels)
+        return UNet2DModel(sample_size=s.super_res_size, in_channels=6, out_channels=3,
+                           layers_per_block=s.layers_per_block, block_out_channels=s.super_res_channels,
+                           down_block_types=("ResnetDownsampleBlock2D",) * n,
+                           up_block_types=("ResnetUpsampleBlock2D",) * n, resnet_time_scale_shift="scale_shift")
+
+    parts = {
+        "tokenizer": tokenizer, "text_encoder": text_encoder, "text_proj": text_proj, "decoder": decoder,
+        "super_res_first": super_res(), "super_res_last": super_res(),
+        "decoder_scheduler": UnCLIPScheduler(variance_type="learned_range", clip_sample=True,
+                                             clip_sample_range=1.0, prediction_type="epsilon"),
+        "super_res_scheduler": UnCLIPScheduler(variance_type="fixed_small_log", clip_sample=True,
+                                               clip_sample_range=1.0, prediction_type="epsilon"),
+    }
+    if variations:
+        parts["image_encoder"] = CLIPVisionModelWithProjection(CLIPVisionConfig(
+            hidden_size=s.vision_width, intermediate_size=4 * s.vision_width, num_hidden_layers=s.vision_layers,
+            num_attention_heads=s.text_heads, image_size=s.clip_image_size, patch_size=s.patch_size,
+            projection_dim=s.embed_dim))
+        parts["feature_extractor"] = CLIPImageProcessorPil(
+            crop_size={"height": s.clip_image_size, "width": s.clip_image_size},
+            size={"shortest_edge": s.clip_image_size})
+    else:
+        parts["prior"] = PriorTransformer(num_attention_heads=s.prior_heads, attention_head_dim=s.prior_head_dim,
+                                          num_layers=s.prior_layers, embedding_dim=s.embed_dim, num_embeddings=77)
+        parts["prior_scheduler"] = UnCLIPScheduler(variance_type="fixed_small_log", clip_sample=True,
+                                                   clip_sample_range=5.0, prediction_type="sample")
+    for name in ("text_encoder", "decoder", "text_proj", "super_res_first", "super_res_last", "prior",
+                 "image_encoder"):
+        if name in parts:
+            _randomize(parts[name], g)
+            parts[name].eval()
+    if "prior" in parts:
+        with torch.no_grad():  # statistics as a trained prior has them
+            parts["prior"].clip_mean.copy_(torch.randn(1, s.embed_dim, generator=g) * 0.1)
+            parts["prior"].clip_std.copy_(torch.rand(1, s.embed_dim, generator=g) + 0.5)
+    return parts
+
+
+# Karlo's model_index.json, library names included (text_proj's "unclip" is why diffusers
+# itself cannot load these folders any more).
+LIBRARIES = {
+    "tokenizer": ("transformers", "CLIPTokenizer"), "text_encoder": ("transformers", "CLIPTextModelWithProjection"),
+    "image_encoder": ("transformers", "CLIPVisionModelWithProjection"),
+    "feature_extractor": ("transformers", "CLIPImageProcessor"), "prior": ("diffusers", "PriorTransformer"),
+    "text_proj": ("unclip", "UnCLIPTextProjModel"), "decoder": ("diffusers", "UNet2DConditionModel"),
+    "super_res_first": ("diffusers", "UNet2DModel"), "super_res_last": ("diffusers", "UNet2DModel"),
+    "prior_scheduler": ("diffusers", "UnCLIPScheduler"), "decoder_scheduler": ("diffusers", "UnCLIPScheduler"),
+    "super_res_scheduler": ("diffusers", "UnCLIPScheduler"),
+}
+
+
+def write_tokenizer(tokenizer, folder: Path) -> None:
+    """vocab.json + merges.txt + configs, as Karlo's tokenizer/ folder holds them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model = json.loads(tokenizer.backend_tokenizer.to_str())["model"]
+    (folder / "vocab.json").write_text(json.dumps(model["vocab"]))
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "".join(m + "\n" for m in merges))
+    special = {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>",
+               "pad_token": "!"}
+    (folder / "special_tokens_map.json").write_text(json.dumps(special))
+    (folder / "tokenizer_config.json").write_text(json.dumps(
+        {**special, "model_max_length": tokenizer.model_max_length, "tokenizer_class": "CLIPTokenizer",
+         "do_lower_case": True}))
+
+
+def write_folder(parts: dict, path: str | Path, dtype: torch.dtype | None = None,
+                 variant: str | None = None) -> Path:
+    """Write components in Karlo's layout; `dtype`/`variant` store e.g. fp16 weights as
+    `*.fp16.safetensors`, as Karlo's fp16 variant does."""
+    path = Path(path)
+    cls = VARIATIONS if "image_encoder" in parts else TEXT_TO_IMAGE
+    index = {"_class_name": cls, "_diffusers_version": "0.12.0.dev0"}
+    for name in LAYOUT[cls]:
+        index[name] = list(LIBRARIES[name])
+        part, folder = parts[name], path / name
+        if name == "tokenizer":
+            write_tokenizer(part, folder)
+        elif name == "feature_extractor":
+            part.save_pretrained(folder)
+        elif hasattr(part, "parameters"):
+            saved = part if dtype is None else part.to(dtype)
+            saved.save_pretrained(folder, safe_serialization=True, variant=variant)
+            if dtype is not None:
+                part.to(torch.float32)
+        else:
+            part.save_pretrained(folder)
+    (path / "model_index.json").write_text(json.dumps(index, indent=2))
+    return path

@@ -1,0 +1,63 @@
+"""What a model folder is, and the pipeline that loads it: one place decides.
+
+`--model` takes a folder (unclip's own, DALL-E 1's, or a Karlo diffusers folder as
+downloaded), a shipped model's name ("dalle1"), or nothing: the shipped unCLIP model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from unclip.pipelines.locate import resolve_model
+
+
+def pipeline_class(path: Path):
+    """The pipeline class for a folder, by the file that says what it is."""
+    from unclip.pipelines.dalle1 import DalleOnePipeline, is_dalle1_folder
+    from unclip.pipelines.dalle2.pipeline import DalleTwoPipeline
+    from unclip.pipelines.karlo import KarloPipeline, folder_kind
+
+    if is_dalle1_folder(path):
+        return DalleOnePipeline
+    if folder_kind(path) is not None:
+        return KarloPipeline
+    return DalleTwoPipeline
+
+
+OPTIONS = {  # load options -> what they are for, in errors
+    "image_encoder": "--image-encoder adds a Karlo image tower to a Karlo folder",
+    "prior_model": "--prior-model gives a Karlo folder an ECLIPSE prior in place of its own",
+}
+
+
+def load_pipeline(path: str | Path | None = None, torch_dtype: torch.dtype | str = torch.float32,
+                  device: str | torch.device | None = None, compile: bool | str = False, **options):
+    """The pipeline a folder holds (default: the shipped model), in `torch_dtype` ("auto": the
+    fastest precision for `device`, see unclip.runtime.precision) on `device` ("auto": the first GPU if
+    any; None: the CPU). `compile`: how the networks that sample many steps run: "on"/True
+    (torch.compile), "onnx" (ONNX Runtime, float32 on the CPU), "off"/False, "auto" (torch.compile
+    on a CUDA GPU; unclip.runtime.compiled). `options` (None: not given): `image_encoder`, a
+    Karlo variations folder whose image tower to add; `prior_model`, an ECLIPSE prior folder for
+    a Karlo folder."""
+    from unclip.runtime.compiled import backend
+    from unclip.runtime.devices import resolve_device
+    from unclip.runtime.precision import resolve_dtype
+
+    path = resolve_model(path)
+    device = resolve_device(device) if device is not None else torch.device("cpu")
+    if isinstance(torch_dtype, str):
+        torch_dtype = resolve_dtype(torch_dtype, device)
+    cls = pipeline_class(path)
+    kw = {k: v for k, v in options.items() if v is not None}
+    for key in kw:
+        if key not in OPTIONS:
+            raise TypeError(f"load_pipeline() got an unexpected keyword argument {key!r}")
+        if key not in cls.load_options:
+            raise ValueError(f"{OPTIONS[key]}; {path} is a {cls.title} folder")
+    how = backend(compile, device, torch_dtype)  # before loading: a bad value costs no load
+    pipe = cls.from_pretrained(path, torch_dtype=torch_dtype, device=device, **kw)
+    if how:
+        pipe.compile(how)
+    return pipe
