@@ -19,9 +19,10 @@ from pathlib import Path
 import torch
 
 from unclip.models.prior.eclipse import EclipseConfig, EclipsePrior
-from unclip.runtime.weights import WEIGHT_NAMES, check_weights, component_error, meta_model
+from unclip.pipelines import components
+from unclip.pipelines.components import ERRORS, INDEX, read_index, weights_variant
+from unclip.runtime.weights import check_weights, component_error
 
-INDEX = "model_index.json"
 TEXT_TO_IMAGE, VARIATIONS = "UnCLIPPipeline", "UnCLIPImageVariationPipeline"
 SCHEDULERS = ("prior_scheduler", "decoder_scheduler", "super_res_scheduler")
 # The components of each kind of folder.
@@ -41,31 +42,14 @@ SCHEDULER_RULES = {
 
 def folder_kind(path: str | Path) -> str | None:
     """TEXT_TO_IMAGE or VARIATIONS for a Karlo folder, None for a folder without `model_index.json`."""
-    index = Path(path) / INDEX
-    if not index.is_file():
+    index = read_index(path)
+    if index is None:
         return None
-    try:
-        name = json.loads(index.read_text()).get("_class_name")
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
-        raise ValueError(f"{index} is not valid JSON: {e}") from None
+    name = index.get("_class_name")
     if name not in LAYOUT:
-        raise ValueError(f"{index} describes a {name!r}; unclip reads UnCLIPPipeline and "
-                         "UnCLIPImageVariationPipeline folders (Karlo) and its own folders")
+        raise ValueError(f"{Path(path) / INDEX} describes a {name!r}, not a Karlo folder (UnCLIPPipeline, "
+                         "UnCLIPImageVariationPipeline)")
     return name
-
-
-def _variant(folder: Path) -> str | None:
-    """None for plain weights; "fp16" (or another variant) when only a variant is stored."""
-    plain = [folder / f"{n}.safetensors" for n in WEIGHT_NAMES]
-    if any(p.is_file() for p in plain):
-        return None
-    variants = sorted({p.name.split(".")[-2] for n in WEIGHT_NAMES for p in folder.glob(f"{n}.*.safetensors")})
-    if variants:
-        return "fp16" if "fp16" in variants else variants[0]
-    if any(folder.glob("*.bin")):
-        raise ValueError(f"{folder.name}/ holds pickled .bin weights only; unclip loads safetensors "
-                         "(convert with safetensors.torch.save_file, or download the repo's .safetensors files)")
-    raise FileNotFoundError(f"{folder.name}/ has no weights (*.safetensors)")
 
 
 def _check_scheduler(name: str, folder: Path) -> None:
@@ -140,29 +124,19 @@ def _loader(name: str):
 def load_component(root: Path, name: str, dtype: torch.dtype):
     """One component of a Karlo folder, in `dtype` where it has weights."""
     folder = root / name
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{root}: the component {name}/ is missing")
-    try:
-        if name in SCHEDULERS:
+    if name == "text_proj" and folder.is_dir():
+        try:
+            if not (folder / "config.json").is_file():
+                raise FileNotFoundError(f"{name}/config.json is missing")
+            return _load_text_proj(folder, weights_variant(folder), dtype)
+        except ERRORS as e:
+            raise component_error(root, name, e) from None
+    if name in SCHEDULERS and folder.is_dir():
+        try:
             _check_scheduler(name, folder)
-            return _loader(name).from_pretrained(folder, local_files_only=True)
-        if name in ("tokenizer", "feature_extractor"):
-            return _loader(name).from_pretrained(folder, local_files_only=True)
-        if not (folder / "config.json").is_file():
-            raise FileNotFoundError(f"{name}/config.json is missing")
-        variant = _variant(folder)
-        if name == "text_proj":
-            return _load_text_proj(folder, variant, dtype)
-        check_weights(name, folder, variant, meta_model(_loader(name), folder))
-        cls = _loader(name)
-        kw = dict(local_files_only=True, use_safetensors=True, variant=variant)
-        if name in ("text_encoder", "image_encoder"):
-            kw["dtype"] = dtype
-        else:
-            kw.update(torch_dtype=dtype, low_cpu_mem_usage=True)
-        return cls.from_pretrained(folder, **kw).eval()
-    except (ValueError, OSError, RuntimeError, KeyError, TypeError) as e:
-        raise component_error(root, name, e) from None
+        except ERRORS as e:
+            raise component_error(root, name, e) from None
+    return components.load_component(root, name, _loader(name), dtype)
 
 
 def load_folder(path: str | Path, dtype: torch.dtype = torch.float32, skip: tuple[str, ...] = ()) -> tuple[str, dict]:
@@ -193,7 +167,7 @@ def load_eclipse_prior(path: str | Path, text_encoder, tokenizer, torch_dtype) -
         raise FileNotFoundError(f"--prior-model: ECLIPSE prior folder not found: {path}")
     try:
         prior = EclipsePrior.from_pretrained(path, EclipseConfig(standardized=False, normalize=False), torch_dtype)
-    except (ValueError, OSError, RuntimeError, KeyError, TypeError) as e:
+    except ERRORS as e:
         raise ValueError(f"--prior-model {path}: not an ECLIPSE prior folder ({e})") from None
     cfg, width = prior.net.config, text_encoder.config.projection_dim
     if cfg.embedding_dim != width or cfg.num_embeddings != tokenizer.model_max_length:

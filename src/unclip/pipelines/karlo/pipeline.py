@@ -24,10 +24,17 @@ from unclip import validate
 from unclip.data.transforms import to_output
 from unclip.diffusion.sampling import Generators, ddim_invert, sample
 from unclip.diffusion.schedules import make_scheduler
-from unclip.models.clip import warn_if_cut
 from unclip.models.decoder.conditioning import DecoderConditioning
 from unclip.models.prior.eclipse import EclipsePrior
 from unclip.pipelines.base import Capabilities, Pipeline
+from unclip.pipelines.diffusers_order import (
+    encode_prompt,
+    prior_loop,
+    randn,
+    repeat_rows,
+    unclip_loop,
+    with_null,
+)
 from unclip.pipelines.karlo.folder import (
     LAYOUT,
     SCHEDULERS,
@@ -37,7 +44,6 @@ from unclip.pipelines.karlo.folder import (
     diffusers_text_proj,
     load_parts,
 )
-from unclip.pipelines.karlo.sampling import randn, repeat_rows, unclip_loop, unclip_step, with_null
 from unclip.pipelines.output import UnCLIPOutput, check_prompts
 
 NETWORKS = ("text_encoder", "image_encoder", "prior", "text_proj", "decoder", "super_res_first", "super_res_last")
@@ -153,12 +159,7 @@ class KarloPipeline(Pipeline):
     def encode_prompt(self, prompts: list[str]) -> dict:
         """text_embed (B, D) as projected (not normalised), text_encodings (B, 77, W), mask (B, 77).
         The text tower runs without an attention mask, as in Karlo."""
-        warn_if_cut(self.tokenizer, prompts, self.tokenizer.model_max_length)
-        tok = self.tokenizer(list(prompts), padding="max_length", max_length=self.tokenizer.model_max_length,
-                             truncation=True, return_tensors="pt")
-        out = self.text_encoder(tok.input_ids.to(self.device))
-        return {"text_embed": out.text_embeds, "text_encodings": out.last_hidden_state,
-                "mask": tok.attention_mask.bool().to(self.device)}
+        return encode_prompt(self.tokenizer, self.text_encoder, prompts, self.device)
 
     def _text_condition(self, prompts: list[str], n: int) -> tuple[dict, dict]:
         """The prompts' condition and the empty caption's, each row repeated n times. The empty
@@ -192,23 +193,8 @@ class KarloPipeline(Pipeline):
             if latents is not None:
                 return self.prior.to_embedding(self.prior.predict(latents.float().to(self.device), cond))
             return self.prior.sample(cond, generator=generator)
-        sched, net = self.prior_scheduler, self.prior
-        sched.set_timesteps(steps, device=self.device)
-        b, d = cond["text_embed"].shape[0], net.config.embedding_dim
-        x = randn((b, d), generator, self.device) if latents is None else latents.float().to(self.device)
-        both = with_null(cond, null, guided)
-        dtype = net.dtype
-        ts = sched.timesteps
-        for i, t in enumerate(ts):
-            inp = torch.cat([x, x]) if guided else x
-            out = net(inp.to(dtype), timestep=t, proj_embedding=both["text_embed"].to(dtype),
-                      encoder_hidden_states=both["text_encodings"].to(dtype),
-                      attention_mask=both["mask"]).predicted_image_embedding
-            if guided:
-                uncond, text = out.float().chunk(2)
-                out = uncond + guidance_scale * (text - uncond)
-            x = unclip_step(sched, out, t, x, ts[i + 1] if i + 1 < len(ts) else None, generator)
-        return x * net.clip_std.float() + net.clip_mean.float()  # post_process_latents, in float32
+        return prior_loop(self.prior, self.prior_scheduler, cond, null, guidance_scale=guidance_scale, steps=steps,
+                          guided=guided, generator=generator, device=self.device, latents=latents)
 
     def _decoder_context(self, image_embeds: torch.Tensor, cond: dict, null: dict, guided: bool):
         """(context tokens, mask, class labels) for the decoder; rows [null; cond] when guided,

@@ -13,8 +13,7 @@ from pathlib import Path
 import torch
 
 from unclip.pipelines.karlo.folder import LAYOUT, TEXT_TO_IMAGE, VARIATIONS
-
-WORDS = ("a", "horse", "red", "blue", "circle", "square", "on", "the", "of", "photo")
+from unclip.pipelines.synthetic import make_tokenizer, randomize, write_tokenizer
 
 
 @dataclass
@@ -39,36 +38,6 @@ class KarloSizes:
     layers_per_block: int = 1
     super_res_size: int = 32
     super_res_channels: tuple[int, ...] = (32, 64)
-
-
-def make_tokenizer():
-    """A CLIP BPE tokenizer built in memory: every byte, a few whole words, Karlo's pad token "!"."""
-    from tokenizers.pre_tokenizers import ByteLevel
-    from transformers import CLIPTokenizer
-
-    chars = sorted(ByteLevel.alphabet())
-    vocab = {c: i for i, c in enumerate(chars)}
-    vocab.update({c + "</w>": len(chars) + i for i, c in enumerate(chars)})
-    merges = []
-    for word in WORDS:
-        if len(word) < 2:
-            continue
-        parts = list(word[:-1]) + [word[-1] + "</w>"]
-        while len(parts) > 1:
-            merges.append((parts[0], parts[1]))
-            parts = [parts[0] + parts[1]] + parts[2:]
-            vocab.setdefault(parts[0], len(vocab))
-    vocab["<|startoftext|>"] = len(vocab)
-    vocab["<|endoftext|>"] = len(vocab)
-    return CLIPTokenizer(vocab=vocab, merges=merges, pad_token="!", model_max_length=77)
-
-
-def _randomize(module: torch.nn.Module, generator: torch.Generator, scale: float = 0.05) -> None:
-    """Random weights everywhere (diffusers zero-initialises output layers), so every input matters."""
-    with torch.no_grad():
-        for p in module.parameters():
-            if p.dim() > 1:
-                p.copy_(torch.randn(p.shape, generator=generator) * scale)
 
 
 def random_components(sizes: KarloSizes | None = None, seed: int = 0, variations: bool = False) -> dict:
@@ -135,7 +104,7 @@ def random_components(sizes: KarloSizes | None = None, seed: int = 0, variations
     for name in ("text_encoder", "decoder", "text_proj", "super_res_first", "super_res_last", "prior",
                  "image_encoder"):
         if name in parts:
-            _randomize(parts[name], g)
+            randomize(parts[name], g)
             parts[name].eval()
     if "prior" in parts:
         with torch.no_grad():  # statistics as a trained prior has them
@@ -155,21 +124,6 @@ LIBRARIES = {
     "prior_scheduler": ("diffusers", "UnCLIPScheduler"), "decoder_scheduler": ("diffusers", "UnCLIPScheduler"),
     "super_res_scheduler": ("diffusers", "UnCLIPScheduler"),
 }
-
-
-def write_tokenizer(tokenizer, folder: Path) -> None:
-    """vocab.json + merges.txt + configs, as Karlo's tokenizer/ folder holds them."""
-    folder.mkdir(parents=True, exist_ok=True)
-    model = json.loads(tokenizer.backend_tokenizer.to_str())["model"]
-    (folder / "vocab.json").write_text(json.dumps(model["vocab"]))
-    merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "".join(m + "\n" for m in merges))
-    special = {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>",
-               "pad_token": "!"}
-    (folder / "special_tokens_map.json").write_text(json.dumps(special))
-    (folder / "tokenizer_config.json").write_text(json.dumps(
-        {**special, "model_max_length": tokenizer.model_max_length, "tokenizer_class": "CLIPTokenizer",
-         "do_lower_case": True}))
 
 
 def write_folder(parts: dict, path: str | Path, dtype: torch.dtype | None = None,

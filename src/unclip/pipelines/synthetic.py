@@ -1,0 +1,57 @@
+"""What the random folders of every family share (tests and benchmarks; nothing here downloads):
+a CLIP BPE tokenizer made in memory and written as published repositories hold it, and random
+weights everywhere."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+WORDS = ("a", "horse", "red", "blue", "circle", "square", "on", "the", "of", "photo")
+
+
+def make_tokenizer():
+    """A CLIP BPE tokenizer built in memory: every byte, a few whole words, Karlo's pad token "!"."""
+    from tokenizers.pre_tokenizers import ByteLevel
+    from transformers import CLIPTokenizer
+
+    chars = sorted(ByteLevel.alphabet())
+    vocab = {c: i for i, c in enumerate(chars)}
+    vocab.update({c + "</w>": len(chars) + i for i, c in enumerate(chars)})
+    merges = []
+    for word in WORDS:
+        if len(word) < 2:
+            continue
+        parts = list(word[:-1]) + [word[-1] + "</w>"]
+        while len(parts) > 1:
+            merges.append((parts[0], parts[1]))
+            parts = [parts[0] + parts[1]] + parts[2:]
+            vocab.setdefault(parts[0], len(vocab))
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    return CLIPTokenizer(vocab=vocab, merges=merges, pad_token="!", model_max_length=77)
+
+
+def randomize(module: torch.nn.Module, generator: torch.Generator, scale: float = 0.05) -> None:
+    """Random weights everywhere (diffusers zero-initialises output layers), so every input matters."""
+    with torch.no_grad():
+        for p in module.parameters():
+            if p.dim() > 1:
+                p.copy_(torch.randn(p.shape, generator=generator) * scale)
+
+
+def write_tokenizer(tokenizer, folder: Path) -> None:
+    """vocab.json + merges.txt + configs, as Karlo's tokenizer/ folder holds them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model = json.loads(tokenizer.backend_tokenizer.to_str())["model"]
+    (folder / "vocab.json").write_text(json.dumps(model["vocab"]))
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "".join(m + "\n" for m in merges))
+    special = {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>",
+               "pad_token": "!"}
+    (folder / "special_tokens_map.json").write_text(json.dumps(special))
+    (folder / "tokenizer_config.json").write_text(json.dumps(
+        {**special, "model_max_length": tokenizer.model_max_length, "tokenizer_class": "CLIPTokenizer",
+         "do_lower_case": True}))
