@@ -15,7 +15,9 @@ FLAGS = {
     "steps": "--steps", "frames": "--frames", "max_theta": "--max-theta", "prior": "--prior",
     "rerank": "--rerank", "upscale": "--upscale", "prior_sampler": "--sampler prior=NAME",
     "decoder_sampler": "--sampler decoder=NAME", "super_res_sampler": "--sampler upsampler=NAME",
-    "resample": "--resample", "rerank_threshold": "--rerank-threshold",
+    "resample": "--resample", "rerank_threshold": "--rerank-threshold", "height": "--height", "width": "--width",
+    "negative_prompt": "--negative-prompt", "num_inference_steps": "--steps decoder=N",
+    "guidance_scale": "--decoder-guidance",
 }
 # The defaults of every setting a person can give, read by the command line and the web app
 # alike (one source of truth). Sampling settings left out here default to the model's own.
@@ -94,8 +96,11 @@ def sampling(**settings) -> dict:
             number(name, value, low=0.0)
         elif name.endswith("num_inference_steps"):
             count(name, value, high=MAX_STEPS)
-        elif name == "num_images_per_prompt":
-            count(name, value)
+        elif name in ("num_images_per_prompt", "height", "width"):
+            count(name, value, high=None if name == "num_images_per_prompt" else 4096)
+        elif name == "negative_prompt":
+            if not isinstance(value, str) or not value.strip():
+                raise ValueError(f"{_name(name)} must be a non-empty string")
         else:
             raise KeyError(name)
     return settings

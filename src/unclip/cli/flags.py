@@ -10,7 +10,12 @@ def load(args):
 
     return load_pipeline(args.model, torch_dtype=getattr(args, "dtype", "float32"), device=getattr(args, "device", None),
                          compile=getattr(args, "compile", False), image_encoder=getattr(args, "image_encoder", None),
-                         prior_model=getattr(args, "prior_model", None))
+                         prior_model=_one_or_list(getattr(args, "prior_model", None)))
+
+
+def _one_or_list(values: list | None):
+    """--prior-model DIR [DIR]: one folder as itself, two as a list."""
+    return values[0] if values and len(values) == 1 else values
 
 
 def check_device(args) -> None:
@@ -21,9 +26,10 @@ def check_device(args) -> None:
         resolve_device(args.device)
 
 
-MODEL_HELP = ("model folder: unclip's own, a DALL-E 1 folder, or a Karlo diffusers folder (karlo-v1-alpha, "
-              "karlo-v1-alpha-image-variations) as downloaded; 'dalle1': the shipped DALL-E 1 model "
-              "(default: the shipped unCLIP model)")
+MODEL_HELP = ("model folder or Hub id (owner/name[@revision]): unclip's own, a DALL-E 1 folder, a Karlo "
+              "diffusers folder (karlo-v1-alpha, karlo-v1-alpha-image-variations) or a Kandinsky 2.2 decoder "
+              "(kandinsky-2-2-decoder, -decoder-inpaint; its prior with --prior-model) as published; 'dalle1': "
+              "the shipped DALL-E 1 model (default: the shipped unCLIP model)")
 
 
 def prior_flag(parser) -> None:
@@ -44,8 +50,10 @@ def model_flags(parser) -> None:
 
 
 def prior_model_flag(parser) -> None:
-    parser.add_argument("--prior-model", metavar="DIR", help="Karlo only: an ECLIPSE prior folder (as published "
-                        "for Karlo) in place of Karlo's diffusion prior: one forward pass per image embedding")
+    parser.add_argument("--prior-model", metavar="DIR", nargs="+", help="Karlo: an ECLIPSE prior folder (as published "
+                        "for Karlo) in place of Karlo's diffusion prior: one forward pass per image embedding. "
+                        "Kandinsky 2.2: the prior folder (kandinsky-2-2-prior), optionally followed by ECLIPSE's "
+                        "Kandinsky prior to use in its place. Folders or Hub ids (owner/name[@revision])")
 
 
 def image_encoder_flag(parser) -> None:

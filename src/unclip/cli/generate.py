@@ -28,6 +28,7 @@ def cmd_generate(args) -> None:
 
     prompts = read_prompts(args.prompts, args.prompts_file)
     sampling = dict(prior_guidance_scale=args.prior_guidance, decoder_guidance_scale=args.decoder_guidance,
+                    height=args.height, width=args.width, negative_prompt=args.negative_prompt,
                     prior=args.prior, rerank=args.rerank, rerank_threshold=args.rerank_threshold,
                     upscale=args.upscale, **parse_steps(args.steps),
                     **parse_samplers(args.sampler))
@@ -62,6 +63,11 @@ def add_generate(sub) -> dict:
     g.add_argument("--seed", type=int, default=D["seed"], help="image i gets seed SEED + i")
     g.add_argument("--prior-guidance", type=float, help="prior guidance scale (default: the model's)")
     g.add_argument("--decoder-guidance", type=float, help="decoder guidance scale (default: the model's)")
+    g.add_argument("--height", type=int, help="image height in pixels, for models that draw any size "
+                   "(Kandinsky 2.2; default: the model's)")
+    g.add_argument("--width", type=int, help="image width in pixels (as --height)")
+    g.add_argument("--negative-prompt", help="what the images should not show (Kandinsky 2.2: the prior's "
+                   "embedding of it replaces the zero image's as the decoder's unconditional input)")
     g.add_argument("--steps", nargs="+", metavar="STAGE=N", help="sampling steps, e.g. prior=25 decoder=25 upsampler=7")
     g.add_argument("--sampler", nargs="+", metavar="STAGE=NAME",
                    help="samplers, e.g. decoder=dpm++ (ddpm, ddim, dpm++, unipc; default: the model's)")

@@ -165,6 +165,45 @@ class ClipEncoder(nn.Module):
         return self.embed_image(pixels), self.embed_text(captions).text_embed
 
 
+class ClipTowers:
+    """A published model's two CLIP towers (transformers' CLIPTextModelWithProjection and
+    CLIPVisionModelWithProjection, its tokenizer and image processor) behind ClipEncoder's
+    `embed_text` / `embed_image`, so that they can judge candidates (unclip.pipelines.rerank)."""
+
+    def __init__(self, text_encoder, image_encoder, tokenizer, image_processor):
+        self.text_encoder, self.image_encoder = text_encoder, image_encoder
+        self.tokenizer, self.image_processor = tokenizer, image_processor
+        self.image_size = image_encoder.config.image_size
+        dev = image_encoder.device
+        self.image_mean = torch.tensor(image_processor.image_mean, device=dev).view(1, 3, 1, 1)
+        self.image_std = torch.tensor(image_processor.image_std, device=dev).view(1, 3, 1, 1)
+
+    def embed_text(self, captions: list[str]) -> TextEmbedding:
+        dev = self.text_encoder.device
+        tok = self.tokenizer(list(captions), padding="max_length", max_length=self.tokenizer.model_max_length,
+                             truncation=True, return_tensors="pt")
+        out = self.text_encoder(tok.input_ids.to(dev))
+        return TextEmbedding(out.text_embeds, out.last_hidden_state, tok.attention_mask.bool().to(dev))
+
+    def embed_image(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) in [-1, 1] -> image_embed (B, D), projected: resized to the tower's side and
+        normalised as its processor normalises (no crop: candidates are square)."""
+        x = (pixels.to(self.image_mean.device).float() + 1) / 2
+        if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
+            x = F.interpolate(x, size=(self.image_size,) * 2, mode="bicubic", antialias=True)
+        x = ((x - self.image_mean) / self.image_std).to(self.image_encoder.dtype)
+        return self.image_encoder(pixel_values=x).image_embeds
+
+    def embed_pil(self, images) -> torch.Tensor:
+        """Image embeddings of PIL images or uint8 arrays, through the model's own processor."""
+        import numpy as np
+        from PIL import Image
+
+        pil = [im if isinstance(im, Image.Image) else Image.fromarray(np.asarray(im)) for im in images]
+        pixels = self.image_processor(images=pil, return_tensors="pt").pixel_values
+        return self.image_encoder(pixels.to(self.image_encoder.device, self.image_encoder.dtype)).image_embeds
+
+
 def warn_if_cut(tokenizer, captions: list[str], max_length: int) -> None:
     """Say so when a caption is longer than the text tower reads (it is cut, as CLIP cuts it)."""
     for caption, ids in zip(captions, tokenizer(list(captions)).input_ids):

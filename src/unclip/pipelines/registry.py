@@ -10,25 +10,39 @@ from pathlib import Path
 
 import torch
 
-from unclip.pipelines.locate import resolve_model
+from unclip.pipelines.locate import resolve_folders, resolve_model
 
 
 def pipeline_class(path: Path):
-    """The pipeline class for a folder, by the file that says what it is."""
+    """The pipeline class for a folder, by the file that says what it is: unclip's `unclip.json`,
+    DALL-E 1's `dalle1.json`, or a diffusers folder's `model_index.json` (the family whose
+    `folder_classes` name its class)."""
+    from unclip.pipelines.components import INDEX, read_index
     from unclip.pipelines.dalle1 import DalleOnePipeline, is_dalle1_folder
-    from unclip.pipelines.dalle2.pipeline import DalleTwoPipeline
-    from unclip.pipelines.karlo import KarloPipeline, folder_kind
+    from unclip.pipelines.dalle2 import DalleTwoPipeline
+    from unclip.pipelines.kandinsky import PRIOR, KandinskyPipeline
+    from unclip.pipelines.karlo import KarloPipeline
 
     if is_dalle1_folder(path):
         return DalleOnePipeline
-    if folder_kind(path) is not None:
-        return KarloPipeline
-    return DalleTwoPipeline
+    index = read_index(path)
+    if index is None:
+        return DalleTwoPipeline
+    name = index.get("_class_name")
+    for cls in (KarloPipeline, KandinskyPipeline):
+        if name in cls.folder_classes:
+            return cls
+    if name == PRIOR:
+        raise ValueError(f"{path} is a Kandinsky 2.2 prior folder: pass a decoder folder as --model "
+                         "(kandinsky-2-2-decoder) and this one as --prior-model")
+    known = ", ".join(n for cls in (KarloPipeline, KandinskyPipeline) for n in cls.folder_classes)
+    raise ValueError(f"{Path(path) / INDEX} describes a {name!r}; unclip reads {known} folders and its own")
 
 
 OPTIONS = {  # load options -> what they are for, in errors
     "image_encoder": "--image-encoder adds a Karlo image tower to a Karlo folder",
-    "prior_model": "--prior-model gives a Karlo folder an ECLIPSE prior in place of its own",
+    "prior_model": "--prior-model gives a Karlo folder an ECLIPSE prior in place of its own, a Kandinsky "
+                   "decoder its prior folder",
 }
 
 
@@ -40,7 +54,8 @@ def load_pipeline(path: str | Path | None = None, torch_dtype: torch.dtype | str
     (torch.compile), "onnx" (ONNX Runtime, float32 on the CPU), "off"/False, "auto" (torch.compile
     on a CUDA GPU; unclip.runtime.compiled). `options` (None: not given): `image_encoder`, a
     Karlo variations folder whose image tower to add; `prior_model`, an ECLIPSE prior folder for
-    a Karlo folder."""
+    a Karlo folder, or a Kandinsky 2.2 prior folder for a Kandinsky decoder ([prior folder, ECLIPSE's
+    Kandinsky prior] for ECLIPSE's). Every folder may be a Hub id (`owner/name[@revision]`)."""
     from unclip.runtime.compiled import backend
     from unclip.runtime.devices import resolve_device
     from unclip.runtime.precision import resolve_dtype
@@ -56,6 +71,7 @@ def load_pipeline(path: str | Path | None = None, torch_dtype: torch.dtype | str
             raise TypeError(f"load_pipeline() got an unexpected keyword argument {key!r}")
         if key not in cls.load_options:
             raise ValueError(f"{OPTIONS[key]}; {path} is a {cls.title} folder")
+    kw = {k: resolve_folders(v) for k, v in kw.items()}  # folders or Hub ids
     how = backend(compile, device, torch_dtype)  # before loading: a bad value costs no load
     pipe = cls.from_pretrained(path, torch_dtype=torch_dtype, device=device, **kw)
     if how:

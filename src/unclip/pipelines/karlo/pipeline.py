@@ -60,6 +60,7 @@ class KarloPipeline(Pipeline):
 
     title = "Karlo model"
     load_options = ("image_encoder", "prior_model")
+    folder_classes = (TEXT_TO_IMAGE, VARIATIONS)
 
     def __init__(self, components: dict, folder_class: str = TEXT_TO_IMAGE):
         """`components`: as `karlo.folder.load_folder` returns them, or a diffusers pipeline's
@@ -94,6 +95,10 @@ class KarloPipeline(Pipeline):
         feature extractor) to add, so that a text-to-image folder can also edit images.
         `prior_model`: an ECLIPSE prior folder (as published for Karlo) in place of Karlo's
         diffusion prior, which is then not loaded."""
+        if isinstance(prior_model, (list, tuple)):
+            if len(prior_model) != 1:
+                raise ValueError("a Karlo folder takes one --prior-model: an ECLIPSE prior folder")
+            prior_model = prior_model[0]
         folder_class, parts = load_parts(path, torch_dtype, image_encoder, prior_model)
         return cls(parts, folder_class)
 

@@ -16,9 +16,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image
-from scipy import ndimage
 
 from unclip.data import shapes
 from unclip.tasks.evaluate.masks import SIDE, components, crop_mask, foreground  # noqa: F401 (also this module's API)

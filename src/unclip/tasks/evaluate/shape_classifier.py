@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from unclip.data import shapes
-from unclip.tasks.evaluate.masks import CROP, components, crop_mask, foreground
+from unclip.tasks.evaluate.masks import components, crop_mask, foreground
 
 WEIGHTS = Path(__file__).resolve().parents[2] / "assets" / "shape_classifier.safetensors"
 
