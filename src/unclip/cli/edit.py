@@ -146,6 +146,7 @@ def add_edit(sub) -> dict:
         c.add_argument("--steps", type=int, default=D["steps"], help="DDIM steps for inversion and decoding")
         c.add_argument("--seed", type=int, default=D["seed"])
         image_encoder_flag(c)
+        prior_model_flag(c)
         overwrite_flag(c)
         compute_flags(c)
         return c
@@ -214,6 +215,7 @@ def add_probe(sub) -> dict:
     pr.add_argument("--fit-images", metavar="DIR", help="fit the PCA on this folder's images (default: the "
                     "shapes world's training stream)")
     image_encoder_flag(pr)
+    prior_model_flag(pr)
     overwrite_flag(pr)
     compute_flags(pr)
     return {"probe": cmd_probe}

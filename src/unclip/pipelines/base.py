@@ -79,6 +79,11 @@ class Pipeline:
     def sampling_defaults(self) -> dict:
         return {}
 
+    def decoder_noise_shape(self, side: int) -> tuple[int, ...]:
+        """(C, H, W) of the decoder's x_T for a `decoder_input` of `side` px (the manipulations):
+        a pixel-space decoder's image itself; a latent decoder says otherwise."""
+        return (3, side, side)
+
     def sampled_networks(self) -> list[tuple[str, torch.nn.Module]]:
         """(name, module) of the networks called at every sampling step: what `compile` compiles."""
         return []

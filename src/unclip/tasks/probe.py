@@ -95,8 +95,8 @@ def probe_pca(pipe, image: np.ndarray, dims: list[int], pca: dict, *, seed: int 
         raise ValueError(f"--dims {max(dims)}: the embedding has {most} principal components")
     z = pipe.embed_images([image])
     zs = torch.cat([project(z, pca, k) for k in dims]).to(z.dtype)
-    side = pipe.decoder_input(image).shape[-1]
-    x_T = torch.randn((1, 3, side, side), generator=torch.Generator().manual_seed(seed)).to(pipe.device)
+    shape = pipe.decoder_noise_shape(pipe.decoder_input(image).shape[-1])
+    x_T = torch.randn((1, *shape), generator=torch.Generator().manual_seed(seed)).to(pipe.device)
     gens = [torch.Generator().manual_seed(seed) for _ in dims]
     images = pipe.decode_latents(zs, x_T.expand(len(dims), -1, -1, -1), steps=steps,
                                  guidance_scale=pipe.default_decoder_guidance, generator=gens)

@@ -148,6 +148,12 @@ class KandinskyPipeline(Pipeline):
         self.require("image_encoder")
         return ClipTowers(self.text_encoder, self.image_encoder, self.tokenizer, self.image_processor)
 
+    def require(self, *names: str) -> None:
+        if any(getattr(self, n, None) is None for n in names):
+            raise ValueError(f"this {self.title} has no prior folder, which {', '.join(names)} come from: give it "
+                             "with --prior-model (load_pipeline(..., prior_model=...)), e.g. "
+                             "kandinsky-community/kandinsky-2-2-prior")
+
     # -- conditioning ---------------------------------------------------------------------------
     def encode_prompt(self, prompts: list[str]) -> dict:
         self.require("text_encoder")
@@ -312,6 +318,9 @@ class KandinskyPipeline(Pipeline):
                        guidance_scale: float = 1.0, caption: str | None = None, generator: Generators = None):
         """DDIM from (z_i, x_T) in latent space, then MoVQ: (B, 3, S, S) in [-1, 1]."""
         return stages.to_pixels(self, stages.ddim_decode(self, z_i, x_T, steps, eta, guidance_scale, generator))
+
+    def decoder_noise_shape(self, side: int) -> tuple[int, ...]:
+        return (self.unet.config.in_channels, *stages.latent_size(self, side, side))
 
     def upsample(self, images: torch.Tensor, **_) -> torch.Tensor:
         """Kandinsky's decoder draws at the output size: nothing to enlarge."""
