@@ -15,8 +15,19 @@ def stage_classes(name: str, kind: str | None = None):
         if name not in ("decoder", "prior"):
             raise ValueError(f"a Karlo config fine-tunes the decoder or the prior, not {name!r}")
         return KarloFinetuneConfig, KarloDecoderStage if name == "decoder" else KarloPriorStage
+    if kind == "kandinsky":
+        from unclip.train.kandinsky import (
+            KandinskyDecoderStage,
+            KandinskyFinetuneConfig,
+            KandinskyPriorStage,
+        )
+
+        if name not in ("decoder", "prior"):
+            raise ValueError(f"a Kandinsky config fine-tunes the decoder or the prior, not {name!r}")
+        return KandinskyFinetuneConfig, KandinskyDecoderStage if name == "decoder" else KandinskyPriorStage
     if kind is not None:
-        raise ValueError(f"unknown config kind {kind!r}; 'karlo' fine-tunes a Karlo folder")
+        raise ValueError(f"unknown config kind {kind!r}; 'karlo' fine-tunes a Karlo folder, 'kandinsky' "
+                         "Kandinsky 2.2 folders")
     if name == "clip":
         from unclip.train.clip import ClipStage, ClipStageConfig
 

@@ -33,9 +33,10 @@ from torch import nn
 from unclip.config import DataConfig, TrainConfig, check
 from unclip.data import shapes
 from unclip.data.stream import make_source
-from unclip.diffusion.objectives import hybrid_loss, q_sample, training_loss
+from unclip.diffusion.objectives import hybrid_loss, q_sample
 from unclip.pipelines.karlo.pipeline import KarloPipeline
 from unclip.plot import image_grid
+from unclip.train.finetune import LoraSettings, add_lora, export_lora, prior_loss
 
 # LoRA's targets: attention projections and the conditioning's linear projections
 LORA_TARGETS = {
@@ -44,16 +45,6 @@ LORA_TARGETS = {
                   "embedding_proj", "encoder_hidden_states_proj"],
     "prior": ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "embedding_proj", "encoder_hidden_states_proj"],
 }
-
-
-@dataclass
-class LoraSettings:
-    rank: int = 0  # 0: full fine-tuning
-    alpha: float | None = None  # LoRA's scale numerator (default: the rank)
-    merge: bool = False  # export merged weights instead of the base weights plus adapters
-
-    def __post_init__(self):
-        check(self.rank >= 0, "rank", "must be >= 0 (0: full fine-tuning)")
 
 
 @dataclass
@@ -72,15 +63,6 @@ class KarloFinetuneConfig:
         check(bool(self.init), "init", "is required: the Karlo folder to fine-tune (--init DIR)")
         for name in ("image_drop_prob", "text_drop_prob"):
             check(0 <= getattr(self, name) < 1, name, "must be in [0, 1)")
-
-
-def add_lora(module: nn.Module, targets: list[str], settings: LoraSettings) -> None:
-    """LoRA adapters (peft, through diffusers' adapter API) on the named linear layers present."""
-    from peft import LoraConfig
-
-    present = sorted({t for t in targets if any(n == t or n.endswith("." + t) for n, _ in module.named_modules())})
-    module.add_adapter(LoraConfig(r=settings.rank, lora_alpha=settings.alpha or settings.rank,
-                                  target_modules=present, init_lora_weights="gaussian"))
 
 
 class KarloModule(nn.Module):
@@ -156,15 +138,7 @@ class KarloModule(nn.Module):
         return self.decoder_loss(pixels, image_embed, text)
 
     def prior_loss(self, image_embed: torch.Tensor, text: dict) -> torch.Tensor:
-        net = self.prior
-        x0 = (image_embed - net.clip_mean.float()) / net.clip_std.float()
-
-        def denoise(x_t, t):
-            return net(x_t.to(net.dtype), timestep=t, proj_embedding=text["text_embed"].to(net.dtype),
-                       encoder_hidden_states=text["text_encodings"].to(net.dtype),
-                       attention_mask=text["mask"]).predicted_image_embedding.float()
-
-        return training_loss(denoise, x0, self.schedulers["prior"].alphas_cumprod, prediction_type="sample")
+        return prior_loss(self.prior, image_embed, text, self.schedulers["prior"].alphas_cumprod)
 
     def decoder_loss(self, pixels: torch.Tensor, image_embed: torch.Tensor, text: dict) -> torch.Tensor:
         size = self.decoder.config.sample_size
@@ -245,11 +219,7 @@ class KarloStage:
             nets = {"decoder": pipe.decoder, "text_proj": pipe.text_proj} if self.component == "decoder" \
                 else {"prior": pipe.prior}
             for name, net in nets.items():
-                if self.cfg.lora.merge:
-                    net.fuse_lora()
-                else:
-                    net.save_lora_adapter(Path(folder) / f"{name}_lora")
-                net.unload_lora()  # merged: the fused weights stay; otherwise the base weights
+                export_lora(net, Path(folder) / f"{name}_lora", self.cfg.lora.merge)
         pipe.save_pretrained(folder)
 
 

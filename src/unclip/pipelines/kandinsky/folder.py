@@ -79,8 +79,14 @@ def load_folder(path: str | Path, dtype: torch.dtype = torch.float32, expect: tu
         hint = " (a prior folder: give it as --prior-model, and a decoder as --model)" if kind == PRIOR else ""
         raise ValueError(f"{root / INDEX} describes a {kind!r}; expected a {wanted} folder{hint}")
     scheduler = _scheduler_name(root, kind)
-    return kind, {name: load_component(root, name, _class(name, scheduler), dtype)
-                  for name in LAYOUT[kind] if name not in skip}
+    parts = {name: load_component(root, name, _class(name, scheduler), dtype)
+             for name in LAYOUT[kind] if name not in skip}
+    for name in ("unet", "prior"):  # LoRA adapters a fine-tuning run saved beside the network
+        adapters = root / f"{name}_lora"
+        if adapters.is_dir() and name in parts:
+            parts[name].load_lora_adapter(str(adapters), prefix=None, use_safetensors=True,
+                                          weight_name="pytorch_lora_weights.safetensors")
+    return kind, parts
 
 
 def load_eclipse(path: str | Path, text_encoder, dtype: torch.dtype):

@@ -108,7 +108,7 @@ def random_decoder(sizes: KandinskySizes | None = None, seed: int = 0, inpaint: 
                    down_block_types=("DownEncoderBlock2D",) * (n - 1) + ("AttnDownEncoderBlock2D",),
                    up_block_types=("AttnUpDecoderBlock2D",) + ("UpDecoderBlock2D",) * (n - 1))
     for net in (unet, movq):
-        randomize(net, g, scale=0.02)
+        randomize(net, g, scale=0.05 if net is unet else 0.02)
         net.eval()
     # the published decoder scheduler's settings
     scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=0.00085, beta_end=0.012,
