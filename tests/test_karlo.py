@@ -288,3 +288,25 @@ def test_loading_never_runs_code_from_the_folder(karlo, tmp_path):
     (bad / "decoder" / "config.json").write_text(json.dumps({**cfg, "auto_map": {"AutoModel": "decoder.Net"}}))
     load_pipeline(bad)
     assert not marker.exists()
+
+
+def test_karlo_hub_ids_resolve_through_the_cache_offline(karlo, karlo_variations, tmp_path, monkeypatch):
+    """`--model kakaobrain/karlo-v1-alpha --image-encoder kakaobrain/karlo-v1-alpha-image-variations`
+    from huggingface_hub's cache (laid out here), the same images as the folders."""
+    from .test_kandinsky import lay_out_hub_cache
+
+    cache = tmp_path / "hub"
+    lay_out_hub_cache(cache, "kakaobrain/karlo-v1-alpha", karlo[0])
+    lay_out_hub_cache(cache, "kakaobrain/karlo-v1-alpha-image-variations", karlo_variations[0])
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    by_id = load_pipeline("kakaobrain/karlo-v1-alpha", image_encoder="kakaobrain/karlo-v1-alpha-image-variations")
+    assert by_id.capabilities.reads_images
+    kw = dict(prior_num_inference_steps=2, decoder_num_inference_steps=2, super_res_num_inference_steps=2,
+              output_type="np")
+    a = by_id(PROMPT, generator=torch.Generator().manual_seed(0), **kw).images
+    b = load_pipeline(karlo[0])(PROMPT, generator=torch.Generator().manual_seed(0), **kw).images
+    assert np.array_equal(a, b)
+    with pytest.raises(ValueError, match="revision v9"):
+        load_pipeline("kakaobrain/karlo-v1-alpha@v9")

@@ -2,7 +2,7 @@
 CLIP Latents") as a system you can train on your own data.
 
     from unclip import load_pipeline
-    pipe = load_pipeline()  # the shipped shapes-world model; or a folder, "dalle1", a Karlo folder
+    pipe = load_pipeline()  # the shipped shapes-world model; or a folder, a Hub id, "dalle1"
     image = pipe("a red circle on a white background").images[0]
 """
 
@@ -11,13 +11,15 @@ __version__ = "0.1.0"
 _LAZY = {  # name -> module: torch, diffusers and transformers load on first use, not on import
     "load_pipeline": "pipelines.registry", "resolve_model": "pipelines.locate", "Pipeline": "pipelines.base",
     "Capabilities": "pipelines.base", "DalleTwoPipeline": "pipelines.dalle2", "KarloPipeline": "pipelines.karlo",
-    "DalleOnePipeline": "pipelines.dalle1", "UnCLIPOutput": "pipelines.output",
+    "DalleOnePipeline": "pipelines.dalle1", "KandinskyPipeline": "pipelines.kandinsky",
+    "UnCLIPOutput": "pipelines.output",
     "resolve_device": "runtime.devices", "resolve_dtype": "runtime.precision",
 }
 __all__ = [
     "Capabilities",
     "DalleOnePipeline",
     "DalleTwoPipeline",
+    "KandinskyPipeline",
     "KarloPipeline",
     "Pipeline",
     "UnCLIPOutput",

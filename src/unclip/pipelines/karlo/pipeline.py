@@ -95,10 +95,13 @@ class KarloPipeline(Pipeline):
         feature extractor) to add, so that a text-to-image folder can also edit images.
         `prior_model`: an ECLIPSE prior folder (as published for Karlo) in place of Karlo's
         diffusion prior, which is then not loaded."""
+        from unclip.pipelines.locate import resolve_model
+
         if isinstance(prior_model, (list, tuple)):
             if len(prior_model) != 1:
                 raise ValueError("a Karlo folder takes one --prior-model: an ECLIPSE prior folder")
             prior_model = prior_model[0]
+        prior_model, image_encoder = (None if p is None else resolve_model(str(p)) for p in (prior_model, image_encoder))
         folder_class, parts = load_parts(path, torch_dtype, image_encoder, prior_model)
         return cls(parts, folder_class)
 
