@@ -12,7 +12,7 @@ _LAZY = {  # name -> module: torch, diffusers and transformers load on first use
     "load_pipeline": "pipelines.registry", "resolve_model": "pipelines.locate", "Pipeline": "pipelines.base",
     "Capabilities": "pipelines.base", "DalleTwoPipeline": "pipelines.dalle2", "KarloPipeline": "pipelines.karlo",
     "DalleOnePipeline": "pipelines.dalle1", "KandinskyPipeline": "pipelines.kandinsky",
-    "UnCLIPOutput": "pipelines.output",
+    "StableUnclipPipeline": "pipelines.stable_unclip", "UnCLIPOutput": "pipelines.output",
     "resolve_device": "runtime.devices", "resolve_dtype": "runtime.precision",
 }
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "KandinskyPipeline",
     "KarloPipeline",
     "Pipeline",
+    "StableUnclipPipeline",
     "UnCLIPOutput",
     "__version__",
     "load_pipeline",

@@ -17,7 +17,7 @@ FLAGS = {
     "decoder_sampler": "--sampler decoder=NAME", "super_res_sampler": "--sampler upsampler=NAME",
     "resample": "--resample", "rerank_threshold": "--rerank-threshold", "height": "--height", "width": "--width",
     "negative_prompt": "--negative-prompt", "num_inference_steps": "--steps decoder=N",
-    "guidance_scale": "--decoder-guidance",
+    "guidance_scale": "--decoder-guidance", "noise_level": "--noise-level",
 }
 # The defaults of every setting a person can give, read by the command line and the web app
 # alike (one source of truth). Sampling settings left out here default to the model's own.
@@ -97,7 +97,10 @@ def sampling(**settings) -> dict:
         elif name.endswith("num_inference_steps"):
             count(name, value, high=MAX_STEPS)
         elif name in ("num_images_per_prompt", "height", "width"):
-            count(name, value, high=None if name == "num_images_per_prompt" else 4096)
+            count(name, value, low=1 if name == "num_images_per_prompt" else 8,
+                  high=None if name == "num_images_per_prompt" else 4096)
+        elif name == "noise_level":
+            count(name, value, low=0, high=MAX_STEPS - 1)
         elif name == "negative_prompt":
             if not isinstance(value, str) or not value.strip():
                 raise ValueError(f"{_name(name)} must be a non-empty string")

@@ -29,6 +29,7 @@ def cmd_generate(args) -> None:
     prompts = read_prompts(args.prompts, args.prompts_file)
     sampling = dict(prior_guidance_scale=args.prior_guidance, decoder_guidance_scale=args.decoder_guidance,
                     height=args.height, width=args.width, negative_prompt=args.negative_prompt,
+                    noise_level=args.noise_level,
                     prior=args.prior, rerank=args.rerank, rerank_threshold=args.rerank_threshold,
                     upscale=args.upscale, **parse_steps(args.steps),
                     **parse_samplers(args.sampler))
@@ -66,6 +67,8 @@ def add_generate(sub) -> dict:
     g.add_argument("--height", type=int, help="image height in pixels, for models that draw any size "
                    "(Kandinsky 2.2; default: the model's)")
     g.add_argument("--width", type=int, help="image width in pixels (as --height)")
+    g.add_argument("--noise-level", type=int, help="Stable unCLIP: the noise added to the image embedding "
+                   "(0..999; more varies the image more; default 0)")
     g.add_argument("--negative-prompt", help="what the images should not show (Kandinsky 2.2: the prior's "
                    "embedding of it replaces the zero image's as the decoder's unconditional input)")
     g.add_argument("--steps", nargs="+", metavar="STAGE=N", help="sampling steps, e.g. prior=25 decoder=25 upsampler=7")

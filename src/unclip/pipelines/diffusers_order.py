@@ -78,25 +78,42 @@ def encode_prompt(tokenizer, text_encoder, prompts: list[str], device) -> dict:
 @torch.no_grad()
 def prior_loop(net, scheduler, cond: dict, null: dict, *, guidance_scale: float, steps: int, guided: bool,
                generator: Generators, device, latents: torch.Tensor | None = None) -> torch.Tensor:
-    """A PriorTransformer's image embeddings (B, D) as diffusers' unCLIP and Kandinsky priors
-    sample them: UnCLIPScheduler steps with the previous timestep given, guidance on [null; cond]
-    rows, `post_process_latents` in float32."""
+    """A PriorTransformer's image embeddings (B, D) as diffusers' priors sample them: with
+    UnCLIPScheduler (unCLIP, Kandinsky) its steps take the previous timestep; with another
+    scheduler (Stable unCLIP's text to image builds a DDPMScheduler from Karlo's config) the
+    generic step after `scale_model_input`. Guidance on [null; cond] rows, `post_process_latents`
+    in float32."""
+    from diffusers import UnCLIPScheduler
+
     scheduler.set_timesteps(steps, device=device)
     b, d = cond["text_embed"].shape[0], net.config.embedding_dim
     x = randn((b, d), generator, device) if latents is None else latents.float().to(device)
     x = x * scheduler.init_noise_sigma
     both = with_null(cond, null, guided)
     dtype, ts = net.dtype, scheduler.timesteps
+    unclip = isinstance(scheduler, UnCLIPScheduler)
     for i, t in enumerate(ts):
         inp = torch.cat([x, x]) if guided else x
+        inp = inp if unclip else scheduler.scale_model_input(inp, t)
         out = net(inp.to(dtype), timestep=t, proj_embedding=both["text_embed"].to(dtype),
                   encoder_hidden_states=both["text_encodings"].to(dtype),
                   attention_mask=both["mask"]).predicted_image_embedding
         if guided:
             uncond, text = out.float().chunk(2)
             out = uncond + guidance_scale * (text - uncond)
-        x = unclip_step(scheduler, out, t, x, ts[i + 1] if i + 1 < len(ts) else None, generator)
+        if unclip:
+            x = unclip_step(scheduler, out, t, x, ts[i + 1] if i + 1 < len(ts) else None, generator)
+        else:
+            x = scheduler.step(out.float(), t, x, **step_kwargs(scheduler, generator)).prev_sample
     return x * net.clip_std.float() + net.clip_mean.float()
+
+
+def step_kwargs(scheduler, generator: Generators, eta: float = 0.0) -> dict:
+    """diffusers' `prepare_extra_step_kwargs`: eta and the generator, where the scheduler takes them."""
+    import inspect
+
+    takes = inspect.signature(scheduler.step).parameters
+    return {k: v for k, v in (("eta", eta), ("generator", as_generator(generator))) if k in takes}
 
 
 def scheduler_loop(scheduler, x: torch.Tensor, model_out, generator: Generators, inpaint: tuple | None = None,

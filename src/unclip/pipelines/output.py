@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 
+from unclip import validate
+
 
 class Components:
     """`.to()` and `.require()` over a pipeline's networks, any of which may be missing."""
@@ -52,3 +54,23 @@ def check_prompts(prompt: str | list[str] | None, batch: int | None = None) -> l
             raise ValueError(f"{len(prompts)} prompts for {batch} image embeddings")
         prompts = prompts * batch
     return prompts
+
+
+def call_settings(pipe, **given) -> dict:
+    """A call's settings checked, the model's defaults (`pipe.sampling_defaults()`) filled in where
+    None; `decoder_*` are unclip's stage names for diffusers' `num_inference_steps` and
+    `guidance_scale` (the command line passes them; one of each pair at most)."""
+    for ours, theirs in (("decoder_num_inference_steps", "num_inference_steps"),
+                         ("decoder_guidance_scale", "guidance_scale")):
+        if given.get(ours) is not None:
+            if given.get(theirs) is not None:
+                raise ValueError(f"give {theirs} or {ours}, not both")
+            given[theirs] = given[ours]
+        given.pop(ours, None)
+    prior = given.pop("prior", None)
+    if prior not in (None, pipe.prior_kind):
+        raise ValueError(f"prior {prior!r}: this {pipe.title} has only the {pipe.prior_kind or 'no'} prior")
+    validate.sampling(**given)
+    out = {**pipe.sampling_defaults(), **{k: v for k, v in given.items() if v is not None}}
+    out.setdefault("rerank", 1)
+    return out

@@ -22,6 +22,7 @@ def pipeline_class(path: Path):
     from unclip.pipelines.dalle2 import DalleTwoPipeline
     from unclip.pipelines.kandinsky import PRIOR, KandinskyPipeline
     from unclip.pipelines.karlo import KarloPipeline
+    from unclip.pipelines.stable_unclip import StableUnclipPipeline
 
     if is_dalle1_folder(path):
         return DalleOnePipeline
@@ -29,20 +30,21 @@ def pipeline_class(path: Path):
     if index is None:
         return DalleTwoPipeline
     name = index.get("_class_name")
-    for cls in (KarloPipeline, KandinskyPipeline):
+    families = (KarloPipeline, KandinskyPipeline, StableUnclipPipeline)
+    for cls in families:
         if name in cls.folder_classes:
             return cls
     if name == PRIOR:
         raise ValueError(f"{path} is a Kandinsky 2.2 prior folder: pass a decoder folder as --model "
                          "(kandinsky-2-2-decoder) and this one as --prior-model")
-    known = ", ".join(n for cls in (KarloPipeline, KandinskyPipeline) for n in cls.folder_classes)
+    known = ", ".join(n for cls in families for n in cls.folder_classes)
     raise ValueError(f"{Path(path) / INDEX} describes a {name!r}; unclip reads {known} folders and its own")
 
 
 OPTIONS = {  # load options -> what they are for, in errors
     "image_encoder": "--image-encoder adds a Karlo image tower to a Karlo folder",
     "prior_model": "--prior-model gives a Karlo folder an ECLIPSE prior in place of its own, a Kandinsky "
-                   "decoder its prior folder",
+                   "decoder its prior folder, a Stable unCLIP folder Karlo's prior",
 }
 
 

@@ -30,7 +30,7 @@ from unclip.pipelines.base import Capabilities, Pipeline
 from unclip.pipelines.diffusers_order import encode_prompt, prior_loop, randn, repeat_rows
 from unclip.pipelines.kandinsky import stages
 from unclip.pipelines.kandinsky.folder import DECODER, INPAINT, PRIOR, load_eclipse, load_folder
-from unclip.pipelines.output import UnCLIPOutput, check_prompts
+from unclip.pipelines.output import UnCLIPOutput, call_settings, check_prompts
 from unclip.pipelines.rerank import draw_best
 
 NETWORKS = ("text_encoder", "image_encoder", "prior", "unet", "movq")
@@ -221,7 +221,7 @@ class KandinskyPipeline(Pipeline):
         embeddings (against the zero image's, or `negative_image_embeds`). `rerank`: candidates
         per image, the best by the prior folder's CLIP towers kept. Returns
         UnCLIPOutput(images, image_embeds)."""
-        s = stages.settings(self, height=height, width=width, num_inference_steps=num_inference_steps,
+        s = call_settings(self, height=height, width=width, num_inference_steps=num_inference_steps,
                             guidance_scale=guidance_scale, prior_num_inference_steps=prior_num_inference_steps,
                             prior_guidance_scale=prior_guidance_scale, num_images_per_prompt=num_images_per_prompt,
                             prior=prior, rerank=rerank, decoder_num_inference_steps=decoder_num_inference_steps,
@@ -273,7 +273,7 @@ class KandinskyPipeline(Pipeline):
         embeddings, or the image `like`'s); with the base decoder by RePaint in latent space
         (`resample` jumps back per step), the input kept exactly outside the mask."""
         validate.count("resample", resample, high=validate.MAX_STEPS)
-        s = stages.settings(self, height=height, width=width, num_inference_steps=num_inference_steps,
+        s = call_settings(self, height=height, width=width, num_inference_steps=num_inference_steps,
                             guidance_scale=guidance_scale, prior_num_inference_steps=prior_num_inference_steps,
                             prior_guidance_scale=prior_guidance_scale, num_images_per_prompt=num_images_per_prompt,
                             rerank=rerank, decoder_num_inference_steps=decoder_num_inference_steps,

@@ -9,36 +9,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from unclip import validate
 from unclip.diffusion.sampling import Generators, ddim_invert, sample
 from unclip.pipelines.diffusers_order import randn, scheduler_loop
 
 LEARNED = ("learned", "learned_range")
 # The neighbours whose repaint a kept latent cell gives up in diffusers' `prepare_mask`.
 SHRINK = ((1, 0), (0, 1), (1, 1), (-1, 0), (0, -1), (-1, -1))
-
-
-def settings(pipe, **given) -> dict:
-    """The call's settings checked, the model's defaults filled in; `decoder_*` are unclip's stage
-    names for `num_inference_steps` and `guidance_scale` (one of each pair at most)."""
-    for ours, theirs in (("decoder_num_inference_steps", "num_inference_steps"),
-                         ("decoder_guidance_scale", "guidance_scale")):
-        if given.get(ours) is not None:
-            if given.get(theirs) is not None:
-                raise ValueError(f"give {theirs} or {ours}, not both")
-            given[theirs] = given[ours]
-        given.pop(ours, None)
-    prior = given.pop("prior", None)
-    if prior not in (None, pipe.prior_kind):
-        raise ValueError(f"prior {prior!r}: this {pipe.title} has only the {pipe.prior_kind or 'no'} prior")
-    validate.sampling(**{k: given.get(k) for k in ("num_inference_steps", "prior_num_inference_steps",
-                                                   "guidance_scale", "prior_guidance_scale",
-                                                   "num_images_per_prompt", "rerank")})
-    out = {**pipe.sampling_defaults(), **{k: v for k, v in given.items() if v is not None}}
-    out.setdefault("rerank", 1)
-    for side in ("height", "width"):
-        validate.count(side, out[side], low=8, high=4096)
-    return out
 
 
 def row(negative_prompt, i: int, n: int) -> str:
