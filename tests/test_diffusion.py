@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from unclip.diffusion.guidance import cfg, drop_cond
+from unclip.diffusion.guidance import cfg, composed, drop_cond
 from unclip.diffusion.objectives import q_sample, training_loss
 from unclip.diffusion.sampling import sample
 from unclip.diffusion.schedules import make_scheduler
@@ -36,6 +36,23 @@ def test_cfg_is_one_batched_pass_with_the_guidance_formula():
     assert torch.allclose(guided, u + 4.0 * (c - u))
     calls.clear()
     assert torch.allclose(cfg(denoise, cond, null, scale=1.0)(x, t), c) and calls == [3]
+
+
+def test_composed_guidance_sums_each_conditions_term_in_one_pass():
+    calls = []
+
+    def denoise(x, t, c):
+        calls.append(len(x))
+        return x * 2 + c["e"] * c["f"]
+
+    x, t = torch.randn(2, 4), torch.tensor([3, 3])
+    a, b = ({"e": torch.randn(2, 4), "f": torch.randn(2, 1)} for _ in range(2))
+    null = {"e": torch.randn(1, 4)}
+    out = composed(denoise, [a, b], null, [3.0, 0.5])(x, t)
+    assert calls == [6]
+    u = denoise(x, t, {"e": null["e"].expand(2, 4), "f": a["f"]})  # keys outside null: the first condition's
+    assert torch.allclose(out, u + 3.0 * (denoise(x, t, a) - u) + 0.5 * (denoise(x, t, b) - u))
+    assert torch.allclose(composed(denoise, [a], null, [4.0])(x, t), cfg(denoise, a, null, 4.0)(x, t))
 
 
 def test_q_sample_and_objective_targets():

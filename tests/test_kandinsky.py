@@ -301,8 +301,10 @@ def test_eval_shapes_runs_on_kandinsky_folders(kandinsky, tmp_path, capsys):
 
 def test_every_web_job_runs_on_kandinsky(pipe, tmp_path):
     pytest.importorskip("gradio")
+    from unclip.web.app import build_app
     from unclip.web.jobs import Jobs
 
+    build_app(pipe, "kandinsky")  # the page builds with this family's settings
     jobs = Jobs(pipe, tmp_path)
     a, b = tmp_path / "a.png", tmp_path / "b.png"
     Image.fromarray(image(0, 32)).save(a)

@@ -190,6 +190,9 @@ def test_hub_id_offline_and_eval_and_web_jobs(stable, tmp_path, monkeypatch, cap
     assert main(["eval", "shapes", "--model", "stabilityai/stable-diffusion-2-1-unclip-small", "--prior-model",
                  "kakaobrain/karlo-v1-alpha", "--num", "2", "--out", str(tmp_path / "eval"), "--device", "cpu"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    from unclip.web.app import build_app
+
+    build_app(pipe, "stable unclip")  # the page builds with this family's settings
     jobs = Jobs(pipe, tmp_path / "web")
     Image.fromarray(image(0, 32)).save(tmp_path / "a.png")
     assert len(jobs.generate(PROMPT, num_images=2, decoder_steps=3, prior_steps=2)) == 2

@@ -68,6 +68,11 @@ def build_app(pipe, model_path, limits: Limits | None = None, folder: str | Path
 
     jobs = Jobs(pipe, folder or tempfile.mkdtemp(prefix="unclip-web-"), limits)
     model = pipe.sampling_defaults()
+    takes = pipe.capabilities.settings
+
+    def default(key: str, alias: str | None = None):
+        """The model's own value of a setting (diffusers' name as `alias` where the family uses it)."""
+        return model.get(key, model.get(alias))
 
     def image_input(label: str, elem_id: str):
         """An upload that only our own reader opens (so a bad file gets our message), and its preview."""
@@ -130,14 +135,15 @@ def build_app(pipe, model_path, limits: Limits | None = None, folder: str | Path
                         num = gr.Number(D["num_images"], label="Images per prompt", precision=0, minimum=1)
                         seed = gr.Number(D["seed"], label="Seed (image i gets seed + i)", precision=0, minimum=0)
                     with gr.Row():  # prefilled with the loaded model's own settings
-                        pg = gr.Number(model["prior_guidance_scale"], label="Prior guidance", minimum=0)
-                        dg = gr.Number(model["decoder_guidance_scale"], label="Decoder guidance", minimum=0)
+                        pg = gr.Number(default("prior_guidance_scale"), label="Prior guidance", minimum=0)
+                        dg = gr.Number(default("decoder_guidance_scale", "guidance_scale"), label="Decoder guidance",
+                                       minimum=0)
                     with gr.Row():
-                        ps = gr.Number(model["prior_num_inference_steps"], label="Prior steps", precision=0, minimum=1)
-                        ds = gr.Number(model["decoder_num_inference_steps"], label="Decoder steps", precision=0,
-                                       minimum=1)
-                        us = gr.Number(model["super_res_num_inference_steps"], label="Upsampler steps", precision=0,
-                                       minimum=1)
+                        ps = gr.Number(default("prior_num_inference_steps"), label="Prior steps", precision=0, minimum=1)
+                        ds = gr.Number(default("decoder_num_inference_steps", "num_inference_steps"),
+                                       label="Decoder steps", precision=0, minimum=1)
+                        us = gr.Number(default("super_res_num_inference_steps"), label="Upsampler steps", precision=0,
+                                       minimum=1, visible="super_res_num_inference_steps" in takes)
                     prior = gr.Radio(jobs.priors(), value=jobs.priors()[0], label="Prior")
                     go = gr.Button("Generate", variant="primary", elem_id="generate-button")
                 gallery = gr.Gallery(label="Images", columns=4, elem_id="generate-gallery", format="png")
