@@ -336,3 +336,17 @@ def test_accelerate_launch_splits_kandinsky_prompts_over_two_processes(kandinsky
     for a, b in zip(runs["one"], runs["two"]):
         x, y = (np.asarray(Image.open(tmp_path / d / r["file"])).astype(int) for d, r in (("one", a), ("two", b)))
         assert a["seed"] == b["seed"] and np.abs(x - y).mean() <= 1
+
+
+def test_interpolation_takes_captions_at_either_end(kandinsky, tmp_path):
+    decoder, prior, _ = kandinsky
+    Image.fromarray(image(0)).save(tmp_path / "a.png")
+    for ends in (["--caption", "a blue square"], ["--caption", PROMPT, "--caption", "a blue square"]):
+        extra = [str(tmp_path / "a.png")] if len(ends) == 2 else []
+        out = tmp_path / f"out{len(ends)}"
+        assert main(["interpolate", *extra, *ends, "--model", str(decoder), "--prior-model", str(prior), "--steps",
+                     "3", "--frames", "3", "--out", str(out), "--device", "cpu"]) == 0
+        frames = [np.asarray(Image.open(out / f"0000{i}.png")).astype(int) for i in range(3)]
+        assert np.abs(frames[0] - frames[2]).max() > 0  # the ends differ
+    assert main(["interpolate", "--caption", PROMPT, "--model", str(decoder), "--prior-model", str(prior),
+                 "--out", str(tmp_path / "one")]) == 2

@@ -80,6 +80,8 @@ def test_interpolation_and_text_diff_frames(tiny_model):
     frames, thetas = m.text_diff(pipe, a, "a blue circle", "a red circle", 3, steps=3)
     assert frames.shape == (3, 32, 32, 3) and thetas == pytest.approx([0, 0.25, 0.5])
     assert not np.array_equal(frames[0], frames[-1])
+    frames, _ = m.interpolate(pipe, a, "a blue circle on a white background", 3, steps=3)  # a caption at one end
+    assert frames.shape == (3, 32, 32, 3) and not np.array_equal(frames[0], frames[-1])
     with pytest.raises(ValueError, match="latent"):
         m.interpolate(pipe, a, b, 3, latent="linear")
     with pytest.raises(ValueError, match="non-empty"):

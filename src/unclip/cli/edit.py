@@ -29,6 +29,9 @@ def cmd_edit(args) -> None:
                      eta=getattr(args, "eta", None), frames=getattr(args, "frames", None),
                      max_theta=getattr(args, "max_theta", None))
     images = [np.asarray(open_rgb(p)) for p in args.images]
+    ends = images + list(getattr(args, "caption", []))
+    if args.command == "interpolate" and len(ends) != 2:
+        raise ValueError(f"interpolate takes two ends (images, then --caption texts); got {len(ends)}")
     check_device(args)
     out, lines = prepare_out(args.out, args.overwrite), []
     pipe = load(args)
@@ -42,7 +45,7 @@ def cmd_edit(args) -> None:
         write_images(out, frames, [{"index": i, "eta": args.eta} for i in range(len(frames))], lines)
     else:
         if args.command == "interpolate":
-            frames, thetas = m.interpolate(pipe, images[0], images[1], args.frames, latent=args.latent,
+            frames, thetas = m.interpolate(pipe, *ends, args.frames, latent=args.latent,
                                            seed=args.seed, steps=args.steps)
         else:
             frames, thetas = m.text_diff(pipe, images[0], args.to_caption, args.from_caption, args.frames,
@@ -157,8 +160,11 @@ def add_edit(sub) -> dict:
                 "Keep the image's CLIP embedding and inverted latent; resample with DDIM at eta > 0.")
     c.add_argument("--num-images", type=int, default=D["vary_num_images"])
     c.add_argument("--eta", type=float, default=D["eta"], help="DDIM eta; 0 reconstructs, 1 as the paper's figures")
-    c = editing("interpolate", "interpolate between two images", 2,
-                "Slerp between two images' CLIP embeddings; also writes strip.png.")
+    c = editing("interpolate", "interpolate between two images (or captions)", "*",
+                "Slerp between two ends' CLIP image embeddings: images, or captions (--caption: the prior's "
+                "embedding for it); also writes strip.png.")
+    c.add_argument("--caption", action="append", default=[], metavar="TEXT",
+                   help="a caption as an end (after the images): e.g. IMAGE --caption 'a cat', or two --caption")
     c.add_argument("--frames", type=int, default=D["frames"], help="frames including both ends")
     c.add_argument("--latent", choices=["inverted", "fixed"], default=D["latent"],
                    help="inverted: slerp the two inverted x_T; fixed: one random x_T for all frames")

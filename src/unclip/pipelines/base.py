@@ -79,6 +79,11 @@ class Pipeline:
     def sampling_defaults(self) -> dict:
         return {}
 
+    def caption_embeds(self, captions: list[str], generator=None) -> torch.Tensor:
+        """The prior's image embeddings (B, D) for captions, at the model's defaults: what an
+        interpolation with a caption at one end starts from."""
+        raise ValueError(f"this {self.title} has no prior to turn a caption into an image embedding")
+
     def decoder_noise_shape(self, side: int) -> tuple[int, ...]:
         """(C, H, W) of the decoder's x_T for a `decoder_input` of `side` px (the manipulations):
         a pixel-space decoder's image itself; a latent decoder says otherwise."""

@@ -105,25 +105,39 @@ def vary(pipe, image: np.ndarray, num: int = 4, *, eta: float = 1.0, seed: int =
 
 
 @torch.no_grad()
-def interpolate(pipe, image_a: np.ndarray, image_b: np.ndarray, frames: int = 5, *,
-                latent: str = "inverted", seed: int = 0, steps: int = INVERSION_STEPS) -> tuple[np.ndarray, list]:
-    """Frames along slerp(z_a, z_b, theta), theta = 0 .. 1. latent "inverted": slerp of the two
-    inverted x_T as well; "fixed": one random x_T for every frame. Returns (images, thetas)."""
+def interpolate(pipe, image_a, image_b, frames: int = 5, *, latent: str = "inverted", seed: int = 0,
+                steps: int = INVERSION_STEPS) -> tuple[np.ndarray, list]:
+    """Frames along slerp(z_a, z_b, theta), theta = 0 .. 1. Each end is an image (uint8 array) or
+    a caption (str: the prior's image embedding for it, seeded by `seed`, and a random x_T).
+    latent "inverted": slerp of the two ends' x_T (an image's by DDIM inversion); "fixed": one
+    random x_T for every frame. Returns (images, thetas)."""
     if latent not in ("inverted", "fixed"):
         raise ValueError(f"latent must be 'inverted' or 'fixed', got {latent!r}")
     check_settings(steps=steps, seed=seed, frames=frames)
-    z_a, x_a, _ = invert(pipe, image_a, steps=steps)
-    z_b, x_b, _ = invert(pipe, image_b, steps=steps)
+    ends = [_end(pipe, e, seed + i, steps) for i, e in enumerate((image_a, image_b))]
+    shape = next((x.shape for _, x in ends if x is not None), None) or (1, *pipe.decoder_noise_shape(
+        pipe.decoder_input(np.zeros((8, 8, 3), np.uint8)).shape[-1]))
+    noise = torch.randn(shape, generator=torch.Generator().manual_seed(seed)).to(pipe.device)
+    (z_a, x_a), (z_b, x_b) = [(z, noise if x is None else x) for z, x in ends]
     thetas = np.linspace(0, 1, frames).tolist()
     z = torch.cat([slerp_embeddings(z_a, z_b, th) for th in thetas])
     if latent == "fixed":
-        x_T = torch.randn(x_a.shape, generator=torch.Generator().manual_seed(seed)).to(x_a.device)
-        x_T = x_T.expand(frames, -1, -1, -1)
+        x_T = noise.expand(frames, -1, -1, -1)
     else:
         x_T = torch.cat([slerp(x_a.flatten(1), x_b.flatten(1), th).view_as(x_a) for th in thetas])
     gens = [torch.Generator().manual_seed(seed) for _ in thetas]
     images = pipe.decode_latents(z, x_T, steps=steps, generator=gens)
     return to_uint8(pipe.upsample(images, generator=gens)), thetas
+
+
+def _end(pipe, end, seed: int, steps: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(z, inverted x_T) of an image; (the prior's z, None) of a caption."""
+    if isinstance(end, str):
+        if not end.strip():
+            raise ValueError("a caption at an end of an interpolation must be a non-empty string")
+        return pipe.caption_embeds([end], [torch.Generator().manual_seed(seed)]).float(), None
+    z, x_T, _ = invert(pipe, end, steps=steps)
+    return z, x_T
 
 
 @torch.no_grad()

@@ -184,6 +184,9 @@ class DalleTwoPipeline(Pipeline):
         return self.prior_net("diffusion").sample(cond, null, guidance_scale=guidance_scale, steps=steps,
                                                   generator=generator, sampler=sampler)
 
+    def caption_embeds(self, captions: list[str], generator: Generators = None) -> torch.Tensor:
+        return self.image_embeds(captions, generator)
+
     @torch.no_grad()
     def decode(self, image_embed: torch.Tensor, prompts: list[str] | None = None, *,
                generator: Generators = None, x_T: torch.Tensor | None = None, **kw) -> torch.Tensor:

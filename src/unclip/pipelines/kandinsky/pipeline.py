@@ -204,6 +204,11 @@ class KandinskyPipeline(Pipeline):
             return z, self.zero_embed(len(z))
         return z.chunk(2)
 
+    def caption_embeds(self, captions: list[str], generator: Generators = None) -> torch.Tensor:
+        d = self.sampling_defaults()
+        return self.sample_prior(captions, 1, guidance_scale=d["prior_guidance_scale"] or 1.0,
+                                 steps=d["prior_num_inference_steps"] or 1, generator=generator)[0]
+
     # -- the pipeline call ----------------------------------------------------------------------
     @torch.no_grad()
     def __call__(self, prompt: str | list[str] | None = None, *, negative_prompt: str | list[str] | None = None,

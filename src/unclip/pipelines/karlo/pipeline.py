@@ -204,6 +204,13 @@ class KarloPipeline(Pipeline):
         return prior_loop(self.prior, self.prior_scheduler, cond, null, guidance_scale=guidance_scale, steps=steps,
                           guided=guided, generator=generator, device=self.device, latents=latents)
 
+    def caption_embeds(self, captions: list[str], generator: Generators = None) -> torch.Tensor:
+        self.require("prior")
+        d = self.sampling_defaults()
+        cond, null = self._text_condition(captions, 1)
+        return self.sample_prior(cond, null, guidance_scale=d["prior_guidance_scale"] or 1.0, guided=True,
+                                 steps=d["prior_num_inference_steps"] or 1, generator=generator)
+
     def _decoder_context(self, image_embeds: torch.Tensor, cond: dict, null: dict, guided: bool):
         """(context tokens, mask, class labels) for the decoder; rows [null; cond] when guided,
         the null row using the learned unconditional image embedding."""

@@ -156,6 +156,9 @@ class StableUnclipPipeline(Pipeline):
                           steps=s["prior_num_inference_steps"], guided=guided, generator=generator,
                           device=self.device, latents=latents)
 
+    def caption_embeds(self, captions: list[str], generator: Generators = None) -> torch.Tensor:
+        return self.sample_prior(captions, 1, call_settings(self), generator)
+
     # -- the pipeline call ----------------------------------------------------------------------------
     @torch.no_grad()
     def __call__(self, prompt: str | list[str] | None = None, *, image=None,
