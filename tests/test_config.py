@@ -17,8 +17,9 @@ def test_every_preset_loads_with_its_stage_config():
     assert len(paths) > 10
     for path in paths:
         stage = next(s for s in stages if path.stem.startswith(s))
-        kind = read_file(path).get("kind")  # a Karlo preset needs the folder it fine-tunes
-        cfg = load(stage_classes(stage, kind)[0], path, ["init=KARLO_DIR"] if kind == "karlo" else [])
+        kind = read_file(path).get("kind")  # a fine-tuning preset needs the folders it fine-tunes
+        given = {"karlo": ["init=KARLO_DIR"], "kandinsky": ["init=DECODER_DIR", "prior_model=PRIOR_DIR"]}
+        cfg = load(stage_classes(stage, kind)[0], path, given.get(kind, []))
         assert cfg.train.steps > 0, path
 
 
