@@ -208,3 +208,17 @@ def test_bf16_runs_and_save_pretrained_round_trips(pipe, tmp_path):
     b16 = load_pipeline(tmp_path / "saved", torch_dtype=torch.bfloat16)
     b = b16(generator=torch.Generator().manual_seed(0), **kw).images
     assert b16.dtype == torch.bfloat16 and np.isfinite(b).all() and np.abs(a - b).mean() < 0.1
+
+
+def test_eclipses_karlo_prior_draws_the_embedding_in_one_pass(stable, tmp_path):
+    from unclip.models.prior.eclipse import EclipseTransformer
+    from unclip.pipelines.synthetic import randomize as random_weights
+
+    net = EclipseTransformer(num_attention_heads=2, attention_head_dim=16, num_layers=1, embedding_dim=32)
+    random_weights(net, torch.Generator().manual_seed(0))
+    net.save_pretrained(tmp_path / "eclipse")
+    pipe = load_pipeline(stable[0], prior_model=[stable[1], tmp_path / "eclipse"])
+    assert pipe.capabilities.priors == ("eclipse",) and pipe.sampling_defaults()["prior_num_inference_steps"] is None
+    a = pipe(PROMPT, num_inference_steps=3, generator=torch.Generator().manual_seed(0), output_type="np")
+    b = pipe(PROMPT, num_inference_steps=3, generator=torch.Generator().manual_seed(0), output_type="np")
+    assert np.array_equal(a.images, b.images) and a.image_embeds.shape == (1, 32)
