@@ -251,14 +251,19 @@ def test_height_is_not_a_setting_of_the_shapes_model(tmp_path, capsys):
     assert rc == 2 and "--height is not a setting" in capsys.readouterr().err
 
 
-def test_eclipse_prior_replaces_the_diffusion_prior(kandinsky, tmp_path):
+def eclipse_folder(path, width=32):
+    """A random ECLIPSE prior folder as published (one network) for `width`-d embeddings."""
     from unclip.models.prior.eclipse import EclipseTransformer
     from unclip.pipelines.synthetic import randomize as random_weights
 
-    net = EclipseTransformer(num_attention_heads=2, attention_head_dim=16, num_layers=1, embedding_dim=32)
+    net = EclipseTransformer(num_attention_heads=2, attention_head_dim=16, num_layers=1, embedding_dim=width)
     random_weights(net, torch.Generator().manual_seed(0))
-    net.save_pretrained(tmp_path / "eclipse")
-    pipe = load_pipeline(kandinsky[0], prior_model=[kandinsky[1], tmp_path / "eclipse"])
+    net.save_pretrained(path)
+    return path
+
+
+def test_eclipse_prior_replaces_the_diffusion_prior(kandinsky, tmp_path):
+    pipe = load_pipeline(kandinsky[0], prior_model=[kandinsky[1], eclipse_folder(tmp_path / "eclipse")])
     assert pipe.capabilities.priors == ("eclipse",) and pipe.sampling_defaults()["prior_num_inference_steps"] is None
     out = pipe(PROMPT, generator=torch.Generator().manual_seed(0), output_type="np", **SMALL)
     again = pipe(PROMPT, generator=torch.Generator().manual_seed(0), output_type="np", **SMALL)

@@ -20,7 +20,7 @@ from unclip.pipelines.stable_unclip.synthetic import random_components, write_fo
 from unclip.tasks import manipulate as m
 
 from .conftest import randomize  # noqa: F401  (keeps conftest's thread setting)
-from .test_kandinsky import lay_out_hub_cache
+from .test_kandinsky import eclipse_folder, lay_out_hub_cache
 
 PROMPT = "a red horse"
 
@@ -211,13 +211,7 @@ def test_bf16_runs_and_save_pretrained_round_trips(pipe, tmp_path):
 
 
 def test_eclipses_karlo_prior_draws_the_embedding_in_one_pass(stable, tmp_path):
-    from unclip.models.prior.eclipse import EclipseTransformer
-    from unclip.pipelines.synthetic import randomize as random_weights
-
-    net = EclipseTransformer(num_attention_heads=2, attention_head_dim=16, num_layers=1, embedding_dim=32)
-    random_weights(net, torch.Generator().manual_seed(0))
-    net.save_pretrained(tmp_path / "eclipse")
-    pipe = load_pipeline(stable[0], prior_model=[stable[1], tmp_path / "eclipse"])
+    pipe = load_pipeline(stable[0], prior_model=[stable[1], eclipse_folder(tmp_path / "eclipse")])
     assert pipe.capabilities.priors == ("eclipse",) and pipe.sampling_defaults()["prior_num_inference_steps"] is None
     a = pipe(PROMPT, num_inference_steps=3, generator=torch.Generator().manual_seed(0), output_type="np")
     b = pipe(PROMPT, num_inference_steps=3, generator=torch.Generator().manual_seed(0), output_type="np")

@@ -70,3 +70,35 @@ def load_component(root: Path, name: str, cls, dtype: torch.dtype = torch.float3
         return cls.from_pretrained(folder, local_files_only=True)
     except ERRORS as e:
         raise component_error(root, name, e) from None
+
+
+def prior_kind(prior) -> str | None:
+    """What a published family's prior is: "diffusion" (a PriorTransformer), "eclipse" (a one-pass
+    ECLIPSE prior) or None (none loaded)."""
+    from unclip.models.prior.eclipse import EclipsePrior
+
+    if prior is None:
+        return None
+    return "eclipse" if isinstance(prior, EclipsePrior) else "diffusion"
+
+
+def load_eclipse(path: str | Path, width: int, dtype: torch.dtype, tokens: int | None = None,
+                 towers: str = "the folder's text tower"):
+    """An ECLIPSE prior folder as published (one network: config.json + safetensors), which returns
+    the image embedding itself in one pass; refused unless it takes `width`-d embeddings (and
+    `tokens` tokens, where given) of `towers`."""
+    from unclip.models.prior.eclipse import EclipseConfig, EclipsePrior
+
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"--prior-model: ECLIPSE prior folder not found: {path}")
+    try:
+        prior = EclipsePrior.from_pretrained(path, EclipseConfig(standardized=False, normalize=False), dtype)
+    except ERRORS as e:
+        raise ValueError(f"--prior-model {path}: not an ECLIPSE prior folder ({e})") from None
+    cfg = prior.net.config
+    if cfg.embedding_dim != width or (tokens is not None and cfg.num_embeddings != tokens):
+        made = f"{cfg.embedding_dim}-d CLIP embeddings" + (f" of {cfg.num_embeddings} tokens" if tokens else "")
+        gives = f"{width}-d" + (f" and {tokens} tokens" if tokens else "")
+        raise ValueError(f"--prior-model {path}: made for {made}; {towers} gives {gives}")
+    return prior.eval()

@@ -55,3 +55,43 @@ def write_tokenizer(tokenizer, folder: Path) -> None:
     (folder / "tokenizer_config.json").write_text(json.dumps(
         {**special, "model_max_length": tokenizer.model_max_length, "tokenizer_class": "CLIPTokenizer",
          "do_lower_case": True}))
+
+
+def text_tower(tokenizer, width: int, layers: int, heads: int, projection: int | None = None):
+    """A random CLIP text tower at `width` for `tokenizer` (77 positions): with a projection
+    (CLIPTextModelWithProjection, a prior's text tower) or without (a caption encoder)."""
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    cfg = CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=width, intermediate_size=4 * width,
+                         num_hidden_layers=layers, num_attention_heads=heads, max_position_embeddings=77,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id, **({"projection_dim": projection} if projection else {}))
+    return (CLIPTextModelWithProjection if projection else CLIPTextModel)(cfg)
+
+
+def image_tower(width: int, layers: int, heads: int, image_size: int, patch_size: int, projection: int):
+    """A random CLIP image tower (CLIPVisionModelWithProjection) and its PIL image processor."""
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    tower = CLIPVisionModelWithProjection(CLIPVisionConfig(
+        hidden_size=width, intermediate_size=4 * width, num_hidden_layers=layers, num_attention_heads=heads,
+        image_size=image_size, patch_size=patch_size, projection_dim=projection))
+    processor = CLIPImageProcessorPil(crop_size={"height": image_size, "width": image_size},
+                                      size={"shortest_edge": image_size})
+    return tower, processor
+
+
+def write_component(part, folder: Path, dtype: torch.dtype | None = None, variant: str | None = None) -> None:
+    """One component as published repositories hold it: a tokenizer's files, a network's config
+    and safetensors (stored in `dtype` as `variant`, the module left in float32), or a scheduler's
+    or image processor's config."""
+    if hasattr(part, "backend_tokenizer"):
+        write_tokenizer(part, folder)
+    elif hasattr(part, "parameters"):
+        saved = part if dtype is None else part.to(dtype)
+        saved.save_pretrained(folder, safe_serialization=True, variant=variant)
+        if dtype is not None:
+            part.to(torch.float32)
+    else:
+        part.save_pretrained(folder)

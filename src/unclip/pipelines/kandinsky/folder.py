@@ -87,23 +87,3 @@ def load_folder(path: str | Path, dtype: torch.dtype = torch.float32, expect: tu
             parts[name].load_lora_adapter(str(adapters), prefix=None, use_safetensors=True,
                                           weight_name="pytorch_lora_weights.safetensors")
     return kind, parts
-
-
-def load_eclipse(path: str | Path, text_encoder, dtype: torch.dtype):
-    """ECLIPSE's Kandinsky 2.2 prior folder (one network, config.json + safetensors): the image
-    embedding in one pass from the prior folder's text tower's outputs."""
-    from unclip.models.prior.eclipse import EclipseConfig, EclipsePrior
-    from unclip.pipelines.components import ERRORS
-
-    path = Path(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"--prior-model: ECLIPSE prior folder not found: {path}")
-    try:
-        prior = EclipsePrior.from_pretrained(path, EclipseConfig(standardized=False, normalize=False), dtype)
-    except ERRORS as e:
-        raise ValueError(f"--prior-model {path}: not an ECLIPSE prior folder ({e})") from None
-    width = text_encoder.config.projection_dim
-    if prior.net.config.embedding_dim != width:
-        raise ValueError(f"--prior-model {path}: made for {prior.net.config.embedding_dim}-d CLIP embeddings; "
-                         f"the Kandinsky prior folder's text tower gives {width}-d")
-    return prior.eval()

@@ -25,11 +25,11 @@ from unclip import validate
 from unclip.data.transforms import to_output
 from unclip.diffusion.sampling import Generators
 from unclip.models.clip import ClipTowers
-from unclip.models.prior.eclipse import EclipsePrior
 from unclip.pipelines.base import Capabilities, Pipeline
+from unclip.pipelines.components import load_eclipse, prior_kind
 from unclip.pipelines.diffusers_order import encode_prompt, prior_loop, randn, repeat_rows
 from unclip.pipelines.kandinsky import stages
-from unclip.pipelines.kandinsky.folder import DECODER, INPAINT, PRIOR, load_eclipse, load_folder
+from unclip.pipelines.kandinsky.folder import DECODER, INPAINT, PRIOR, load_folder
 from unclip.pipelines.output import UnCLIPOutput, call_settings, check_prompts
 from unclip.pipelines.rerank import draw_best
 
@@ -83,7 +83,8 @@ class KandinskyPipeline(Pipeline):
             skip = ("prior",) if len(paths) == 2 else ()
             _, prior = load_folder(resolve_model(paths[0]), torch_dtype, expect=(PRIOR,), skip=skip)
             if skip:
-                prior["prior"] = load_eclipse(resolve_model(paths[1]), prior["text_encoder"], torch_dtype)
+                prior["prior"] = load_eclipse(resolve_model(paths[1]), prior["text_encoder"].config.projection_dim,
+                                              torch_dtype, towers="the Kandinsky prior folder's text tower")
             width = prior["image_encoder"].config.projection_dim
             need = decoder["unet"].config.encoder_hid_dim
             if need is not None and width != need:
@@ -97,7 +98,7 @@ class KandinskyPipeline(Pipeline):
 
         write_decoder({"unet": self.unet, "scheduler": self.scheduler, "movq": self.movq}, path, self.decoder_kind)
         if self.prior is not None:
-            if isinstance(self.prior, EclipsePrior):
+            if self.prior_kind == "eclipse":
                 raise ValueError("this pipeline's prior is ECLIPSE's; Kandinsky's prior layout has no place for it")
             write_prior({"prior": self.prior, "image_encoder": self.image_encoder, "text_encoder": self.text_encoder,
                          "tokenizer": self.tokenizer, "scheduler": self.prior_scheduler,
@@ -113,9 +114,7 @@ class KandinskyPipeline(Pipeline):
 
     @property
     def prior_kind(self) -> str | None:
-        if self.prior is None:
-            return None
-        return "eclipse" if isinstance(self.prior, EclipsePrior) else "diffusion"
+        return prior_kind(self.prior)
 
     @property
     def capabilities(self) -> Capabilities:

@@ -12,7 +12,13 @@ from pathlib import Path
 import torch
 
 from unclip.pipelines.kandinsky.folder import DECODER, INPAINT, LAYOUT, PRIOR
-from unclip.pipelines.synthetic import make_tokenizer, randomize, write_tokenizer
+from unclip.pipelines.synthetic import (
+    image_tower,
+    make_tokenizer,
+    randomize,
+    text_tower,
+    write_component,
+)
 
 LIBRARIES = {
     "prior": ("diffusers", "PriorTransformer"), "image_encoder": ("transformers", "CLIPVisionModelWithProjection"),
@@ -46,30 +52,16 @@ class KandinskySizes:
 def random_prior(sizes: KandinskySizes | None = None, seed: int = 0) -> dict:
     """Every component of a prior folder, random and seeded."""
     from diffusers import PriorTransformer, UnCLIPScheduler
-    from transformers import (
-        CLIPTextConfig,
-        CLIPTextModelWithProjection,
-        CLIPVisionConfig,
-        CLIPVisionModelWithProjection,
-    )
-    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
     s, g = sizes or KandinskySizes(), torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     tokenizer = make_tokenizer()
+    text_encoder = text_tower(tokenizer, s.embed_dim, s.text_layers, s.heads, projection=s.embed_dim)
+    image_encoder, processor = image_tower(s.vision_width, s.text_layers, s.heads, s.clip_image_size, s.patch_size,
+                                           s.embed_dim)
     parts = {
-        "tokenizer": tokenizer,
-        "text_encoder": CLIPTextModelWithProjection(CLIPTextConfig(
-            vocab_size=len(tokenizer), hidden_size=s.embed_dim, intermediate_size=4 * s.embed_dim,
-            num_hidden_layers=s.text_layers, num_attention_heads=s.heads, max_position_embeddings=77,
-            projection_dim=s.embed_dim, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id)),
-        "image_encoder": CLIPVisionModelWithProjection(CLIPVisionConfig(
-            hidden_size=s.vision_width, intermediate_size=4 * s.vision_width, num_hidden_layers=s.text_layers,
-            num_attention_heads=s.heads, image_size=s.clip_image_size, patch_size=s.patch_size,
-            projection_dim=s.embed_dim)),
-        "image_processor": CLIPImageProcessorPil(crop_size={"height": s.clip_image_size, "width": s.clip_image_size},
-                                                 size={"shortest_edge": s.clip_image_size}),
+        "tokenizer": tokenizer, "text_encoder": text_encoder, "image_encoder": image_encoder,
+        "image_processor": processor,
         "prior": PriorTransformer(num_attention_heads=s.prior_heads, attention_head_dim=s.prior_head_dim,
                                   num_layers=s.prior_layers, embedding_dim=s.embed_dim, num_embeddings=77),
         # the published prior scheduler's settings
@@ -123,15 +115,7 @@ def _write(parts: dict, path: str | Path, kind: str, dtype: torch.dtype | None =
     for name in LAYOUT[kind]:
         part, folder = parts[name], path / name
         index[name] = list(LIBRARIES.get(name, ("diffusers", type(part).__name__)))
-        if name == "tokenizer":
-            write_tokenizer(part, folder)
-        elif hasattr(part, "parameters"):
-            saved = part if dtype is None else part.to(dtype)
-            saved.save_pretrained(folder, safe_serialization=True)
-            if dtype is not None:
-                part.to(torch.float32)
-        else:
-            part.save_pretrained(folder)
+        write_component(part, folder, dtype)
     (path / "model_index.json").write_text(json.dumps(index, indent=2))
     return path
 

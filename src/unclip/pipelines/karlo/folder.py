@@ -18,9 +18,8 @@ from pathlib import Path
 
 import torch
 
-from unclip.models.prior.eclipse import EclipseConfig, EclipsePrior
 from unclip.pipelines import components
-from unclip.pipelines.components import ERRORS, INDEX, read_index, weights_variant
+from unclip.pipelines.components import ERRORS, INDEX, load_eclipse, read_index, weights_variant
 from unclip.runtime.weights import check_weights, component_error
 
 TEXT_TO_IMAGE, VARIATIONS = "UnCLIPPipeline", "UnCLIPImageVariationPipeline"
@@ -159,24 +158,6 @@ def diffusers_text_proj(proj):
     return torch.nn.Module.to(text_proj, proj.learned_classifier_free_guidance_embeddings.dtype)
 
 
-def load_eclipse_prior(path: str | Path, text_encoder, tokenizer, torch_dtype) -> EclipsePrior:
-    """ECLIPSE's published Karlo prior folder: it returns Karlo's (unnormalised) image embedding
-    directly, from Karlo's CLIP text tower's outputs (77 tokens)."""
-    path = Path(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"--prior-model: ECLIPSE prior folder not found: {path}")
-    try:
-        prior = EclipsePrior.from_pretrained(path, EclipseConfig(standardized=False, normalize=False), torch_dtype)
-    except ERRORS as e:
-        raise ValueError(f"--prior-model {path}: not an ECLIPSE prior folder ({e})") from None
-    cfg, width = prior.net.config, text_encoder.config.projection_dim
-    if cfg.embedding_dim != width or cfg.num_embeddings != tokenizer.model_max_length:
-        raise ValueError(f"--prior-model {path}: made for {cfg.embedding_dim}-d CLIP embeddings of "
-                         f"{cfg.num_embeddings} tokens; this Karlo folder's text tower gives {width}-d and "
-                         f"{tokenizer.model_max_length} tokens")
-    return prior.eval()
-
-
 def load_parts(path: Path, torch_dtype: torch.dtype, image_encoder: str | Path | None = None,
                prior_model: str | Path | None = None) -> tuple[str, dict]:
     """A Karlo folder's components with what a pipeline adds to them: LoRA adapters a fine-tuning
@@ -185,7 +166,8 @@ def load_parts(path: Path, torch_dtype: torch.dtype, image_encoder: str | Path |
     skip = ("prior", "prior_scheduler") if prior_model is not None else ()
     folder_class, parts = load_folder(path, torch_dtype, skip)
     if prior_model is not None:
-        parts["prior"] = load_eclipse_prior(prior_model, parts["text_encoder"], parts["tokenizer"], torch_dtype)
+        parts["prior"] = load_eclipse(prior_model, parts["text_encoder"].config.projection_dim, torch_dtype,
+                                      parts["tokenizer"].model_max_length, "this Karlo folder's text tower")
     for name in ("decoder", "text_proj", "prior"):  # LoRA adapters a fine-tuning run saved beside them
         adapters = Path(path) / f"{name}_lora"
         if adapters.is_dir() and parts.get(name) is not None and name not in skip:

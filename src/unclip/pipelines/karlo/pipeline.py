@@ -25,8 +25,8 @@ from unclip.data.transforms import to_output
 from unclip.diffusion.sampling import Generators, ddim_invert, sample
 from unclip.diffusion.schedules import make_scheduler
 from unclip.models.decoder.conditioning import DecoderConditioning
-from unclip.models.prior.eclipse import EclipsePrior
 from unclip.pipelines.base import Capabilities, Pipeline
+from unclip.pipelines.components import prior_kind
 from unclip.pipelines.diffusers_order import (
     encode_prompt,
     prior_loop,
@@ -115,10 +115,7 @@ class KarloPipeline(Pipeline):
 
     @property
     def prior_kind(self) -> str | None:
-        """"diffusion" (Karlo's), "eclipse" (a one-pass ECLIPSE prior) or None (no prior)."""
-        if self.prior is None:
-            return None
-        return "eclipse" if isinstance(self.prior, EclipsePrior) else "diffusion"
+        return prior_kind(self.prior)
 
     @property
     def capabilities(self) -> Capabilities:

@@ -13,7 +13,13 @@ from pathlib import Path
 import torch
 
 from unclip.pipelines.karlo.folder import LAYOUT, TEXT_TO_IMAGE, VARIATIONS
-from unclip.pipelines.synthetic import make_tokenizer, randomize, write_tokenizer
+from unclip.pipelines.synthetic import (
+    image_tower,
+    make_tokenizer,
+    randomize,
+    text_tower,
+    write_component,
+)
 
 
 @dataclass
@@ -45,22 +51,11 @@ def random_components(sizes: KarloSizes | None = None, seed: int = 0, variations
     sizes = sizes or KarloSizes()
     from diffusers import PriorTransformer, UnCLIPScheduler, UNet2DConditionModel, UNet2DModel
     from diffusers.pipelines.deprecated.unclip.text_proj import UnCLIPTextProjModel
-    from transformers import (
-        CLIPTextConfig,
-        CLIPTextModelWithProjection,
-        CLIPVisionConfig,
-        CLIPVisionModelWithProjection,
-    )
-    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
     s, g = sizes, torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     tokenizer = make_tokenizer()
-    text_encoder = CLIPTextModelWithProjection(CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=s.embed_dim, intermediate_size=4 * s.embed_dim,
-        num_hidden_layers=s.text_layers, num_attention_heads=s.text_heads, max_position_embeddings=77,
-        projection_dim=s.embed_dim, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id))
+    text_encoder = text_tower(tokenizer, s.embed_dim, s.text_layers, s.text_heads, projection=s.embed_dim)
     levels = len(s.decoder_channels)
     decoder = UNet2DConditionModel(
         sample_size=s.base_size, in_channels=3, out_channels=6, layers_per_block=s.layers_per_block,
@@ -89,13 +84,8 @@ def random_components(sizes: KarloSizes | None = None, seed: int = 0, variations
                                                clip_sample_range=1.0, prediction_type="epsilon"),
     }
     if variations:
-        parts["image_encoder"] = CLIPVisionModelWithProjection(CLIPVisionConfig(
-            hidden_size=s.vision_width, intermediate_size=4 * s.vision_width, num_hidden_layers=s.vision_layers,
-            num_attention_heads=s.text_heads, image_size=s.clip_image_size, patch_size=s.patch_size,
-            projection_dim=s.embed_dim))
-        parts["feature_extractor"] = CLIPImageProcessorPil(
-            crop_size={"height": s.clip_image_size, "width": s.clip_image_size},
-            size={"shortest_edge": s.clip_image_size})
+        parts["image_encoder"], parts["feature_extractor"] = image_tower(
+            s.vision_width, s.vision_layers, s.text_heads, s.clip_image_size, s.patch_size, s.embed_dim)
     else:
         parts["prior"] = PriorTransformer(num_attention_heads=s.prior_heads, attention_head_dim=s.prior_head_dim,
                                           num_layers=s.prior_layers, embedding_dim=s.embed_dim, num_embeddings=77)
@@ -136,16 +126,6 @@ def write_folder(parts: dict, path: str | Path, dtype: torch.dtype | None = None
     for name in LAYOUT[cls]:
         index[name] = list(LIBRARIES[name])
         part, folder = parts[name], path / name
-        if name == "tokenizer":
-            write_tokenizer(part, folder)
-        elif name == "feature_extractor":
-            part.save_pretrained(folder)
-        elif hasattr(part, "parameters"):
-            saved = part if dtype is None else part.to(dtype)
-            saved.save_pretrained(folder, safe_serialization=True, variant=variant)
-            if dtype is not None:
-                part.to(torch.float32)
-        else:
-            part.save_pretrained(folder)
+        write_component(part, folder, dtype, variant)
     (path / "model_index.json").write_text(json.dumps(index, indent=2))
     return path

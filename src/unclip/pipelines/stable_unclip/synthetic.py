@@ -11,7 +11,13 @@ from pathlib import Path
 import torch
 
 from unclip.pipelines.stable_unclip.folder import IMG2IMG, LAYOUT
-from unclip.pipelines.synthetic import make_tokenizer, randomize, write_tokenizer
+from unclip.pipelines.synthetic import (
+    image_tower,
+    make_tokenizer,
+    randomize,
+    text_tower,
+    write_component,
+)
 
 LIBRARIES = {
     "feature_extractor": ("transformers", "CLIPImageProcessor"),
@@ -47,13 +53,6 @@ def random_components(sizes: StableUnclipSizes | None = None, seed: int = 0) -> 
     from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import (
         StableUnCLIPImageNormalizer,
     )
-    from transformers import (
-        CLIPTextConfig,
-        CLIPTextModel,
-        CLIPVisionConfig,
-        CLIPVisionModelWithProjection,
-    )
-    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
     s, g = sizes or StableUnclipSizes(), torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -66,21 +65,13 @@ def random_components(sizes: StableUnclipSizes | None = None, seed: int = 0) -> 
         attention_head_dim=4, use_linear_projection=True, class_embed_type="projection",
         projection_class_embeddings_input_dim=2 * s.embed_dim)
     m = len(s.vae_channels)
+    image_encoder, processor = image_tower(s.embed_dim, s.layers, s.heads, s.clip_image_size, s.patch_size, s.embed_dim)
     parts = {
-        "feature_extractor": CLIPImageProcessorPil(crop_size={"height": s.clip_image_size, "width": s.clip_image_size},
-                                                   size={"shortest_edge": s.clip_image_size}),
-        "image_encoder": CLIPVisionModelWithProjection(CLIPVisionConfig(
-            hidden_size=s.embed_dim, intermediate_size=4 * s.embed_dim, num_hidden_layers=s.layers,
-            num_attention_heads=s.heads, image_size=s.clip_image_size, patch_size=s.patch_size,
-            projection_dim=s.embed_dim)),
+        "feature_extractor": processor, "image_encoder": image_encoder,
         "image_normalizer": StableUnCLIPImageNormalizer(embedding_dim=s.embed_dim),
         "image_noising_scheduler": DDPMScheduler(beta_schedule="squaredcos_cap_v2"),
         "tokenizer": tokenizer,
-        "text_encoder": CLIPTextModel(CLIPTextConfig(
-            vocab_size=len(tokenizer), hidden_size=s.text_width, intermediate_size=4 * s.text_width,
-            num_hidden_layers=s.layers, num_attention_heads=s.heads, max_position_embeddings=77,
-            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id)),
+        "text_encoder": text_tower(tokenizer, s.text_width, s.layers, s.heads),
         "unet": unet,
         "scheduler": DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
                                    prediction_type="v_prediction", set_alpha_to_one=False, steps_offset=1,
@@ -105,14 +96,6 @@ def write_folder(parts: dict, path: str | Path, dtype: torch.dtype | None = None
     for name in LAYOUT:
         part, folder = parts[name], path / name
         index[name] = list(LIBRARIES[name][:1]) + [type(part).__name__ if name == "scheduler" else LIBRARIES[name][1]]
-        if name == "tokenizer":
-            write_tokenizer(part, folder)
-        elif hasattr(part, "parameters"):
-            saved = part if dtype is None or name == "image_normalizer" else part.to(dtype)
-            saved.save_pretrained(folder, safe_serialization=True)
-            if dtype is not None:
-                part.to(torch.float32)
-        else:
-            part.save_pretrained(folder)
+        write_component(part, folder, None if name == "image_normalizer" else dtype)  # its statistics stay float32
     (path / "model_index.json").write_text(json.dumps(index, indent=2))
     return path
