@@ -98,3 +98,16 @@ def test_lora_trains_only_adapters_and_its_export_loads(folders, tmp_path, capsy
     tuned = load_pipeline(model, prior_model=folders[1])
     base = load_pipeline(folders[0], prior_model=folders[1])
     assert np.abs(draw(tuned) - draw(base)).max() > 1e-4  # the adapters trained and load with the folder
+
+
+def test_prior_lora_adapters_are_saved_beside_the_prior_and_load(folders, tmp_path):
+    train(folders, tmp_path / "run", "prior", 6, "--lora.rank=4")
+    model = tmp_path / "run" / "model"
+    assert (model / "prior_lora").is_dir()
+    tuned = load_pipeline(folders[0], prior_model=model)
+    base = load_pipeline(folders[0], prior_model=folders[1])
+    assert not torch.equal(draw_embeds(tuned), draw_embeds(base))  # the adapters load with the folder
+
+
+def draw_embeds(pipe):
+    return pipe(PROMPT, generator=torch.Generator().manual_seed(0), **FAST).image_embeds
