@@ -17,7 +17,7 @@ FLAGS = {
     "decoder_sampler": "--sampler decoder=NAME", "super_res_sampler": "--sampler upsampler=NAME",
     "resample": "--resample", "rerank_threshold": "--rerank-threshold", "height": "--height", "width": "--width",
     "negative_prompt": "--negative-prompt", "num_inference_steps": "--steps decoder=N",
-    "guidance_scale": "--decoder-guidance", "noise_level": "--noise-level",
+    "guidance_scale": "--decoder-guidance", "noise_level": "--noise-level", "compose": "--compose",
 }
 # The defaults of every setting a person can give, read by the command line and the web app
 # alike (one source of truth). Sampling settings left out here default to the model's own.
@@ -99,6 +99,9 @@ def sampling(**settings) -> dict:
         elif name in ("num_images_per_prompt", "height", "width"):
             count(name, value, low=1 if name == "num_images_per_prompt" else 8,
                   high=None if name == "num_images_per_prompt" else 4096)
+        elif name == "compose":
+            if not isinstance(value, bool):
+                raise ValueError(f"{_name(name)} must be true or false (on / off), got {value!r}")
         elif name == "noise_level":
             count(name, value, low=0, high=MAX_STEPS - 1)
         elif name == "negative_prompt":

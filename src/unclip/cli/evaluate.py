@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from unclip.cli.flags import (
+    compose_flag,
+    compose_value,
     compute_flags,
     image_encoder_flag,
     load,
@@ -70,7 +72,7 @@ def cmd_eval(args) -> None:
             pipe = load(args)
             figures = evaluate_model(pipe, args.out, num=args.num or 500, batch_size=args.batch_size, resume=args.resume,
                                      process=process[:3], rerank=args.rerank, rerank_threshold=args.rerank_threshold,
-                                     upscale=args.upscale, prior=args.prior)
+                                     upscale=args.upscale, prior=args.prior, compose=compose_value(args))
             if figures is None:
                 return
             source = args.model or "default model"
@@ -96,6 +98,7 @@ def add_eval(sub) -> dict:
     e.add_argument("--resume", action="store_true", help="shapes: keep the images already drawn in OUT/images "
                    "with the same settings, draw the rest")
     prior_flag(e)
+    compose_flag(e)
     model_flags(e)
     image_encoder_flag(e)
     prior_model_flag(e)

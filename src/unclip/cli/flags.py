@@ -49,6 +49,16 @@ def model_flags(parser) -> None:
                         "128 px by the model's unCLIP upsamplers (default) or bicubic")
 
 
+def compose_flag(parser) -> None:
+    parser.add_argument("--compose", choices=["on", "off"], help="unclip's shapes models: draw two-object captions one "
+                        "object at a time, the second repainted beside the first (default: the model's)")
+
+
+def compose_value(args) -> bool | None:
+    value = getattr(args, "compose", None)
+    return None if value is None else value == "on"
+
+
 def prior_model_flag(parser) -> None:
     parser.add_argument("--prior-model", metavar="DIR", nargs="+", help="Karlo: an ECLIPSE prior folder (as published "
                         "for Karlo) in place of Karlo's diffusion prior: one forward pass per image embedding. "

@@ -5,6 +5,8 @@ from __future__ import annotations
 from unclip.cli.flags import (
     MODEL_HELP,
     check_device,
+    compose_flag,
+    compose_value,
     compute_flags,
     load,
     model_flags,
@@ -29,7 +31,7 @@ def cmd_generate(args) -> None:
     prompts = read_prompts(args.prompts, args.prompts_file)
     sampling = dict(prior_guidance_scale=args.prior_guidance, decoder_guidance_scale=args.decoder_guidance,
                     height=args.height, width=args.width, negative_prompt=args.negative_prompt,
-                    noise_level=args.noise_level,
+                    noise_level=args.noise_level, compose=compose_value(args),
                     prior=args.prior, rerank=args.rerank, rerank_threshold=args.rerank_threshold,
                     upscale=args.upscale, **parse_steps(args.steps),
                     **parse_samplers(args.sampler))
@@ -67,6 +69,7 @@ def add_generate(sub) -> dict:
     g.add_argument("--height", type=int, help="image height in pixels, for models that draw any size "
                    "(Kandinsky 2.2; default: the model's)")
     g.add_argument("--width", type=int, help="image width in pixels (as --height)")
+    compose_flag(g)
     g.add_argument("--noise-level", type=int, help="Stable unCLIP: the noise added to the image embedding "
                    "(0..999; more varies the image more; default 0)")
     g.add_argument("--negative-prompt", help="what the images should not show (Kandinsky 2.2: the prior's "

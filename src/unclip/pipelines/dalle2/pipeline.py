@@ -62,7 +62,7 @@ PRIOR_PARTS = {"diffusion": "prior", "ar": "ar_prior", "eclipse": "eclipse_prior
 CALL_SETTINGS = frozenset({
     "image_embeddings", "prior", "rerank", "prior_num_inference_steps", "decoder_num_inference_steps",
     "super_res_num_inference_steps", "prior_guidance_scale", "decoder_guidance_scale", "prior_sampler",
-    "decoder_sampler", "super_res_sampler", "rerank_threshold"})
+    "decoder_sampler", "super_res_sampler", "rerank_threshold", "compose"})
 
 
 class DalleTwoPipeline(Pipeline):
@@ -74,7 +74,8 @@ class DalleTwoPipeline(Pipeline):
     def __init__(self, clip: ClipEncoder | None, prior: DiffusionPrior | None = None,
                  decoder: Decoder | None = None, upsamplers: list[Upsampler] = (), ar_prior: ARPrior | None = None,
                  reranker: ClipEncoder | None = None, rerank: int = 1, eclipse_prior: EclipsePrior | None = None,
-                 rerank_threshold: float | None = None):
+                 rerank_threshold: float | None = None, compose: bool = False):
+        self.compose = bool(compose)  # two-object scenes one object at a time by default (dalle2.repaint)
         self.clip, self.prior, self.decoder, self.upsamplers = clip, prior, decoder, list(upsamplers)
         self.ar_prior, self.eclipse_prior, self.reranker = ar_prior, eclipse_prior, reranker
         self.set_rerank(rerank, rerank_threshold)  # candidates per image, and when to stop drawing them
@@ -102,7 +103,8 @@ class DalleTwoPipeline(Pipeline):
         reranker = load(RERANKER, lambda: load_reranker(path, torch_dtype)) if RERANKER in parts else None
         try:
             return cls(clip, nets.get("prior"), nets.get("decoder"), upsamplers, nets.get("ar_prior"), reranker,
-                       settings.get("rerank", 1), nets.get("eclipse_prior"), settings.get("rerank_threshold"))
+                       settings.get("rerank", 1), nets.get("eclipse_prior"), settings.get("rerank_threshold"),
+                       settings.get("compose", False))
         except ValueError as e:
             raise ValueError(f"{path / SETTINGS}: {e}") from None
 
@@ -125,6 +127,7 @@ class DalleTwoPipeline(Pipeline):
             self.reranker.save_pretrained(path / RERANKER)
             settings["components"].append(RERANKER)
         settings["rerank"], settings["rerank_threshold"] = self.rerank, self.rerank_threshold
+        settings["compose"] = self.compose
         (path / SETTINGS).write_text(json.dumps(settings, indent=2))
 
     def networks(self) -> list[tuple[str, torch.nn.Module]]:
@@ -210,7 +213,7 @@ class DalleTwoPipeline(Pipeline):
                  decoder_guidance_scale: float | None = None, output_type: str = "pil",
                  return_dict: bool = True, prior: str | None = None, prior_sampler: str | None = None,
                  decoder_sampler: str | None = None, super_res_sampler: str | None = None,
-                 rerank: int | None = None, rerank_threshold: float | None = None):
+                 rerank: int | None = None, rerank_threshold: float | None = None, compose: bool | None = None):
         """Text to image through every stage, in diffusers' conventions. Settings left None are
         the model's own. `prior`: which image embedding the decoder gets (validate.PRIORS; None: the
         diffusion prior). `image_embeddings` (B, D) skip the prior (with the prompt as the
@@ -220,14 +223,15 @@ class DalleTwoPipeline(Pipeline):
         `rerank_threshold`: draw the candidates in rounds and stop an image's drawing once one
         scores at least this against its caption (None: the model's; 1.0: always all).
         `generator`: one, or one per image, so that each image depends on its own seed alone.
-        Returns UnCLIPOutput(images, image_embeds)."""
+        `compose`: draw two-object shapes captions one object at a time (dalle2.repaint; None: the
+        model's setting). Returns UnCLIPOutput(images, image_embeds)."""
         validate.sampling(num_images_per_prompt=num_images_per_prompt, prior=prior, rerank=rerank,
                           rerank_threshold=rerank_threshold, prior_num_inference_steps=prior_num_inference_steps,
                           decoder_num_inference_steps=decoder_num_inference_steps,
                           super_res_num_inference_steps=super_res_num_inference_steps,
                           prior_guidance_scale=prior_guidance_scale, decoder_guidance_scale=decoder_guidance_scale,
                           prior_sampler=prior_sampler, decoder_sampler=decoder_sampler,
-                          super_res_sampler=super_res_sampler)
+                          super_res_sampler=super_res_sampler, compose=compose)
         n = num_images_per_prompt
         if image_embeddings is not None:
             prompts = None if prompt is None else check_prompts(prompt, len(image_embeddings))
@@ -235,6 +239,12 @@ class DalleTwoPipeline(Pipeline):
         else:
             prompts, given = check_prompts(prompt), None
         captions = None if prompts is None else [p for p in prompts for _ in range(n)]
+        if (self.compose if compose is None else compose) and captions is not None:
+            from unclip.pipelines.dalle2.repaint import draw_composed
+
+            kw = {k: v for k, v in locals().items() if k in CALL_SETTINGS - {"image_embeddings", "compose"}}
+            images, z = draw_composed(self, captions, generator, kw)
+            return UnCLIPOutput(to_output(images, output_type), z) if return_dict else (to_output(images, output_type),)
         k = self.candidates(rerank, captions)
         self.require("decoder")
         prior_kw = {"prior": prior or "diffusion", "guidance_scale": prior_guidance_scale,
@@ -271,41 +281,15 @@ class DalleTwoPipeline(Pipeline):
         prompt through the prior, or from the image `like` (PIL or uint8). `resample`: RePaint's
         jumps back per step. `rerank`: candidates per image, the best by the judge kept.
         Images come out at the model's output size; the input is cropped and resized to it."""
-        from unclip.pipelines.inpaint import Region, check_sampler
+        from unclip.pipelines.dalle2.repaint import inpaint
 
-        validate.count("resample", resample, high=validate.MAX_STEPS)
-        validate.sampling(num_images_per_prompt=num_images_per_prompt, prior=prior, rerank=rerank,
-                          prior_num_inference_steps=prior_num_inference_steps,
-                          decoder_num_inference_steps=decoder_num_inference_steps,
-                          super_res_num_inference_steps=super_res_num_inference_steps,
-                          prior_guidance_scale=prior_guidance_scale, decoder_guidance_scale=decoder_guidance_scale,
-                          decoder_sampler=decoder_sampler, super_res_sampler=super_res_sampler)
-        self.require("clip", "decoder")
-        region = Region(image, mask_image, resample)
-        check_sampler(decoder_sampler or self.decoder.cfg.sampler)
-        for up in self.upsamplers:
-            check_sampler(super_res_sampler or up.cfg.sampler)
-        captions = [p for p in check_prompts(prompt) for _ in range(num_images_per_prompt)]
-        k = self.candidates(rerank, captions)
-        given = None if like is None else self.embed_images([like]).to(self.device)
-        up_kw = {"steps": super_res_num_inference_steps, "sampler": super_res_sampler}
-        judged = self.upsamplers[:self.judged_after(k)]
-        at = lambda side: region.at(side, self.device)
-
-        def draw(indices: list[int], gens: Generators, n: int):
-            rows = [captions[i] for i in indices for _ in range(n)]
-            z = given.expand(len(rows), -1) if given is not None else self.image_embeds(
-                rows, gens, prior=prior or "diffusion", guidance_scale=prior_guidance_scale,
-                steps=prior_num_inference_steps)
-            images = self.decode(z, rows, generator=gens, guidance_scale=decoder_guidance_scale,
-                                 steps=decoder_num_inference_steps, sampler=decoder_sampler,
-                                 inpaint=at(self.decoder.cfg.image_size))
-            return cascade(judged, images, generator=gens, inpaint=at, **up_kw), z
-
-        images, z = draw_best(draw, self.judge, captions, len(captions), k, self.device, generator)
-        images = cascade(self.upsamplers[len(judged):], images, generator=generator, inpaint=at, **up_kw)
-        images = to_output(region.composite(images), output_type)
-        return UnCLIPOutput(images, z) if return_dict else (images,)
+        return inpaint(self, image, mask_image, prompt, like=like, num_images_per_prompt=num_images_per_prompt,
+                       generator=generator, resample=resample, rerank=rerank, prior=prior,
+                       prior_guidance_scale=prior_guidance_scale, decoder_guidance_scale=decoder_guidance_scale,
+                       prior_num_inference_steps=prior_num_inference_steps,
+                       decoder_num_inference_steps=decoder_num_inference_steps,
+                       super_res_num_inference_steps=super_res_num_inference_steps, decoder_sampler=decoder_sampler,
+                       super_res_sampler=super_res_sampler, output_type=output_type, return_dict=return_dict)
 
     @property
     def judge(self) -> ClipEncoder:
@@ -343,7 +327,7 @@ class DalleTwoPipeline(Pipeline):
                 "super_res_num_inference_steps": ups[0].cfg.sample_steps if ups else None,
                 "prior_sampler": prior and prior.cfg.sampler, "decoder_sampler": dec and dec.cfg.sampler,
                 "super_res_sampler": ups[0].cfg.sampler if ups else None, "rerank": self.rerank,
-                "rerank_threshold": self.rerank_threshold}
+                "rerank_threshold": self.rerank_threshold, "compose": self.compose}
 
     # -- what the manipulations need (unclip.tasks.manipulate) -------------------------------------------
     @property
