@@ -40,7 +40,7 @@ def cmd_assemble(args) -> None:
     from unclip.pipelines.dalle2.assemble import assemble
 
     pipe = assemble(args.parts, args.out, torch.float16 if args.fp16 else None, args.reranker, args.rerank,
-                    args.rerank_threshold)
+                    args.rerank_threshold, args.compose)
     parts = [n for n in ("clip", "prior", "ar_prior", "eclipse_prior", "decoder", "dvae", "transformer", "reranker")
              if getattr(pipe, n, None) is not None]
     print(f"wrote {args.out}: {', '.join(parts + [f'{len(pipe.upsamplers)} upsamplers'])}")
@@ -87,4 +87,6 @@ def add_assemble(sub) -> dict:
                    "(or the model's CLIP) kept")
     a.add_argument("--rerank-threshold", type=float, help="by default, stop drawing an image's candidates once one "
                    "scores at least this against its caption")
+    a.add_argument("--compose", action="store_true", help="by default, draw two-object captions one object at a "
+                   "time (the second repainted beside the first)")
     return {"assemble": cmd_assemble}

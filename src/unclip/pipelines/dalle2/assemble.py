@@ -15,14 +15,16 @@ from unclip.pipelines.rerank import RERANKER
 
 
 def assemble(parts: list[str | Path], out: str | Path, dtype: torch.dtype | None = None,
-             reranker: str | Path | None = None, rerank: int | None = None, rerank_threshold: float | None = None):
+             reranker: str | Path | None = None, rerank: int | None = None, rerank_threshold: float | None = None,
+             compose: bool = False):
     """Merge partial pipeline folders (one per training run) into one, stored in `dtype` if
     given (fp16 halves the size). Every part that holds a CLIP-conditioned component must have
     been trained on the same CLIP. With a DALL-E 1 part among them the result is a DALL-E 1
     folder: its parts give CLIP, dVAE and transformer, unclip folders give only their
     upsamplers (the cascade both systems share). `reranker`: a CLIP folder (as `unclip train
     clip` exports) to score candidates by; `rerank`: candidates per image by default;
-    `rerank_threshold`: the score that stops an image's drawing early by default."""
+    `rerank_threshold`: the score that stops an image's drawing early by default; `compose`: draw
+    two-object captions one object at a time by default (dalle2.repaint)."""
     dalle = any(is_dalle1_folder(p) for p in parts)
     merged = DalleOnePipeline(None) if dalle else DalleTwoPipeline(None)
     fingerprint = None
@@ -58,6 +60,10 @@ def assemble(parts: list[str | Path], out: str | Path, dtype: torch.dtype | None
         merged.set_rerank(rerank) if dalle else merged.set_rerank(rerank, merged.rerank_threshold)
     if rerank_threshold is not None:
         merged.set_rerank(merged.rerank, rerank_threshold)
+    if compose:
+        if dalle:
+            raise ValueError("--compose is a setting of unCLIP models; DALL-E 1 draws whole captions")
+        merged.compose = True
     if dtype is not None:
         merged.to(dtype=dtype)
     merged.save_pretrained(out)
