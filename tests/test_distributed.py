@@ -33,6 +33,25 @@ def run_unclip(launcher: list[str], args: list[str], timeout: int = 240) -> subp
     return done
 
 
+def one_and_two_processes(args: list[str], tmp_path) -> dict[str, list[dict]]:
+    """`unclip generate ARGS` alone and under `accelerate launch` with 2 processes: each run's
+    manifest records; the two runs must draw the same images (within rounding) for the same seeds."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    runs = {}
+    for name, launcher in (("two", two_processes()), ("one", ONE_PROCESS)):
+        run_unclip(launcher, [*args, "--out", str(tmp_path / name)])
+        runs[name] = [json.loads(x) for x in (tmp_path / name / "manifest.jsonl").read_text().splitlines()]
+    assert {r["process"] for r in runs["two"]} == {0, 1} and {r["process"] for r in runs["one"]} == {0}
+    for a, b in zip(runs["one"], runs["two"], strict=True):
+        x, y = (np.asarray(Image.open(tmp_path / d / r["file"])).astype(int) for d, r in (("one", a), ("two", b)))
+        assert a["seed"] == b["seed"] and np.abs(x - y).mean() <= 1, a["file"]
+    return runs
+
+
 def run_train(out, launcher, extra=()):
     run_unclip(launcher, ["train", "clip", "--config", str(TINY / "clip.yaml"), f"--train.out_dir={out}",
                           "--train.steps=4", "--train.batch_size=8", *extra])

