@@ -311,6 +311,7 @@ def test_reranked_images_depend_on_their_own_seed_and_need_a_prompt(reranked):
 
 def test_reranking_with_a_threshold_stops_drawing_once_a_candidate_scores_it(reranked, monkeypatch):
     pipe = DalleTwoPipeline.from_pretrained(reranked)  # 3 candidates by default: rounds of 1, then 2
+    prompts = ["a red circle on the left", PROMPTS[1]]  # no contrasts: the threshold alone decides
     drawn = []
     embeds = pipe.image_embeds
     monkeypatch.setattr(pipe, "image_embeds", lambda rows, *a, **kw: drawn.extend(rows) or embeds(rows, *a, **kw))
@@ -318,17 +319,44 @@ def test_reranking_with_a_threshold_stops_drawing_once_a_candidate_scores_it(rer
     def gens():
         return [torch.Generator().manual_seed(s) for s in (5, 6)]
 
-    every = pipe(PROMPTS, generator=gens(), rerank_threshold=1.0, output_type="uint8").images
-    assert sorted(drawn) == sorted(PROMPTS * 3)  # nothing scores 1: all 3 candidates each, in rounds
+    every = pipe(prompts, generator=gens(), rerank_threshold=1.0, output_type="uint8").images
+    assert sorted(drawn) == sorted(prompts * 3)  # nothing scores 1: all 3 candidates each, in rounds
     drawn.clear()
-    first = pipe(PROMPTS, generator=gens(), rerank_threshold=-1.0, output_type="uint8").images
-    assert sorted(drawn) == sorted(PROMPTS)  # anything passes: the first candidate each
-    assert np.array_equal(first, pipe(PROMPTS, generator=gens(), rerank=1, output_type="uint8").images)
+    first = pipe(prompts, generator=gens(), rerank_threshold=-1.0, output_type="uint8").images
+    assert sorted(drawn) == sorted(prompts)  # anything passes: the first candidate each
+    assert np.array_equal(first, pipe(prompts, generator=gens(), rerank=1, output_type="uint8").images)
     assert not np.array_equal(first, every)
     # in between, each image stops on its own scores, so it still depends on its own seed alone
-    together = pipe(PROMPTS, generator=gens(), rerank_threshold=0.0, output_type="uint8").images
-    alone = pipe(PROMPTS[1:], generator=gens()[1:], rerank_threshold=0.0, output_type="uint8").images
+    together = pipe(prompts, generator=gens(), rerank_threshold=0.0, output_type="uint8").images
+    alone = pipe(prompts[1:], generator=gens()[1:], rerank_threshold=0.0, output_type="uint8").images
     assert np.abs(together[1].astype(int) - alone[0].astype(int)).max() <= 1
+
+
+def test_a_single_object_caption_stops_only_on_a_candidate_that_beats_its_contrasts(reranked, monkeypatch):
+    """A shapes caption's candidate must score the threshold and be closer to its caption than to
+    the same caption with another colour or shape (rerank.verdicts) before drawing stops."""
+    from unclip.data.shapes import contrast_captions
+    from unclip.pipelines import rerank
+
+    pipe = DalleTwoPipeline.from_pretrained(reranked)
+    one = PROMPTS[0]
+    assert len(contrast_captions(one)) == 8 and "a large blue circle on the left on a white background" in \
+        contrast_captions(one) and contrast_captions(PROMPTS[1]) == []
+    candidates = pipe(PROMPTS * 3, generator=torch.Generator().manual_seed(0), rerank=1, output_type="pt").images * 2 - 1
+    scores, margins = rerank.verdicts(pipe.judge, candidates, PROMPTS, 3)
+    image = rerank.judge_embedding(pipe.judge, candidates).view(2, 3, -1)
+    others = rerank.unit_text(pipe.judge, contrast_captions(one))
+    assert torch.allclose(margins[0], scores[0] - (image[0] @ others.T).amax(-1), atol=1e-5)
+    assert torch.isinf(margins[1]).all()  # no contrasts for a two-object caption
+    drawn = []
+    embeds = pipe.image_embeds
+    monkeypatch.setattr(pipe, "image_embeds", lambda rows, *a, **kw: drawn.extend(rows) or embeds(rows, *a, **kw))
+    for margin, rounds_drawn in ((-0.5, 3), (0.5, 1)):  # every score passes; the contrasts decide
+        monkeypatch.setattr(rerank, "verdicts", lambda clip, c, prompts, n, **kw: (  # noqa: B023
+            torch.ones(len(prompts), n), torch.full((len(prompts), n), margin)))  # noqa: B023
+        drawn.clear()
+        pipe([one], generator=torch.Generator().manual_seed(1), rerank_threshold=0.5, output_type="pt")
+        assert len(drawn) == rounds_drawn
 
 
 def test_the_rerank_threshold_is_a_model_setting(reranked, tmp_path):

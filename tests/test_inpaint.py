@@ -140,38 +140,3 @@ def test_probe_pca_decodes_each_k_from_one_noise(tiny_model, tmp_path, monkeypat
                  "--steps", "3", "--fit-images", str(tmp_path), "--out", str(out)]) == 0
     lines = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
     assert [r["dims"] for r in lines] == [1, 4] and (out / "strip.png").is_file()
-
-
-def test_two_object_captions_split_into_objects_at_their_places():
-    from unclip.pipelines.dalle2.repaint import split_caption
-
-    assert split_caption("a yellow star above a blue triangle on a black background") == (
-        "a large yellow star at the top on a black background",
-        "a large blue triangle at the bottom on a black background", "bottom")
-    assert split_caption("a red circle to the left of a green square on a white background")[2] == "right"
-    assert split_caption("a large red circle on the left on a white background") is None  # one object: as is
-    assert split_caption("a picture of two things") is None
-
-
-def test_compose_draws_one_object_then_repaints_the_other_half(tiny_model, tmp_path):
-    """With compose, a two-object caption is the first object's image outside the second's half,
-    exactly; other captions are drawn as without it; the setting saves with the folder."""
-    pipe = DalleTwoPipeline.from_pretrained(tiny_model)
-    two, one = "a red circle above a blue square on a white background", "a large red circle on the left on a white background"
-
-    def draw(prompts, seeds, **kw):
-        return pipe(prompts, generator=[torch.Generator().manual_seed(i) for i in seeds], output_type="uint8",
-                    rerank=1, **kw).images
-
-    composed = draw([one, two], [0, 1], compose=True)
-    first = draw(["a large red circle at the top on a white background"], [1])[0]
-    side = composed.shape[1]
-    assert np.array_equal(composed[0], draw([one], [0])[0])  # not a two-object caption: drawn as always
-    assert np.array_equal(composed[1, :side // 2], first[:side // 2])  # the first object's half is kept
-    assert not np.array_equal(composed[1], draw([two], [1])[0])
-    pipe.compose = True
-    pipe.save_pretrained(tmp_path / "m")
-    again = DalleTwoPipeline.from_pretrained(tmp_path / "m")
-    assert again.compose and again.sampling_defaults()["compose"] is True
-    with pytest.raises(ValueError, match="compose"):
-        pipe(two, compose="yes")

@@ -9,6 +9,7 @@ and seeded: the same (seed, index) always gives the same scene, caption and pixe
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
@@ -188,6 +189,21 @@ def canonical_caption(scene: Scene) -> str:
     a, b = scene.objects
     rel = RELATION_PHRASES[scene.relation]
     return f"a {a.colour} {a.shape} {rel} a {b.colour} {b.shape} on a {scene.background} background"
+
+
+_SINGLE = re.compile(r"^a (small|large) (\w+) (\w+) (.+) on a (\w+) background$")
+
+
+def contrast_captions(caption: str) -> list[str]:
+    """A canonical single-object caption with another colour, or another shape (8 captions);
+    [] for any other caption. A judge that tells an image apart from these binds its colour to
+    its shape (unclip.pipelines.rerank)."""
+    m = _SINGLE.match(caption.strip())
+    if m is None or m[2] not in COLOURS or m[3] not in SHAPES or m[4] not in PLACE_PHRASES.values():
+        return []
+    size, colour, shape, place, bg = m.groups()
+    return [f"a {size} {c} {shape} {place} on a {bg} background" for c in COLOURS if c != colour] + \
+        [f"a {size} {colour} {s} {place} on a {bg} background" for s in SHAPES if s != shape]
 
 
 _SIZE_WORDS = {"small": ("small", "little"), "large": ("large", "big")}

@@ -2,9 +2,13 @@
 keep the one whose CLIP image embedding is closest to its caption's text embedding.
 
 Drawing every candidate costs k times one draw. With a threshold, candidates are drawn in
-rounds (ROUNDS: 1, 3, 4 for k = 8) and an image stops drawing as soon as its best candidate
-so far scores at least the threshold against its caption: easy captions cost about one draw,
-hard ones up to k (benchmarks/rerank_cost.py measured the threshold against fidelity).
+rounds (ROUNDS: 1, 3, 4 for k = 8) and an image stops drawing as soon as a candidate scores at
+least the threshold against its caption and, for a single-object shapes caption, the judge
+prefers that caption to each of its contrasts (the same caption with another colour or shape):
+easy captions cost about one draw, hard ones up to k (benchmarks/rerank_cost.py measured the
+threshold against fidelity; benchmarks/compose_policy.py the contrasts: a small judge scores a
+blue triangle high against "blue star", since it never saw a blue triangle, but higher still
+against "blue triangle" itself). The kept candidate is the highest scoring one drawn.
 
 The judge scores each candidate by the mean of its embeddings over the image and eight copies
 shifted by 1/32 of its side (`judge_embedding`): a small CLIP's verdict can turn on a pixel's
@@ -26,6 +30,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from unclip.data import shapes
 from unclip.data.embeddings import encode_image, encode_text
 from unclip.diffusion.sampling import Generators, repeat_generators
 from unclip.models.clip import ClipEncoder
@@ -34,6 +39,7 @@ RERANKER = "reranker"  # the scorer's subfolder and component name
 CPU_CANDIDATES = 16  # candidates per network call on the CPU (images_per_call)
 SHIFT = 1 / 32  # of the judge's side: how far judge_embedding moves its shifted views
 ROUNDS = (1, 3, 4)  # candidates per image in each round when reranking may stop early (benchmarks/rerank_cost.py)
+CONTRAST_MARGIN = 0.0  # how much a candidate must prefer its caption to every contrast to stop drawing
 
 
 def shifted(images: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
@@ -59,18 +65,41 @@ def judge_embedding(clip: ClipEncoder, images: torch.Tensor, views: bool = True)
     return F.normalize(encode_image(clip, many).view(len(moves), len(images), -1).mean(0), dim=-1)
 
 
+def unit_text(clip: ClipEncoder, captions: list[str]) -> torch.Tensor:
+    return F.normalize(encode_text(clip, captions)["text_embed"].float(), dim=-1)
+
+
 @torch.no_grad()
 def best_of(clip: ClipEncoder, candidates: torch.Tensor, prompts: list[str], n: int,
             views: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Each prompt's best of its n consecutive candidates (B * n, 3, S, S) in [-1, 1]: the
     indices (B,) into `candidates` and every candidate's cosine with its prompt (B, n), by
     `judge_embedding` (one view each without `views`)."""
+    scores = verdicts(clip, candidates, prompts, n, views, contrasts=False)[0]
+    return scores.argmax(1) + torch.arange(len(prompts), device=scores.device) * n, scores
+
+
+@torch.no_grad()
+def verdicts(clip: ClipEncoder, candidates: torch.Tensor, prompts: list[str], n: int, views: bool = True,
+             contrasts: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every candidate's cosine with its prompt (B, n), and its margin: by how much that beats
+    its cosine with the closest of the prompt's contrasts (`shapes.contrast_captions`: the
+    caption with another colour or shape; +inf for a prompt without contrasts, or all with
+    `contrasts` False)."""
     if len(candidates) != n * len(prompts):
         raise ValueError(f"{len(candidates)} candidates for {len(prompts)} prompts x {n}")
-    image = judge_embedding(clip, candidates, views)
-    text = F.normalize(encode_text(clip, prompts)["text_embed"].float(), dim=-1).repeat_interleave(n, dim=0)
-    scores = (image * text).sum(-1).view(len(prompts), n)
-    return scores.argmax(1) + torch.arange(len(prompts), device=scores.device) * n, scores
+    image = judge_embedding(clip, candidates, views).view(len(prompts), n, -1)
+    scores = torch.einsum("bnd,bd->bn", image, unit_text(clip, prompts))
+    margins = torch.full_like(scores, float("inf"))
+    others = [shapes.contrast_captions(p) if contrasts else [] for p in prompts]
+    if any(others):
+        text = unit_text(clip, [c for cs in others for c in cs])
+        start = 0
+        for i, cs in enumerate(others):
+            if cs:
+                margins[i] = scores[i] - (image[i] @ text[start:start + len(cs)].T).amax(-1)
+                start += len(cs)
+    return scores, margins
 
 
 def judged_after(side: int, upsamplers: list, judge: ClipEncoder) -> int:
@@ -113,15 +142,14 @@ def draw_best(draw: Callable, judge: ClipEncoder | None, captions: list[str] | N
     image, with one generator per row when `generator` is one per image, and returns (candidate
     images at the judge's size, their image embeddings or None); calls hold whole images
     (images_per_call). All k candidates are drawn at once, or with a `threshold` in rounds
-    (`rounds(k)`) until an image's best scores at least `threshold`. Each image's candidates come
+    (`rounds(k)`) until one of an image's scores at least `threshold` and beats its contrasts
+    (`verdicts`, CONTRAST_MARGIN). Each image's candidates come
     from its own generator, so an image depends on its seed alone. Returns the kept images and
     embeddings (None where draw gives none)."""
-    if k == 1 or threshold is None:
-        plan = [k]
-    else:
-        plan = rounds(k)
+    plan = [k] if k == 1 or threshold is None else rounds(k)
     best: list = [None] * total
     score = torch.full((total,), -float("inf"))
+    accepted = torch.zeros(total, dtype=torch.bool)
     active = list(range(total))
     for n in plan:
         per_call = images_per_call(n, device, len(active))
@@ -129,15 +157,20 @@ def draw_best(draw: Callable, judge: ClipEncoder | None, captions: list[str] | N
             images = active[start:start + per_call]
             gens = [generator[i] for i in images] if isinstance(generator, Sequence) else generator
             candidates, z = draw(images, repeat_generators(gens, n), n)
-            scores = best_of(judge, candidates, [captions[i] for i in images], n)[1].float().cpu() if k > 1 \
-                else torch.zeros(len(images), 1)
+            if k > 1:
+                scores, margins = verdicts(judge, candidates, [captions[i] for i in images], n,
+                                           contrasts=threshold is not None)
+                scores, margins = scores.float().cpu(), margins.float().cpu()
+            else:
+                scores = margins = torch.zeros(len(images), 1)
             for row, i in enumerate(images):
                 j = int(scores[row].argmax())
                 if scores[row, j] > score[i]:
                     score[i] = scores[row, j]
                     best[i] = (candidates[row * n + j], None if z is None else z[row * n + j])
-        if threshold is not None:
-            active = [i for i in active if score[i] < threshold]
+                if threshold is not None:
+                    accepted[i] |= bool(((scores[row] >= threshold) & (margins[row] >= CONTRAST_MARGIN)).any())
+        active = [i for i in active if not accepted[i]]
         if not active:
             break
     images = torch.stack([b[0] for b in best])

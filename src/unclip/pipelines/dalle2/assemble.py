@@ -24,7 +24,7 @@ def assemble(parts: list[str | Path], out: str | Path, dtype: torch.dtype | None
     upsamplers (the cascade both systems share). `reranker`: a CLIP folder (as `unclip train
     clip` exports) to score candidates by; `rerank`: candidates per image by default;
     `rerank_threshold`: the score that stops an image's drawing early by default; `compose`: draw
-    two-object captions one object at a time by default (dalle2.repaint)."""
+    two-object captions one object at a time by default (dalle2.compose)."""
     dalle = any(is_dalle1_folder(p) for p in parts)
     merged = DalleOnePipeline(None) if dalle else DalleTwoPipeline(None)
     fingerprint = None

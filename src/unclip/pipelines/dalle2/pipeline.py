@@ -75,7 +75,7 @@ class DalleTwoPipeline(Pipeline):
                  decoder: Decoder | None = None, upsamplers: list[Upsampler] = (), ar_prior: ARPrior | None = None,
                  reranker: ClipEncoder | None = None, rerank: int = 1, eclipse_prior: EclipsePrior | None = None,
                  rerank_threshold: float | None = None, compose: bool = False):
-        self.compose = bool(compose)  # two-object scenes one object at a time by default (dalle2.repaint)
+        self.compose = bool(compose)  # two-object scenes one object at a time by default (dalle2.compose)
         self.clip, self.prior, self.decoder, self.upsamplers = clip, prior, decoder, list(upsamplers)
         self.ar_prior, self.eclipse_prior, self.reranker = ar_prior, eclipse_prior, reranker
         self.set_rerank(rerank, rerank_threshold)  # candidates per image, and when to stop drawing them
@@ -223,7 +223,7 @@ class DalleTwoPipeline(Pipeline):
         `rerank_threshold`: draw the candidates in rounds and stop an image's drawing once one
         scores at least this against its caption (None: the model's; 1.0: always all).
         `generator`: one, or one per image, so that each image depends on its own seed alone.
-        `compose`: draw two-object shapes captions one object at a time (dalle2.repaint; None: the
+        `compose`: draw two-object shapes captions one object at a time (dalle2.compose; None: the
         model's setting). Returns UnCLIPOutput(images, image_embeds)."""
         validate.sampling(num_images_per_prompt=num_images_per_prompt, prior=prior, rerank=rerank,
                           rerank_threshold=rerank_threshold, prior_num_inference_steps=prior_num_inference_steps,
@@ -239,12 +239,11 @@ class DalleTwoPipeline(Pipeline):
         else:
             prompts, given = check_prompts(prompt), None
         captions = None if prompts is None else [p for p in prompts for _ in range(n)]
-        if (self.compose if compose is None else compose) and captions is not None:
-            from unclip.pipelines.dalle2.repaint import draw_composed
+        objects = None
+        if (self.compose if compose is None else compose) and captions is not None and given is None:
+            from unclip.pipelines.dalle2.compose import Objects
 
-            kw = {k: v for k, v in locals().items() if k in CALL_SETTINGS - {"image_embeddings", "compose"}}
-            images, z = draw_composed(self, captions, generator, kw)
-            return UnCLIPOutput(to_output(images, output_type), z) if return_dict else (to_output(images, output_type),)
+            objects = Objects.split(captions, generator)
         k = self.candidates(rerank, captions)
         self.require("decoder")
         prior_kw = {"prior": prior or "diffusion", "guidance_scale": prior_guidance_scale,
@@ -253,18 +252,22 @@ class DalleTwoPipeline(Pipeline):
                       "sampler": decoder_sampler}
         up_kw = {"steps": super_res_num_inference_steps, "sampler": super_res_sampler}
         judged = self.upsamplers[:self.judged_after(k)]
+        drawn = captions if objects is None else objects.captions
 
         def draw(indices: list[int], gens: Generators, n: int):
             """n candidates of each image in `indices` at the judge's size, and their embeddings."""
-            rows = None if captions is None else [captions[i] for i in indices for _ in range(n)]
+            rows = None if drawn is None else [drawn[i] for i in indices for _ in range(n)]
             z = given[indices].repeat_interleave(n, dim=0) if given is not None else \
                 self.image_embeds(rows, gens, **prior_kw)
             images = self.decode(z, rows, generator=gens, **decoder_kw)
             return cascade(judged, images, generator=gens, **up_kw), z
 
-        total = len(captions if given is None else given)
+        total = len(drawn if given is None else given)
         threshold = self.rerank_threshold if rerank_threshold is None else rerank_threshold
-        images, z = draw_best(draw, self.judge, captions, total, k, self.device, generator, threshold)
+        images, z = draw_best(draw, self.judge, drawn, total, k, self.device,
+                              generator if objects is None else objects.generator, threshold)
+        if objects is not None:  # each two-object scene from its objects' images, then finished once
+            images, z = objects.combine(images, z)
         later = self.upsamplers[len(judged):]
         images = to_output(cascade(later, images, generator=generator, **up_kw), output_type)
         return UnCLIPOutput(images, z) if return_dict else (images,)
