@@ -155,6 +155,19 @@ def test_training_split_never_draws_held_out_pairs():
         assert all((o.colour, o.shape) not in shapes.HELD_OUT for o in s.objects)
 
 
+def test_training_streams_never_show_or_name_a_held_out_pair():
+    """What any stage trains on (the stream's scenes and captions, hard negatives too) never has
+    a held-out colour-shape pair, as an object or in words (issue 47: composition samples only)."""
+    from unclip.data.stream import ShapesSource
+
+    for hard in (False, True):
+        source = ShapesSource(16, seed=3, paraphrase_prob=0.5, hard_negatives=hard)
+        for i in range(2000):
+            scene, caption = source.draw(i)
+            assert all((o.colour, o.shape) not in shapes.HELD_OUT for o in scene.objects), caption
+            assert not any(f"{c} {s}" in caption for c, s in shapes.HELD_OUT), caption
+
+
 def test_eval_split_is_fixed_distinct_and_has_both_subsets():
     a, b = shapes.eval_split(500), shapes.eval_split(500)
     assert [x.prompt for x in a] == [x.prompt for x in b]
