@@ -18,6 +18,9 @@ def test_two_object_captions_split_into_objects_at_their_places():
     assert split_caption("a red circle to the right of a green square on a white background")[2] == "left"
     assert split_caption("a large red circle on the left on a white background") is None  # one object: as is
     assert split_caption("a picture of two things") is None
+    assert split_caption("An orange star  below a red square on a white background.") == (
+        "a large orange star at the bottom on a white background",
+        "a large red square at the top on a white background", "top")
 
 
 def as_tensor(image: np.ndarray) -> torch.Tensor:

@@ -23,8 +23,8 @@ from unclip.data import shapes
 from unclip.diffusion.sampling import Generators
 
 # A two-object shapes caption, and where each of its objects goes.
-TWO_OBJECTS = re.compile(r"^a (\w+) (\w+) (to the left of|to the right of|above|below) a (\w+) (\w+) "
-                         r"on a (\w+) background$")
+TWO_OBJECTS = re.compile(r"^an? (\w+) (\w+) (to the left of|to the right of|above|below) an? (\w+) (\w+) "
+                         r"on an? (\w+) background\.?$")
 PLACES = {"to the left of": ("left", "right"), "to the right of": ("right", "left"), "above": ("top", "bottom"),
           "below": ("bottom", "top")}
 SEAM = (0.35, 0.65)  # along the objects' axis, where the second image's share ramps from none to all
@@ -32,9 +32,9 @@ SEAM = (0.35, 0.65)  # along the objects' axis, where the second image's share r
 
 def split_caption(caption: str) -> tuple[str, str, str] | None:
     """(first object's caption, second object's caption, the second's place) of a canonical
-    two-object shapes caption, each object alone at its place (size "large": single-object
-    captions name one); None for any other caption."""
-    m = TWO_OBJECTS.match(caption.strip())
+    two-object shapes caption (also with "an", capitals, extra spaces or a full stop), each object
+    alone at its place (size "large": single-object captions name one); None for any other caption."""
+    m = TWO_OBJECTS.match(" ".join(caption.lower().split()))
     if m is None:
         return None
     c1, s1, relation, c2, s2, bg = m.groups()
