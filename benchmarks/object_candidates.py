@@ -1,7 +1,7 @@
 """Candidates of each object alone, for choosing how two-object scenes are composed (issue 47).
 
 For each of the first NUM eval prompts, every object caption (a single-object prompt is its own;
-a two-object prompt gives two, `split_caption`: each object alone at its place) gets --candidates
+a two-object prompt gives two, `split_caption`: each object alone, as compose draws it) gets --candidates
 candidates drawn through prior, decoder and the upsamplers before judging (64 px), seeded by
 eval index and object. Saved per candidate: the judge's 9-view image embedding, the image
 (uint8), and the shapes detector's verdict against the object caption. `benchmarks/compose_policy.py`
@@ -33,7 +33,7 @@ def object_captions(items) -> tuple[list[str], list[int]]:
     caps, owner = [], []
     for i, it in enumerate(items):
         parts = split_caption(it.prompt)
-        for c in ([it.prompt] if parts is None else parts[:2]):
+        for c in ([it.prompt] if parts is None else [c for c, _ in parts]):
             caps.append(c)
             owner.append(i)
     return caps, owner

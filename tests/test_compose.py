@@ -6,21 +6,34 @@ import torch
 
 from unclip.data import shapes
 from unclip.pipelines.dalle2 import DalleTwoPipeline
-from unclip.pipelines.dalle2.compose import combine, split_caption
+from unclip.pipelines.dalle2.compose import combine, moved, split_caption
 from unclip.tasks.evaluate.detector import Detector, parse_prompt, score
 
 
-def test_two_object_captions_split_into_objects_at_their_places():
+def test_two_object_captions_split_into_objects_drawn_in_the_center():
+    center = "a large {} in the center on a {} background"
     assert split_caption("a yellow star above a blue triangle on a black background") == (
-        "a large yellow star at the top on a black background",
-        "a large blue triangle at the bottom on a black background", "bottom")
-    assert split_caption("a red circle to the left of a green square on a white background")[2] == "right"
-    assert split_caption("a red circle to the right of a green square on a white background")[2] == "left"
+        (center.format("yellow star", "black"), "top"), (center.format("blue triangle", "black"), "bottom"))
+    assert [p for _, p in split_caption("a red circle to the left of a green square on a white background")] == \
+        ["left", "right"]
+    assert [p for _, p in split_caption("a red circle to the right of a green square on a white background")] == \
+        ["right", "left"]
     assert split_caption("a large red circle on the left on a white background") is None  # one object: as is
     assert split_caption("a picture of two things") is None
     assert split_caption("An orange star  below a red square on a white background.") == (
-        "a large orange star at the bottom on a white background",
-        "a large red square at the top on a white background", "top")
+        (center.format("orange star", "white"), "bottom"), (center.format("red square", "white"), "top"))
+
+
+def test_an_object_drawn_in_the_center_moves_to_its_place():
+    star = ("star", shapes.COLOURS["yellow"], shapes.SIZES["large"])
+    for place, (x, y) in shapes.PLACES.items():
+        drawn = as_tensor(shapes.draw_objects(shapes.BACKGROUNDS["black"], [(*star, 0.5, 0.5)], 64))
+        want = shapes.draw_objects(shapes.BACKGROUNDS["black"], [(*star, x, y)], 64)
+        got = as_image(moved(drawn, place))
+        assert np.abs(got.astype(int) - want.astype(int)).mean() < 2, place  # within a fraction of a pixel's shift
+        det = Detector()(got)
+        assert len(det.objects) == 1 and score(det, parse_prompt(
+            f"a large yellow star {shapes.PLACE_PHRASES[place]} on a black background"))["all"], place
 
 
 def as_tensor(image: np.ndarray) -> torch.Tensor:
@@ -75,8 +88,8 @@ def test_compose_draws_each_object_from_its_own_caption(tiny_model, tmp_path, mo
     decode = pipe.decode
     monkeypatch.setattr(pipe, "decode", lambda z, rows=None, **kw: seen.append(list(rows)) or decode(z, rows, **kw))
     composed = draw(pipe, [one, two], [0, 1], compose=True)
-    assert seen == [[one, "a large red circle at the top on a white background",
-                     "a large blue square at the bottom on a white background"]]
+    assert seen == [[one, "a large red circle in the center on a white background",
+                     "a large blue square in the center on a white background"]]
     close = lambda a, b: np.abs(a.astype(int) - b.astype(int)).max() <= 2  # noqa: E731 (batch sizes round apart)
     assert close(composed[0], draw(pipe, [one], [0])[0])  # not a two-object caption: drawn as always
     assert close(composed[1], draw(pipe, [two], [1], compose=True)[0])  # its own seed alone

@@ -31,23 +31,27 @@ def main() -> None:
         Image.fromarray(shapes.render(it.scene, 128)).save(path)
         pics.append(path)
     with web.served(args.model, out / "serve.log") as url, web.browser_page(1280, 1000) as page:
+        def shot(name: str) -> None:  # after Gradio's fade-in of new outputs
+            page.wait_for_timeout(1500)
+            page.screenshot(path=out / name, full_page=True)
+
         page.goto(url)
         web.generate(page, "a large red circle on the left on a white background\n"
                            "a blue square above a green star on a black background\n"
                            "a small yellow triangle at the top on a black background\n"
                            "a purple star to the right of an orange circle on a white background")
-        page.screenshot(path=out / "generate.png", full_page=True)
+        shot("generate.png")
         web.vary(page, pics[0])
-        page.screenshot(path=out / "vary.png", full_page=True)
+        shot("vary.png")
         web.interpolate(page, pics[0], pics[1])
-        page.screenshot(path=out / "interpolate.png", full_page=True)
+        shot("interpolate.png")
         web.edit(page, pics[0], "a blue square")
-        page.screenshot(path=out / "edit.png", full_page=True)
+        shot("edit.png")
         web.inpaint(page, pics[1], "a orange triangle below a purple circle on a black background")
-        page.screenshot(path=out / "inpaint.png", full_page=True)
+        shot("inpaint.png")
         web.open_tab(page, "About the model")
         page.get_by_text("colours:").wait_for()
-        page.screenshot(path=out / "about.png", full_page=True)
+        shot("about.png")
     for f in [*pics, out / "serve.log"]:
         f.unlink()
     print(f"screenshots in {out}")

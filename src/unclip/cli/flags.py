@@ -51,7 +51,7 @@ def model_flags(parser) -> None:
 
 def compose_flag(parser) -> None:
     parser.add_argument("--compose", choices=["on", "off"], help="unclip's shapes models: draw two-object captions one "
-                        "object at a time, each alone at its place, then the two images combined (default: the model's)")
+                        "object at a time, each alone, then moved to its place and the two combined (default: the model's)")
 
 
 def compose_value(args) -> bool | None:

@@ -88,5 +88,5 @@ def add_assemble(sub) -> dict:
     a.add_argument("--rerank-threshold", type=float, help="by default, stop drawing an image's candidates once one "
                    "scores at least this against its caption")
     a.add_argument("--compose", action="store_true", help="by default, draw two-object captions one object at a "
-                   "time (each alone at its place, then the two images combined)")
+                   "time (each alone, then moved to its place and the two combined)")
     return {"assemble": cmd_assemble}

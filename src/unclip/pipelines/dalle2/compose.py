@@ -3,9 +3,11 @@
 The shapes decoder draws a single object of a held-out colour-shape pair far more often right
 than a scene that pairs it with another object: it does not bind two colours to two shapes, but
 it draws one well. So a canonical two-object caption ("a yellow star above a blue triangle on a
-black background") is split into its objects, each alone at the place the relation gives it ("a
-large yellow star at the top ...", "a large blue triangle at the bottom ..."); each object is
-drawn, and reranked, as any single-object caption is, and the two images are combined where
+black background") is split into its objects, each alone in the center ("a large yellow star in
+the center ...", "a large blue triangle in the center ..."); each object is drawn, and reranked,
+as any single-object caption is, moved to the place the relation gives it (on a plain background
+an object's look does not depend on where it stands, and the decoder draws held-out pairs worst
+at the bottom: benchmarks/held_out_objects.py --places), and the two images are combined where
 each object is, before the last upsampler finishes the scene (`DalleTwoPipeline.__call__`).
 Other captions are drawn as they are.
 """
@@ -21,6 +23,7 @@ import torch.nn.functional as F
 
 from unclip.data import shapes
 from unclip.diffusion.sampling import Generators
+from unclip.pipelines.rerank import shifted
 
 # A two-object shapes caption, and where each of its objects goes.
 TWO_OBJECTS = re.compile(r"^an? (\w+) (\w+) (to the left of|to the right of|above|below) an? (\w+) (\w+) "
@@ -30,17 +33,25 @@ PLACES = {"to the left of": ("left", "right"), "to the right of": ("right", "lef
 SEAM = (0.35, 0.65)  # along the objects' axis, where the second image's share ramps from none to all
 
 
-def split_caption(caption: str) -> tuple[str, str, str] | None:
-    """(first object's caption, second object's caption, the second's place) of a canonical
-    two-object shapes caption (also with "an", capitals, extra spaces or a full stop), each object
-    alone at its place (size "large": single-object captions name one); None for any other caption."""
+def split_caption(caption: str) -> tuple[tuple[str, str], tuple[str, str]] | None:
+    """The two objects of a canonical two-object shapes caption (also with "an", capitals, extra
+    spaces or a full stop), each as (its caption alone in the center, the place it goes): size
+    "large", since single-object captions name one; None for any other caption."""
     m = TWO_OBJECTS.match(" ".join(caption.lower().split()))
     if m is None:
         return None
     c1, s1, relation, c2, s2, bg = m.groups()
     p1, p2 = PLACES[relation]
-    one = [f"a large {c} {s} {shapes.PLACE_PHRASES[p]} on a {bg} background" for c, s, p in ((c1, s1, p1), (c2, s2, p2))]
-    return one[0], one[1], p2
+    return tuple((f"a large {c} {s} {shapes.PLACE_PHRASES['center']} on a {bg} background", p)
+                 for c, s, p in ((c1, s1, p1), (c2, s2, p2)))
+
+
+def moved(images: torch.Tensor, place: str) -> torch.Tensor:
+    """Images (B, 3, S, S) of an object in the center moved to `place` (shapes.PLACES), the
+    background's edge pixels repeated into the gap."""
+    side = images.shape[-1]
+    x, y = shapes.PLACES[place]
+    return shifted(images, round((x - 0.5) * side), round((y - 0.5) * side))
 
 
 def fork(generator: torch.Generator) -> torch.Generator:
@@ -59,7 +70,7 @@ class Objects:
 
     captions: list[str]
     owner: list[int]  # the image each caption is drawn for
-    second_place: list[str | None]  # per image: where its second object goes (None: drawn whole)
+    places: list[tuple[str, str] | None]  # per image: where its two objects go (None: drawn whole)
     generator: Generators  # one per caption when the call gave one per image
 
     @classmethod
@@ -68,8 +79,8 @@ class Objects:
         per_image = isinstance(generator, Sequence)
         for i, caption in enumerate(captions):
             parts = split_caption(caption)
-            places.append(None if parts is None else parts[2])
-            caps += [caption] if parts is None else list(parts[:2])
+            places.append(None if parts is None else (parts[0][1], parts[1][1]))
+            caps += [caption] if parts is None else [parts[0][0], parts[1][0]]
             owner += [i] if parts is None else [i, i]
             if per_image:
                 gens += [generator[i]] if parts is None else [generator[i], fork(generator[i])]
@@ -77,15 +88,17 @@ class Objects:
 
     def combine(self, images: torch.Tensor, embeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One image (B, 3, S, S) per caption of the batch: each two-object image the union of
-        its objects' (`combine`); its embedding the mean of theirs, normalised."""
+        its objects', each moved from the center to its place (`combine`); its embedding the mean
+        of theirs, normalised."""
         out_images, out_z, row = [], [], 0
-        for place in self.second_place:
+        for place in self.places:
             if place is None:
                 out_images.append(images[row])
                 out_z.append(embeds[row])
                 row += 1
                 continue
-            out_images.append(combine(images[row:row + 1], images[row + 1:row + 2], place)[0])
+            first, second = (moved(images[row + j:row + j + 1], place[j]) for j in (0, 1))
+            out_images.append(combine(first, second, place[1])[0])
             out_z.append(F.normalize(embeds[row] + embeds[row + 1], dim=-1))
             row += 2
         return torch.stack(out_images), torch.stack(out_z)
