@@ -43,7 +43,7 @@ train: setup
 	$(BIN)/unclip train clip --config configs/shapes/clip.yaml --resume --train.steps=3000 \
 		--data.hard_negatives=true --train.out_dir=runs/reranker
 	$(BIN)/unclip assemble runs/prior/model runs/prior_ar/model runs/prior_eclipse/model runs/decoder_gpu/model runs/upsampler1_full/model runs/upsampler2_more/model \
-		--reranker runs/reranker/model --rerank 8 --rerank-threshold 0.78 --compose --out runs/model
+		--reranker runs/reranker/model --rerank 12 --rerank-threshold 0.78 --compose --out runs/model
 
 # Debian's Chromium for the browser tests (Playwright's own browser download cannot work here).
 browser:
