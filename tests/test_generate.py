@@ -338,7 +338,7 @@ def test_a_single_object_caption_stops_only_on_a_candidate_that_beats_its_contra
     from unclip.data.shapes import contrast_captions
     from unclip.pipelines import rerank
 
-    pipe = DalleTwoPipeline.from_pretrained(reranked)
+    pipe = DalleTwoPipeline.from_pretrained(reranked, torch_dtype=torch.float32)
     one = PROMPTS[0]
     assert len(contrast_captions(one)) == 8 and "a large blue circle on the left on a white background" in \
         contrast_captions(one) and contrast_captions(PROMPTS[1]) == []
