@@ -7,7 +7,7 @@ import json
 import time
 from pathlib import Path
 
-from unclip.cli.flags import device_flag
+from unclip.cli.flags import device_flag, offload_flag
 
 DEMO_CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "demo"
 
@@ -24,7 +24,7 @@ PROMPTS = [
 
 
 def run_demo(out: str | Path = "unclip-demo", model: str | Path | None = None, seed: int = 0,
-             device: str | None = "auto") -> Path:
+             device: str | None = "auto", offload: str | None = None) -> Path:
     """Generate PROMPTS once each on `device` and save `grid.png` beside the images; returns the grid path."""
     import numpy as np
     from PIL import Image
@@ -34,7 +34,7 @@ def run_demo(out: str | Path = "unclip-demo", model: str | Path | None = None, s
     from unclip.tasks.generate import generate_files
 
     start = time.perf_counter()
-    pipe = load_pipeline(model, device=device)
+    pipe = load_pipeline(model, device=device, offload=offload)
     out = Path(out)
     manifest = generate_files(pipe, PROMPTS, out, seed=seed, batch_size=len(PROMPTS), overwrite=True)
     records = [json.loads(line) for line in manifest.read_text().splitlines()]
@@ -90,7 +90,7 @@ def cmd_demo(args) -> None:
             raise ValueError("--train trains its own model; leave out --model")
         train_demo(args.out or "unclip-demo-train", args.configs, args.eval_num)
     else:
-        run_demo(args.out or "unclip-demo", args.model, args.seed, device=args.device)
+        run_demo(args.out or "unclip-demo", args.model, args.seed, device=args.device, offload=args.offload)
 
 
 def add_demo(sub) -> dict:
@@ -104,4 +104,5 @@ def add_demo(sub) -> dict:
     dm.add_argument("--configs", help="with --train: folder of stage presets (default: configs/demo)")
     dm.add_argument("--eval-num", type=int, default=48, help="with --train: eval prompts to score")
     device_flag(dm)
+    offload_flag(dm)
     return {"demo": cmd_demo}

@@ -9,7 +9,8 @@ def load(args):
     from unclip.pipelines.registry import load_pipeline
 
     return load_pipeline(args.model, torch_dtype=getattr(args, "dtype", "float32"), device=getattr(args, "device", None),
-                         compile=getattr(args, "compile", False), image_encoder=getattr(args, "image_encoder", None),
+                         compile=getattr(args, "compile", False), offload=getattr(args, "offload", None),
+                         image_encoder=getattr(args, "image_encoder", None),
                          prior_model=_one_or_list(getattr(args, "prior_model", None)))
 
 
@@ -87,11 +88,18 @@ def compute_flags(parser) -> None:
     """--dtype, --device and --compile: every command that runs a model."""
     dtype_flag(parser)
     device_flag(parser)
+    offload_flag(parser)
     parser.add_argument("--compile", choices=["auto", "on", "off", "onnx"], default="auto",
                         help="how the networks that sample many steps run: on: torch.compile (kernels cached in "
                         "$UNCLIP_CACHE/inductor); onnx: ONNX Runtime, with --dtype float32 on the CPU (exported "
                         "once, cached in $UNCLIP_CACHE/onnx; pip install 'unclip[onnx]'); auto: torch.compile on a "
                         "CUDA GPU, else off")
+
+
+def offload_flag(parser) -> None:
+    parser.add_argument("--offload", choices=["model", "sequential"], help="keep the weights in CPU memory and "
+                        "compute on the GPU (--device): model: one network at a time on it (diffusers' "
+                        "enable_model_cpu_offload); sequential: one layer at a time (the least memory, slowest)")
 
 
 def device_flag(parser) -> None:

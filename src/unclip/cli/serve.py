@@ -20,8 +20,7 @@ def cmd_serve(args) -> None:
 
     check_device(args)
     serve(args.model, args.host, args.port, image_encoder=args.image_encoder, device=args.device, dtype=args.dtype,
-          compile=args.compile,
-          prior_model=args.prior_model)
+          compile=args.compile, prior_model=args.prior_model, offload=args.offload)
 
 
 def add_serve(sub) -> dict:

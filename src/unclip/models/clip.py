@@ -20,6 +20,7 @@ from torch import nn
 from transformers import AutoTokenizer, CLIPConfig, CLIPModel
 
 from unclip.config import check
+from unclip.runtime.offload import execution_device
 
 # OpenAI CLIP's pixel statistics, used when a pretrained folder has no preprocessor config.
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -174,12 +175,12 @@ class ClipTowers:
         self.text_encoder, self.image_encoder = text_encoder, image_encoder
         self.tokenizer, self.image_processor = tokenizer, image_processor
         self.image_size = image_encoder.config.image_size
-        dev = image_encoder.device
+        dev = execution_device(image_encoder)
         self.image_mean = torch.tensor(image_processor.image_mean, device=dev).view(1, 3, 1, 1)
         self.image_std = torch.tensor(image_processor.image_std, device=dev).view(1, 3, 1, 1)
 
     def embed_text(self, captions: list[str]) -> TextEmbedding:
-        dev = self.text_encoder.device
+        dev = execution_device(self.text_encoder)
         tok = self.tokenizer(list(captions), padding="max_length", max_length=self.tokenizer.model_max_length,
                              truncation=True, return_tensors="pt")
         out = self.text_encoder(tok.input_ids.to(dev))
@@ -201,7 +202,7 @@ class ClipTowers:
 
         pil = [im if isinstance(im, Image.Image) else Image.fromarray(np.asarray(im)) for im in images]
         pixels = self.image_processor(images=pil, return_tensors="pt").pixel_values
-        return self.image_encoder(pixels.to(self.image_encoder.device, self.image_encoder.dtype)).image_embeds
+        return self.image_encoder(pixels.to(execution_device(self.image_encoder), self.image_encoder.dtype)).image_embeds
 
 
 def warn_if_cut(tokenizer, captions: list[str], max_length: int) -> None:

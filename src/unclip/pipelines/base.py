@@ -54,6 +54,13 @@ def _device_and_dtype(args, kwargs) -> tuple[torch.device | None, torch.dtype | 
     return (None if device is None else torch.device(device)), dtype
 
 
+def _accelerator_name(device, gpu_id: int | None):
+    """diffusers' (gpu_id, device) arguments as one device name; None: the first accelerator."""
+    if gpu_id is not None:
+        return f"{torch.device(device or 'cuda').type}:{gpu_id}"
+    return device
+
+
 class Pipeline:
     """The shared part of every pipeline: devices, dtypes, loading and the settings check."""
 
@@ -119,8 +126,55 @@ class Pipeline:
 
         return compile_networks(self.sampled_networks(), mode)
 
+    # -- memory: offloading and latent decoding, in diffusers' names ----------------------------------
+    offload_whole: tuple[str, ...] = ()  # networks whose weights are read outside a forward (runtime.offload)
+
+    def enable_model_cpu_offload(self, gpu_id: int | None = None, device: str | torch.device | None = None) -> None:
+        """Weights in CPU memory, one network at a time on the accelerator (unclip.runtime.offload)."""
+        from unclip.runtime import offload
+
+        offload.attach(self, "model", offload.accelerator(_accelerator_name(device, gpu_id)))
+
+    def enable_sequential_cpu_offload(self, gpu_id: int | None = None, device: str | torch.device | None = None) -> None:
+        """Weights in CPU memory, one layer at a time on the accelerator: the least memory, the slowest."""
+        from unclip.runtime import offload
+
+        offload.attach(self, "sequential", offload.accelerator(_accelerator_name(device, gpu_id)))
+
+    def remove_all_hooks(self) -> None:
+        """Offloading undone: every network back in CPU memory, without hooks."""
+        from unclip.runtime import offload
+
+        offload.detach(self)
+
+    @property
+    def latent_decoder(self) -> torch.nn.Module | None:
+        """The network that turns latents into pixels (Kandinsky's MoVQ, Stable unCLIP's VAE), if any."""
+        return None
+
+    def _latent_decoder(self) -> torch.nn.Module:
+        if self.latent_decoder is None:
+            raise ValueError(f"this {self.title} draws pixels directly: it has no latent decoder to slice or tile")
+        return self.latent_decoder
+
+    def enable_vae_slicing(self) -> None:
+        """Decode a batch of latents one image at a time (the same images, less memory)."""
+        self._latent_decoder().use_slicing = True
+
+    def disable_vae_slicing(self) -> None:
+        self._latent_decoder().use_slicing = False
+
+    def enable_vae_tiling(self) -> None:
+        """Decode a large image in overlapping tiles, blended across the seams (less memory)."""
+        self._latent_decoder().use_tiling = True
+
+    def disable_vae_tiling(self) -> None:
+        self._latent_decoder().use_tiling = False
+
     def to(self, *args, **kwargs) -> Pipeline:
         device, dtype = _device_and_dtype(args, kwargs)
+        if device is not None and getattr(self, "_offload", None) is not None:
+            raise ValueError("this pipeline is offloaded (enable_*_cpu_offload): call remove_all_hooks() before .to(device)")
         for _, net in self.networks():
             torch.nn.Module.to(net, device=device, dtype=dtype)  # diffusers' .to warns on fp16 CPU modules
         return self
@@ -134,6 +188,10 @@ class Pipeline:
 
     @property
     def device(self) -> torch.device:
+        """Where the pipeline computes: its accelerator when offloaded, else where its weights are."""
+        state = getattr(self, "_offload", None)
+        if state is not None:
+            return state.device
         p = self._first_param()
         return torch.device("cpu") if p is None else p.device
 

@@ -49,7 +49,8 @@ OPTIONS = {  # load options -> what they are for, in errors
 
 
 def load_pipeline(path: str | Path | None = None, torch_dtype: torch.dtype | str = torch.float32,
-                  device: str | torch.device | None = None, compile: bool | str = False, **options):
+                  device: str | torch.device | None = None, compile: bool | str = False, offload: str | None = None,
+                  **options):
     """The pipeline a folder holds (default: the shipped model), in `torch_dtype` ("auto": the
     fastest precision for `device`, see unclip.runtime.precision) on `device` ("auto": the first GPU if
     any; None: the CPU). `compile`: how the networks that sample many steps run: "on"/True
@@ -57,12 +58,20 @@ def load_pipeline(path: str | Path | None = None, torch_dtype: torch.dtype | str
     on a CUDA GPU; unclip.runtime.compiled). `options` (None: not given): `image_encoder`, a
     Karlo variations folder whose image tower to add; `prior_model`, an ECLIPSE prior folder for
     a Karlo folder, or a Kandinsky 2.2 prior folder for a Kandinsky decoder ([prior folder, ECLIPSE's
-    Kandinsky prior] for ECLIPSE's). Every folder may be a Hub id (`owner/name[@revision]`)."""
+    Kandinsky prior] for ECLIPSE's). Every folder may be a Hub id (`owner/name[@revision]`).
+    `offload`: "model" or "sequential" keeps the weights in CPU memory and computes on `device`, which
+    must be an accelerator (unclip.runtime.offload)."""
     from unclip.runtime.compiled import backend
     from unclip.runtime.devices import resolve_device
     from unclip.runtime.precision import resolve_dtype
 
+    from unclip.runtime import offload as offloading
+
     path = resolve_model(path)
+    if offload is not None:
+        if offload not in offloading.MODES:
+            raise ValueError(f"offload must be one of {', '.join(offloading.MODES)}, got {offload!r}")
+        device = offloading.accelerator(device)  # before loading: no accelerator costs no load
     device = resolve_device(device) if device is not None else torch.device("cpu")
     if isinstance(torch_dtype, str):
         torch_dtype = resolve_dtype(torch_dtype, device)
@@ -75,7 +84,9 @@ def load_pipeline(path: str | Path | None = None, torch_dtype: torch.dtype | str
             raise ValueError(f"{OPTIONS[key]}; {path} is a {cls.title} folder")
     kw = {k: resolve_folders(v) for k, v in kw.items()}  # folders or Hub ids
     how = backend(compile, device, torch_dtype)  # before loading: a bad value costs no load
-    pipe = cls.from_pretrained(path, torch_dtype=torch_dtype, device=device, **kw)
+    pipe = cls.from_pretrained(path, torch_dtype=torch_dtype, device=None if offload else device, **kw)
+    if offload is not None:
+        offloading.attach(pipe, offload, device)
     if how:
         pipe.compile(how)
     return pipe

@@ -220,9 +220,10 @@ def build_app(pipe, model_path, limits: Limits | None = None, folder: str | Path
 
 
 def serve(model=None, host: str = "127.0.0.1", port: int = 7860, image_encoder=None, limits: Limits | None = None,
-          device: str | None = "auto", dtype: str = "auto", prior_model=None, compile: str | bool = "auto"):
-    """Load the model once (on `device`, in `dtype`, compiled as `compile` says, unclip.runtime.compiled)
-    and serve the page until interrupted."""
+          device: str | None = "auto", dtype: str = "auto", prior_model=None, compile: str | bool = "auto",
+          offload: str | None = None):
+    """Load the model once (on `device`, in `dtype`, compiled as `compile` says, unclip.runtime.compiled;
+    offloaded to CPU memory as `offload` says, unclip.runtime.offload) and serve the page until interrupted."""
     import os
 
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # nothing leaves this machine
@@ -232,7 +233,7 @@ def serve(model=None, host: str = "127.0.0.1", port: int = 7860, image_encoder=N
 
     path = resolve_model(model)
     pipe = load_pipeline(path, torch_dtype=dtype, image_encoder=image_encoder, device=device, prior_model=prior_model,
-                         compile=compile)
+                         compile=compile, offload=offload)
     if not pipe.capabilities.inversion:  # every tab but one edits through the CLIP latent
         raise ValueError(f"{path} is a {pipe.title}; the web app serves unCLIP and Karlo models "
                          "(use `unclip generate --model ...` for it)")

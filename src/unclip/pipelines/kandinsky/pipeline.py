@@ -46,6 +46,7 @@ class KandinskyPipeline(Pipeline):
 
     title = "Kandinsky 2.2 model"
     load_options = ("prior_model",)
+    offload_whole = ("prior",)  # its CLIP statistics are read outside its forward
     folder_classes = (DECODER, INPAINT)
 
     def __init__(self, decoder: dict, prior: dict | None = None, decoder_kind: str = DECODER):
@@ -111,6 +112,10 @@ class KandinskyPipeline(Pipeline):
     def sampled_networks(self):
         names = ("unet",) + (("prior",) if self.prior_kind == "diffusion" else ())
         return [(n, getattr(self, n)) for n in names]
+
+    @property
+    def latent_decoder(self):
+        return self.movq
 
     @property
     def prior_kind(self) -> str | None:

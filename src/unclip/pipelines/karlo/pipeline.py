@@ -59,6 +59,7 @@ class KarloPipeline(Pipeline):
     """A Karlo folder (text to image, or image variations) behind unclip's pipeline contract."""
 
     title = "Karlo model"
+    offload_whole = ("prior",)  # its CLIP statistics are read outside its forward
     load_options = ("image_encoder", "prior_model")
     folder_classes = (TEXT_TO_IMAGE, VARIATIONS)
 

@@ -42,6 +42,7 @@ class StableUnclipPipeline(Pipeline):
 
     title = "Stable unCLIP model"
     load_options = ("prior_model",)
+    offload_whole = ("prior_prior",)  # Karlo's prior: its CLIP statistics are read outside its forward
     folder_classes = (IMG2IMG,)
 
     def __init__(self, parts: dict, prior=None):
@@ -94,6 +95,10 @@ class StableUnclipPipeline(Pipeline):
         own = [(n, getattr(self, n)) for n in NETWORKS]
         return own + ([] if self.prior_pipe is None else [(f"prior_{n}", m) for n, m in self.prior_pipe.networks()
                                                           if n in ("text_encoder", "prior")])
+
+    @property
+    def latent_decoder(self):
+        return self.vae
 
     def sampled_networks(self):
         return [("unet", self.unet)] + ([("prior", self.prior_pipe.prior)] if self.prior_kind == "diffusion" else [])
