@@ -1,21 +1,27 @@
-"""Every command and the API on a GPU against the CPU: the same seed's images, and the time.
+"""Every command on a GPU against the CPU: the same seed's images at float32, and the seconds.
 
-    python benchmarks/gpu_check.py --out runs/gpu_check            # cuda against cpu
-    python benchmarks/gpu_check.py --devices cpu cpu --out /tmp/x  # the script itself, anywhere
+    python benchmarks/gpu_check.py --out runs/gpu_check              # cuda against cpu
+    python benchmarks/gpu_check.py --devices cpu cpu --out /tmp/x    # the script itself, anywhere
 
-For each job (generate at the model's defaults, invert, vary, interpolate, edit, eval shapes on
-a few prompts, the demo, and the Python API) it runs the command once per device with the same
-seed in float32, then prints the mean |difference| of the images (of 255) and the seconds of
-each whole command. Commit the output with the GPU's name (it is printed first).
+Each job runs once per device, each run in its own process with its own time limit (--limit), and
+its row is printed the moment both are done: seconds on each device and the mean |difference| of
+their images (of 255), or what the job compares instead (losses, scores). Jobs: generate, invert,
+vary, interpolate, edit, inpaint, probe, eval (shapes, 16 prompts), demo, serve (one HTTP request
+through gradio_client), train (20 steps of a tiny decoder), lora (10 LoRA steps on a tiny Kandinsky
+decoder), accelerate (`accelerate launch` with one process), and first (the first `unclip
+generate` at the defaults, --compile auto, against --compile off, with an empty compile cache).
+The GPU's name is printed first; commit the output with it. --jobs picks some.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
+import os
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -23,18 +29,155 @@ import numpy as np
 from PIL import Image
 
 PROMPTS = ["a red circle on a white background", "a blue square above a green star on a black background"]
+ROOT = Path(__file__).resolve().parents[1]
+JOBS = ("generate", "invert", "vary", "interpolate", "edit", "inpaint", "probe", "eval", "demo", "serve", "train",
+        "lora", "accelerate", "first")
 
 
-def run(cmd: list[str]) -> float:
+class Failed(Exception):
+    pass
+
+
+def env_for(device: str, **extra) -> dict:
+    """Training picks its device through accelerate: a CPU run hides the GPU."""
+    env = {**os.environ, **extra}
+    if device == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    return env
+
+
+def run(args: list[str], limit: float, env: dict | None = None, module: bool = True) -> float:
+    """Seconds of one command in its own process; Failed with its error's tail, or on the limit."""
+    cmd = [sys.executable, "-m", "unclip", *args] if module else args
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "unclip", *cmd], capture_output=True, text=True)
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=limit, env=env)
+    except subprocess.TimeoutExpired:
+        raise Failed(f"past its limit of {limit:.0f} s") from None
     if done.returncode != 0:
-        raise SystemExit(f"unclip {' '.join(cmd)} failed:\n{done.stderr[-2000:]}")
+        raise Failed((done.stderr or done.stdout).strip().splitlines()[-1][:200] if (done.stderr or done.stdout)
+                     else f"exit {done.returncode}")
     return time.perf_counter() - start
 
 
 def images(folder: Path) -> list[np.ndarray]:
-    return [np.asarray(Image.open(p)).astype(float) for p in sorted(folder.glob("*.png")) if p.name[0].isdigit()]
+    return [np.asarray(Image.open(p).convert("RGB")).astype(float)
+            for p in sorted(folder.rglob("*.png")) if p.name[0].isdigit()]
+
+
+def diff(a: list[np.ndarray], b: list[np.ndarray]) -> str:
+    if not a or len(a) != len(b):
+        return f"images: {len(a)} against {len(b)}"
+    return f"{np.mean([np.abs(x - y).mean() for x, y in zip(a, b)]):.3f}"
+
+
+def last_loss(folder: Path) -> float:
+    rows = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines() if line.strip()]
+    losses = [r["loss"] for r in rows if "loss" in r]
+    return losses[-1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve_once(device: str, out: Path, limit: float) -> tuple[float, list[np.ndarray]]:
+    """Start `unclip serve` on loopback, ask /generate for one image, stop it."""
+    try:
+        from gradio_client import Client
+    except ImportError:
+        raise Failed("gradio is not installed here: the web app is checked on the CPU") from None
+    port = free_port()
+    log = out / f"serve-{device}.log"
+    start = time.perf_counter()
+    with open(log, "w") as f:
+        server = subprocess.Popen([sys.executable, "-m", "unclip", "serve", "--port", str(port), "--device", device,
+                                   "--dtype", "float32"], stdout=f, stderr=subprocess.STDOUT)
+    try:
+        while "unclip serve: http" not in log.read_text():
+            if server.poll() is not None or time.perf_counter() - start > limit:
+                raise Failed(f"the server did not start: {log.read_text()[-200:]}")
+            time.sleep(0.5)
+        gallery = Client(f"http://127.0.0.1:{port}/", verbose=False).predict(PROMPTS[0], 1, 3, api_name="/generate")
+        return time.perf_counter() - start, [np.asarray(Image.open(gallery[0]["image"]).convert("RGB")).astype(float)]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def tiny_kandinsky(out: Path) -> tuple[Path, Path]:
+    from unclip.pipelines.kandinsky.synthetic import random_decoder, random_prior, write_decoder, write_prior
+
+    if not (out / "decoder").is_dir():
+        write_prior(random_prior(seed=0), out / "prior")
+        write_decoder(random_decoder(seed=1), out / "decoder")
+    return out / "decoder", out / "prior"
+
+
+def job(name: str, device: str, out: Path, limit: float, inputs: dict) -> tuple[float, object]:
+    """(seconds, what the two devices' runs are compared by) of one job on one device."""
+    folder = out / f"{name}-{device}"
+    common = ["--device", device, "--dtype", "float32", "--out", str(folder), "--overwrite"]
+    pic, other, mask = (str(inputs[k]) for k in ("picture", "other", "mask"))
+    commands = {
+        "generate": ["generate", *PROMPTS, "--num-images", "2", "--seed", "3"],
+        "invert": ["invert", pic, "--steps", "20"],
+        "vary": ["vary", pic, "--num-images", "2", "--steps", "20"],
+        "interpolate": ["interpolate", pic, other, "--frames", "3", "--steps", "20"],
+        "edit": ["edit", pic, "--to", "a blue circle on a white background", "--frames", "3", "--steps", "20"],
+        "inpaint": ["inpaint", pic, "a blue square above a red circle on a white background", "--mask", mask],
+        "probe": ["probe", "pca", pic, "--dims", "1", "4", "16"],
+    }
+    if name in commands:
+        return run([*commands[name], *common], limit), images(folder)
+    if name == "eval":
+        seconds = run(["eval", "shapes", "--num", "16", "--device", device, "--dtype", "float32", "--out",
+                       str(folder)], limit)
+        report = json.loads((folder / "report.json").read_text())
+        return seconds, (images(folder), json.dumps(report.get("in_distribution")))
+    if name == "demo":
+        return run(["demo", "--device", device, "--out", str(folder)], limit), images(folder)
+    if name == "serve":
+        return serve_once(device, out, limit)
+    if name == "train":
+        seconds = run(["train", "decoder", "--config", str(ROOT / "configs/tiny/decoder.yaml"),
+                       f"--clip={ROOT / 'src/unclip/assets/shapes/clip'}", "--train.steps=20",
+                       f"--train.out_dir={folder}", "--train.checkpoint_every=20"], limit, env_for(device))
+        return seconds, last_loss(folder)
+    if name == "lora":
+        decoder, prior = tiny_kandinsky(out / "kandinsky")
+        seconds = run(["train", "decoder", "--config", str(ROOT / "configs/kandinsky/decoder_finetune.yaml"),
+                       f"--init={decoder}", f"--prior-model={prior}", "--lora.rank=4", "--train.steps=10",
+                       "--train.batch_size=2", "--train.checkpoint_every=10", "--train.sample_every=0",
+                       f"--train.out_dir={folder}"], limit, env_for(device))
+        return seconds, last_loss(folder)
+    if name == "accelerate":
+        cmd = ["accelerate", "launch", "--num_processes", "1", *(["--cpu"] if device == "cpu" else []),
+               "-m", "unclip", "generate", *PROMPTS, "--num-images", "2", "--seed", "3", *common]
+        return run(cmd, limit, env_for(device), module=False), images(folder)
+    raise ValueError(name)
+
+
+def compare(name: str, a, b) -> str:
+    if name in ("train", "lora"):
+        return f"last loss {a:.4f} / {b:.4f}"
+    if name == "eval":
+        return f"{diff(a[0], b[0])}; scores {a[1]} / {b[1]}"
+    return diff(a, b)
+
+
+def first_command(device: str, out: Path, limit: float) -> str:
+    """The first `unclip generate` a user runs on `device`, at the defaults, against --compile off,
+    each with an empty compile cache."""
+    walls = {}
+    for setting in ("auto", "off"):
+        cache = tempfile.mkdtemp(prefix="inductor-")
+        walls[setting] = run(["generate", *PROMPTS, "--device", device, "--compile", setting, "--out",
+                              str(out / f"first-{setting}"), "--overwrite"], limit,
+                             env_for(device, TORCHINDUCTOR_CACHE_DIR=cache, UNCLIP_CACHE=cache))
+    return f"| first | auto {walls['auto']:.1f} | off {walls['off']:.1f} | auto / off {walls['auto'] / walls['off']:.2f} |"
 
 
 def main() -> None:
@@ -42,64 +185,40 @@ def main() -> None:
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--devices", nargs=2, default=["cuda", "cpu"], metavar=("DEVICE", "REFERENCE"))
-    p.add_argument("--model", help="model folder (default: the shipped model)")
     p.add_argument("--out", default="runs/gpu_check")
+    p.add_argument("--jobs", nargs="+", choices=JOBS, default=list(JOBS))
+    p.add_argument("--limit", type=float, default=120, help="seconds each run of a job may take")
     args = p.parse_args()
     if "cuda" in " ".join(args.devices) and not torch.cuda.is_available():
         print("no CUDA GPU on this machine: nothing to check (--devices cpu cpu checks the script itself)")
         return
-    out = Path(args.out)
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    print(f"GPU: {gpu}; CPU: {platform.processor() or platform.machine()}; torch {torch.__version__}")
-    model = ["--model", args.model] if args.model else []
-    picture = out / "input.png"
-    out.mkdir(parents=True, exist_ok=True)
     from unclip.data import shapes
+    from unclip.runtime.devices import cpu_name
 
-    Image.fromarray(shapes.render(shapes.eval_split(1)[0].scene, 128)).save(picture)
-    Image.fromarray(shapes.render(shapes.eval_split(2)[1].scene, 128)).save(out / "other.png")
-    jobs = {
-        "generate": ["generate", *PROMPTS, "--num-images", "2", "--seed", "3"],
-        "invert": ["invert", str(picture), "--steps", "20"],
-        "vary": ["vary", str(picture), "--num-images", "2", "--steps", "20"],
-        "interpolate": ["interpolate", str(picture), str(out / "other.png"), "--frames", "3", "--steps", "20"],
-        "edit": ["edit", str(picture), "--to", "a blue circle on a white background", "--frames", "3", "--steps", "20"],
-    }
-    rows = []
-    for name, cmd in jobs.items():
-        seconds, got = {}, {}
-        for device in args.devices:
-            folder = out / f"{name}-{device}"
-            seconds[device] = run([*cmd, *model, "--device", device, "--dtype", "float32", "--out", str(folder),
-                                   "--overwrite"])
-            got[device] = images(folder)
-        a, b = got.values()
-        diff = float(np.mean([np.abs(x - y).mean() for x, y in zip(a, b)]))
-        rows.append((name, *seconds.values(), diff))
-    for device in args.devices:  # eval and demo: figures and timing, per device
-        start = time.perf_counter()
-        run(["eval", "shapes", *model, "--num", "16", "--device", device, "--dtype", "float32",
-             "--out", str(out / f"eval-{device}")])
-        report = json.loads((out / f"eval-{device}" / "report.json").read_text())
-        print(f"eval shapes (16 prompts) on {device}: {time.perf_counter() - start:.1f} s; "
-              f"{json.dumps(report['in_distribution'])}")
-        print(f"demo on {device}: {run(['demo', *model, '--device', device, '--out', str(out / f'demo-{device}')]):.1f} s")
-    # the API, warm, in this process
-    from unclip import load_pipeline
-
-    api = {}
-    for device in args.devices:
-        pipe = load_pipeline(args.model, device=device)
-        pipe(PROMPTS[0], generator=torch.Generator().manual_seed(0))  # warm
-        start = time.perf_counter()
-        api[device] = pipe(PROMPTS, generator=[torch.Generator().manual_seed(i) for i in range(2)],
-                           output_type="np").images
-        rows.append((f"API on {device} (warm)", time.perf_counter() - start, float("nan"), float("nan")))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    print(f"GPU: {gpu}; CPU: {cpu_name()}, {os.cpu_count()} cores; torch {torch.__version__}", flush=True)
+    inputs = {"picture": out / "input.png", "other": out / "other.png", "mask": out / "mask.png"}
+    Image.fromarray(shapes.render(shapes.eval_split(1)[0].scene, 128)).save(inputs["picture"])
+    Image.fromarray(shapes.render(shapes.eval_split(2)[1].scene, 128)).save(inputs["other"])
+    mask = np.zeros((128, 128), np.uint8)
+    mask[:, 64:] = 255
+    Image.fromarray(mask).save(inputs["mask"])
     d0, d1 = args.devices
-    rows.append(("API images", float("nan"), float("nan"), float(np.abs(api[d0] - api[d1]).mean() * 255)))
-    print(f"| job | s on {d0} | s on {d1} | mean abs diff (of 255) |\n|---|---|---|---|")
-    for name, a, b, diff in rows:
-        print(f"| {name} | {a:.2f} | {b:.2f} | {diff:.3f} |")
+    print(f"| job | s on {d0} | s on {d1} | mean abs diff (of 255) or what is compared |\n|---|---|---|---|", flush=True)
+    failed = 0
+    for name in args.jobs:
+        try:
+            if name == "first":
+                print(first_command(d0, out, args.limit * 2), flush=True)
+                continue
+            (s0, a), (s1, b) = (job(name, d, out, args.limit, inputs) for d in (d0, d1))
+            print(f"| {name} | {s0:.1f} | {s1:.1f} | {compare(name, a, b)} |", flush=True)
+        except Failed as e:
+            failed += 1
+            print(f"| {name} | - | - | not run: {e} |", flush=True)
+    print(f"{len(args.jobs) - failed} of {len(args.jobs)} jobs ran", flush=True)
 
 
 if __name__ == "__main__":

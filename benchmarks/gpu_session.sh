@@ -1,23 +1,37 @@
 #!/usr/bin/env bash
-# The GPU checks of issue 34 in one run, for a session lent a GPU machine (/work/.library/device):
-# unclip against diffusers on the same weights (fp16 and bf16, eager, compiled, CUDA graphs) and
-# every command on the GPU against the CPU. Outputs land in $OUT; commit them with the GPU's name.
+# The GPU checks of issues 52 and 53 in one run of at most ~9.5 minutes on one H200, for a session
+# lent a GPU machine (/work/.library/device). Each part prints as it goes and has its own limit;
+# outputs land in $OUT (commit them with the GPU's name, which gpu.txt holds).
 #
-# That machine has its own python3 with torch but no diffusers. Here, once, in the repo's root:
-#   echo /.whl/ >> .git/info/exclude
-#   .venv/bin/python -m pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl diffusers==0.42.1
-# then run, with `.whl` carried:  bash benchmarks/gpu_session.sh   (timeout_s 560; about 8 minutes)
+# That machine has python3 with torch, transformers, accelerate and peft, but no diffusers and no
+# network, and takes at most 64 MiB of working tree (the shipped models are 93 MB). Here, first:
+#   bash benchmarks/device_pack.sh pack      # fp16 copy of the shapes model + diffusers' wheel in .device
+# then run this with `.device` carried (timeout_s 590), then: bash benchmarks/device_pack.sh unpack
 set -o pipefail
 OUT=${OUT:-runs/gpu_session}
 mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    || { echo "no wheels in .whl: see the top of this script"; exit 2; }
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+    .device/wheels/*.whl || { echo "no wheels in .device/wheels: see the top of this script"; exit 2; }
 export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1
+[ -d src/unclip/assets/shapes ] || cp -r .device/shapes src/unclip/assets/shapes
 python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA GPU here')" || exit 2
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$OUT/gpu.txt"
-python3 -c "import torch, diffusers, transformers; print('torch', torch.__version__, 'diffusers', diffusers.__version__,
-'transformers', transformers.__version__)" >> "$OUT/gpu.txt"
-cat "$OUT/gpu.txt"
-timeout 300 python3 benchmarks/vs_diffusers.py --device cuda --dtype float16 --variants diffusers float16 \
-    float16+compile float16+graphs bfloat16 bfloat16+compile 2>&1 | tee "$OUT/vs_diffusers_cuda.txt"
-timeout 200 python3 benchmarks/gpu_check.py --out /tmp/gpu_check 2>&1 | tee "$OUT/gpu_check.txt"
+{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+  python3 -c "import torch, diffusers, transformers, accelerate; print('torch', torch.__version__, 'diffusers',
+diffusers.__version__, 'transformers', transformers.__version__, 'accelerate', accelerate.__version__)"
+  nproc; } 2>&1 | tee "$OUT/gpu.txt"
+part() {  # part NAME LIMIT COMMAND...: one part, its output in $OUT/NAME.txt
+    local name=$1 limit=$2 start=$SECONDS; shift 2
+    echo "== $name (limit ${limit} s): $*"
+    timeout "$limit" "$@" 2>&1 | tee "$OUT/$name.txt"
+    echo "== $name: exit ${PIPESTATUS[0]} after $((SECONDS - start)) s" | tee -a "$OUT/$name.txt"
+}
+K=/tmp/published/kandinsky
+part offload_check 35 python3 benchmarks/offload_check.py --device cuda
+part published_kandinsky_bf16 150 python3 benchmarks/published_sizes.py --family kandinsky --device cuda \
+    --dtype bfloat16 --modes none model sequential --keep $K
+part gpu_check 170 python3 benchmarks/gpu_check.py --out /tmp/gpu_check --limit 30
+# issue 53's long job: 500 prompts at the defaults (--compile auto compiles: 500 >= 64) against eager
+part eval500_off 60 python3 -m unclip eval shapes --num 500 --device cuda --compile off --out /tmp/eval_off
+part eval500_auto 90 python3 -m unclip eval shapes --num 500 --device cuda --out /tmp/eval_auto
+part published_kandinsky_fp16 35 python3 benchmarks/published_sizes.py --family kandinsky --device cuda \
+    --dtype float16 --keep $K

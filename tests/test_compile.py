@@ -81,12 +81,3 @@ def test_a_stale_or_damaged_compile_cache_is_rebuilt(tiny_model, cache, tmp_path
             f.write_bytes(f.read_bytes()[: len(f.read_bytes()) // 2])
     eager = draw(tmp_path / "model", "off", tmp_path / "unused")
     assert np.abs(draw(tmp_path / "model", "on", cache) - eager).max() < 1e-4
-
-
-def test_auto_compiles_on_a_gpu_only():
-    cpu, gpu = torch.device("cpu"), torch.device("cuda")
-    assert backend("auto", gpu) == "inductor" and backend("auto", cpu, torch.bfloat16) is None
-    assert backend("on", cpu) == "inductor" and backend("off", gpu) is None
-    assert backend(True, cpu) == "inductor" and backend(False, gpu) is None
-    with pytest.raises(ValueError, match="compile .* must be one of auto, on, off, onnx"):
-        backend("yes", cpu)

@@ -8,12 +8,12 @@ import logging
 import sys
 from pathlib import Path
 
-from unclip.cli import demo, edit, evaluate, generate, serve, train
+from unclip.cli import demo, edit, env, evaluate, generate, serve, train
 
 OUTPUT_COMMANDS = ("generate", "invert", "vary", "interpolate", "edit", "inpaint", "probe")
 # in the order `unclip --help` lists them
 GROUPS = (train.add_data, train.add_train, generate.add_generate, edit.add_edit, edit.add_inpaint, edit.add_probe,
-          demo.add_demo, serve.add_serve, train.add_assemble, evaluate.add_eval)
+          demo.add_demo, serve.add_serve, train.add_assemble, evaluate.add_eval, env.add_env)
 
 
 def _overrides(extra: list[str], parser: argparse.ArgumentParser) -> list[str]:

@@ -37,7 +37,7 @@ def cmd_eval(args) -> None:
         prior = args.prior or "diffusion"
         if prior not in ("diffusion", "ar", "eclipse"):
             raise ValueError(f"eval prior scores a prior's samples: --prior diffusion, ar or eclipse, not {prior}")
-        pipe = load(args)
+        pipe = load(args, images=args.num or 500)
         pipe.check_settings(prior=prior)
         figures = evaluate_prior(pipe, num=args.num or 500, prior=prior)
         print_report(f"prior: predicted vs true CLIP image embeddings ({path})", figures)
@@ -47,7 +47,7 @@ def cmd_eval(args) -> None:
 
         sampling(rerank=args.rerank)
         count("resample", args.resample)
-        pipe = load(args)
+        pipe = load(args, images=args.num or 100)
         if not pipe.capabilities.inpainting:
             raise ValueError(f"eval inpaint needs a model that inpaints; this {pipe.title} does not")
         kw = {"rerank": args.rerank} if args.rerank is not None else {}
@@ -69,7 +69,7 @@ def cmd_eval(args) -> None:
             process = process_group()  # several under `accelerate launch`
             if process[3] is not None and args.device == "auto":
                 args.device = str(process[3])
-            pipe = load(args)
+            pipe = load(args, images=args.num or 500)
             figures = evaluate_model(pipe, args.out, num=args.num or 500, batch_size=args.batch_size, resume=args.resume,
                                      process=process[:3], rerank=args.rerank, rerank_threshold=args.rerank_threshold,
                                      upscale=args.upscale, prior=args.prior, compose=compose_value(args))

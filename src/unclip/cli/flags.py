@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 
-def load(args):
-    """The pipeline of --model on --device in --dtype, compiled as --compile says, with
-    --image-encoder / --prior-model where the command has them."""
+def load(args, images: int | None = 0):
+    """The pipeline of --model on --device in --dtype, compiled as --compile says for a job of
+    `images` images (None: no end), with --image-encoder / --prior-model where the command has them."""
     from unclip.pipelines.registry import load_pipeline
 
     return load_pipeline(args.model, torch_dtype=getattr(args, "dtype", "float32"), device=getattr(args, "device", None),
-                         compile=getattr(args, "compile", False), offload=getattr(args, "offload", None),
+                         compile=getattr(args, "compile", False), offload=getattr(args, "offload", None), job_images=images,
                          image_encoder=getattr(args, "image_encoder", None),
                          prior_model=_one_or_list(getattr(args, "prior_model", None)))
 
@@ -93,7 +93,8 @@ def compute_flags(parser) -> None:
                         help="how the networks that sample many steps run: on: torch.compile (kernels cached in "
                         "$UNCLIP_CACHE/inductor); onnx: ONNX Runtime, with --dtype float32 on the CPU (exported "
                         "once, cached in $UNCLIP_CACHE/onnx; pip install 'unclip[onnx]'); auto: torch.compile on a "
-                        "CUDA GPU, else off")
+                        "CUDA GPU for jobs long enough to repay compiling (64+ images, 16+ once kernels are cached; "
+                        "serve), else off")
 
 
 def offload_flag(parser) -> None:

@@ -44,7 +44,7 @@ def cmd_generate(args) -> None:
         prepare_out(args.out, args.overwrite, args.resume)  # every check before the model loads (4 s of imports)
     else:
         check_out(args.out, args.overwrite, args.resume)  # the main process prepares it once all have checked
-    pipe = load(args)
+    pipe = load(args, images=len(prompts) * args.num_images)
     manifest = generate_files(pipe, prompts, args.out, num_images=args.num_images, seed=args.seed,
                               batch_size=args.batch_size, overwrite=args.overwrite, resume=args.resume,
                               process=(rank, world, wait), **sampling)

@@ -140,12 +140,15 @@ def random_tensor(name: str, shape: torch.Size, dtype: torch.dtype, generator: t
     if len(shape) <= 1 or name.endswith("clip_std") or name.endswith("std"):
         return torch.ones(shape, dtype=dtype)
     fan_in = shape[1:].numel() if name.endswith("weight") else shape[-1]
-    return (torch.randn(shape, generator=generator) * fan_in ** -0.5).to(dtype)
+    values = torch.randn(shape, generator=generator, device=generator.device) * fan_in ** -0.5
+    return values.to("cpu", dtype)
 
 
-def write_network(library: str, name: str, config: dict, folder: Path, dtype: torch.dtype, seed: int) -> int:
+def write_network(library: str, name: str, config: dict, folder: Path, dtype: torch.dtype, seed: int,
+                  device: str = "cpu") -> int:
     """config.json and one safetensors file of random weights in `dtype`, as `save_pretrained` writes
-    them; returns the bytes of weights written."""
+    them (the random numbers drawn on `device`: a GPU draws them in a blink); returns the bytes of
+    weights written."""
     from safetensors.torch import save_file
 
     net = empty_network(library, name, config)
@@ -156,7 +159,7 @@ def write_network(library: str, name: str, config: dict, folder: Path, dtype: to
     else:
         net.save_config(folder)
         stem = "diffusion_pytorch_model"
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator(device).manual_seed(seed)
     state = {k: random_tensor(k, v.shape, dtype if v.is_floating_point() else v.dtype, g)
              for k, v in net.state_dict().items()}
     save_file(state, str(folder / f"{stem}.safetensors"), metadata={"format": "pt"})
@@ -176,13 +179,14 @@ def _index(folder: Path, kind: str, libraries: dict, names: tuple[str, ...], sch
     (folder / "model_index.json").write_text(json.dumps(index, indent=2))
 
 
-def write_family(family: str, root: str | Path, dtype: torch.dtype = torch.bfloat16, seed: int = 0) -> Written:
+def write_family(family: str, root: str | Path, dtype: torch.dtype = torch.bfloat16, seed: int = 0,
+                 device: str = "cpu") -> Written:
     """Every folder of a family under `root`, one network at a time (the largest alone in memory)."""
     if family not in NETWORKS:
         raise ValueError(f"family must be one of {', '.join(FAMILIES)}, got {family!r}")
     root, out = Path(root), Written()
     for i, (key, (lib, cls, cfg, _)) in enumerate(NETWORKS[family].items()):
-        out.weight_bytes[key] = write_network(lib, cls, cfg, root / key, dtype, seed + i)
+        out.weight_bytes[key] = write_network(lib, cls, cfg, root / key, dtype, seed + i, device)
     for folder, (source, names) in SHARED.items():
         if (root / source).is_dir():
             for name in names:

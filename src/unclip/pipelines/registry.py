@@ -50,7 +50,7 @@ OPTIONS = {  # load options -> what they are for, in errors
 
 def load_pipeline(path: str | Path | None = None, torch_dtype: torch.dtype | str = torch.float32,
                   device: str | torch.device | None = None, compile: bool | str = False, offload: str | None = None,
-                  **options):
+                  job_images: int | None = 0, **options):
     """The pipeline a folder holds (default: the shipped model), in `torch_dtype` ("auto": the
     fastest precision for `device`, see unclip.runtime.precision) on `device` ("auto": the first GPU if
     any; None: the CPU). `compile`: how the networks that sample many steps run: "on"/True
@@ -59,9 +59,10 @@ def load_pipeline(path: str | Path | None = None, torch_dtype: torch.dtype | str
     Karlo variations folder whose image tower to add; `prior_model`, an ECLIPSE prior folder for
     a Karlo folder, or a Kandinsky 2.2 prior folder for a Kandinsky decoder ([prior folder, ECLIPSE's
     Kandinsky prior] for ECLIPSE's). Every folder may be a Hub id (`owner/name[@revision]`).
-    `offload`: "model" or "sequential" keeps the weights in CPU memory and computes on `device`, which
+    `job_images`: how many images the caller will draw (None: no end, a server), which
+    `compile="auto"` weighs against the cost of compiling. `offload`: "model" or "sequential" keeps the weights in CPU memory and computes on `device`, which
     must be an accelerator (unclip.runtime.offload)."""
-    from unclip.runtime.compiled import backend
+    from unclip.runtime.compiled import decide
     from unclip.runtime.devices import resolve_device
     from unclip.runtime.precision import resolve_dtype
 
@@ -83,10 +84,13 @@ def load_pipeline(path: str | Path | None = None, torch_dtype: torch.dtype | str
         if key not in cls.load_options:
             raise ValueError(f"{OPTIONS[key]}; {path} is a {cls.title} folder")
     kw = {k: resolve_folders(v) for k, v in kw.items()}  # folders or Hub ids
-    how = backend(compile, device, torch_dtype)  # before loading: a bad value costs no load
+    how = decide(compile, device, torch_dtype, job_images)  # before loading: a bad value costs no load
     pipe = cls.from_pretrained(path, torch_dtype=torch_dtype, device=None if offload else device, **kw)
     if offload is not None:
         offloading.attach(pipe, offload, device)
-    if how:
-        pipe.compile(how)
+    if how.backend:
+        import sys
+
+        print(f"unclip: {how.reason}", file=sys.stderr, flush=True)
+        pipe.compile(how.backend)
     return pipe

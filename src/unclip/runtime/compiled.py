@@ -11,7 +11,13 @@ an upgraded torch compiles anew instead of reusing stale kernels, and a cache en
 be read is compiled again. Weights are inputs of the graph, not baked in: loading other
 weights of the same architecture reuses the kernels.
 
-`auto`: torch.compile on a CUDA GPU, eager elsewhere. Measured on a 2-core AMD EPYC with AVX-512
+`auto` compiles only what the job repays (`decide`): on a CUDA GPU, jobs of at least LONG_JOB
+images (LONG_JOB_WARM once inductor's cache holds kernels from an earlier run) and jobs without an
+end (serve); everything shorter, and everything on a CPU, runs eager. On an H200 (2026-12-04)
+`unclip generate` of two prompts took 15 s eager and was still compiling after 60 s: compiling
+pays back only over many calls. Batch sizes vary within a job (reranking rounds, guidance halves,
+chunks): torch.compile's automatic dynamic shapes compile a network once more, with a symbolic
+batch size, at the first new size, and reuse that graph for every size after it. Measured on a 2-core AMD EPYC with AVX-512
 BF16 (benchmarks/compile.py, docs/results/compile_cpu.txt): compiled bf16 ran 0.9-1.33x eager
 bf16 after 20-120 s of compiling per network, and a pipeline call reaches each network in many
 batch shapes (reranking rounds, chunks, guidance), each compiled anew. In float32 ONNX Runtime
@@ -22,6 +28,7 @@ once (cached), so it is there for long float32 runs on the CPU ("onnx"), not a d
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -52,11 +59,29 @@ def compile_networks(networks: list[tuple[str, torch.nn.Module]], mode: str | No
     return [name for name, _ in networks]
 
 
-def backend(setting: str | bool, device: torch.device, dtype: torch.dtype | None = None) -> str | None:
-    """How to run the sampled networks: "inductor" (torch.compile), "onnx" or None (eager), for
-    `setting` ("auto", "on"/True, "off"/False, "onnx") on `device` in `dtype`."""
+LONG_JOB = 64  # images a job draws from which compiling (1-2 min on a GPU, cold) pays back
+LONG_JOB_WARM = 16  # the same with kernels already in inductor's cache (seconds to load)
+
+
+def cache_is_warm() -> bool:
+    """Inductor's cache holds kernels for this torch (from an earlier compiled run)."""
+    root = cache_dir()
+    return root.is_dir() and any(root.glob("**/*.py"))
+
+
+@dataclass(frozen=True)
+class Decision:
+    backend: str | None  # "inductor", "onnx" or None (eager)
+    reason: str  # one line: why, and roughly how long compiling takes
+
+
+def decide(setting: str | bool, device: torch.device, dtype: torch.dtype | None = None, images: int | None = 0,
+           warm: bool | None = None) -> Decision:
+    """How to run the sampled networks for `setting` ("auto", "on"/True, "off"/False, "onnx") on
+    `device` in `dtype`, for a job of `images` images (None: no end, e.g. a server); `warm`: whether
+    inductor's cache already holds kernels (looked up when None)."""
     if isinstance(setting, bool):
-        return "inductor" if setting else None
+        setting = "on" if setting else "off"
     if setting not in CHOICES:
         raise ValueError(f"compile (--compile) must be one of {', '.join(CHOICES)}, got {setting!r}")
     if setting == "onnx":
@@ -65,5 +90,24 @@ def backend(setting: str | bool, device: torch.device, dtype: torch.dtype | None
         if device.type != "cpu" or dtype not in (None, torch.float32):
             raise ValueError(f"compile 'onnx' runs float32 on the CPU, not {dtype} on {device} (--dtype float32)")
         require()
-        return "onnx"
-    return "inductor" if setting == "on" or (setting == "auto" and device.type == "cuda") else None
+        return Decision("onnx", "ONNX Runtime (--compile onnx): about 50 s to export once, cached")
+    if setting == "off":
+        return Decision(None, "eager (--compile off)")
+    warm = cache_is_warm() if warm is None else warm
+    took = "about 10-20 s (kernels cached by an earlier run)" if warm else "about 1-2 min (empty cache)"
+    if setting == "on":
+        return Decision("inductor", f"compiling (--compile on): {took}")
+    if device.type != "cuda":
+        return Decision(None, f"eager (--compile auto on {device.type}: compiled runs no faster there)")
+    need = LONG_JOB_WARM if warm else LONG_JOB
+    if images is None:
+        return Decision("inductor", f"compiling (--compile auto: a job without an end, e.g. serve): {took}")
+    if images >= need:
+        return Decision("inductor", f"compiling (--compile auto: {images} images >= {need}): {took}")
+    return Decision(None, f"eager (--compile auto: {images} images < {need}, too few to repay compiling)")
+
+
+def backend(setting: str | bool, device: torch.device, dtype: torch.dtype | None = None,
+            images: int | None = 0) -> str | None:
+    """`decide(...)`'s backend: "inductor", "onnx" or None (eager)."""
+    return decide(setting, device, dtype, images).backend

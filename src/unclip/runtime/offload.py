@@ -81,8 +81,15 @@ def attach(pipe, mode: str, device: torch.device) -> Offload:
         else:
             net.to("cpu")
             add_hook_to_module(net, OneAtATime())
+    for inner in _inner_pipelines(pipe):  # e.g. Stable unCLIP's Karlo prior: it computes there too
+        inner._offload = state
     pipe._offload = state
     return state
+
+
+def _inner_pipelines(pipe) -> list:
+    """Pipelines held inside `pipe` (their networks are among its networks)."""
+    return [v for v in vars(pipe).values() if hasattr(v, "networks") and hasattr(v, "_first_param")]
 
 
 def detach(pipe) -> None:
@@ -95,6 +102,8 @@ def detach(pipe) -> None:
     for _, net in pipe.networks():
         remove_hook_from_module(net, recurse=True)
         net.to("cpu")
+    for inner in _inner_pipelines(pipe):
+        inner._offload = None
     pipe._offload = None
 
 

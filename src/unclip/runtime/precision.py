@@ -52,6 +52,12 @@ def measure_bf16_speedup() -> float:
 
 @functools.cache
 def cpu_bf16_is_faster() -> bool:
+    return cpu_bf16_speedup() > 1.1
+
+
+@functools.cache
+def cpu_bf16_speedup() -> float:
+    """fp32 time / bf16 time on this CPU, measured once and remembered in precision.json."""
     key = _cpu_key()
     try:
         known = json.loads(CACHE.read_text())
@@ -64,7 +70,7 @@ def cpu_bf16_is_faster() -> bool:
             CACHE.write_text(json.dumps(known, indent=1))
         except OSError:
             pass  # a read-only home: measure again next time
-    return known[key] > 1.1
+    return known[key]
 
 
 def native_reduced(device: str | torch.device = "cpu") -> torch.dtype | None:

@@ -233,7 +233,8 @@ def serve(model=None, host: str = "127.0.0.1", port: int = 7860, image_encoder=N
 
     path = resolve_model(model)
     pipe = load_pipeline(path, torch_dtype=dtype, image_encoder=image_encoder, device=device, prior_model=prior_model,
-                         compile=compile, offload=offload)
+                         compile=compile, offload=offload,
+                         job_images=None)  # a server has no end: --compile auto compiles on a GPU
     if not pipe.capabilities.inversion:  # every tab but one edits through the CLIP latent
         raise ValueError(f"{path} is a {pipe.title}; the web app serves unCLIP and Karlo models "
                          "(use `unclip generate --model ...` for it)")
