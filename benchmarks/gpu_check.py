@@ -54,6 +54,8 @@ def run(args: list[str], limit: float, env: dict | None = None, module: bool = T
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=limit, env=env)
     except subprocess.TimeoutExpired:
         raise Failed(f"past its limit of {limit:.0f} s") from None
+    except OSError as e:
+        raise Failed(str(e)) from None
     if done.returncode != 0:
         raise Failed((done.stderr or done.stdout).strip().splitlines()[-1][:200] if (done.stderr or done.stdout)
                      else f"exit {done.returncode}")
@@ -116,9 +118,13 @@ def tiny_kandinsky(out: Path) -> tuple[Path, Path]:
     return out / "decoder", out / "prior"
 
 
-def job(name: str, device: str, out: Path, limit: float, inputs: dict) -> tuple[float, object]:
-    """(seconds, what the two devices' runs are compared by) of one job on one device."""
-    folder = out / f"{name}-{device}"
+def job(name: str, device: str, out: Path, limit: float, inputs: dict, tag: str) -> tuple[float, object]:
+    """(seconds, what the two devices' runs are compared by) of one job on one device; its files in a
+    fresh folder named by `tag`."""
+    import shutil
+
+    folder = out / f"{name}-{tag}"
+    shutil.rmtree(folder, ignore_errors=True)
     common = ["--device", device, "--dtype", "float32", "--out", str(folder), "--overwrite"]
     pic, other, mask = (str(inputs[k]) for k in ("picture", "other", "mask"))
     commands = {
@@ -136,7 +142,8 @@ def job(name: str, device: str, out: Path, limit: float, inputs: dict) -> tuple[
         seconds = run(["eval", "shapes", "--num", "16", "--device", device, "--dtype", "float32", "--out",
                        str(folder)], limit)
         report = json.loads((folder / "report.json").read_text())
-        return seconds, (images(folder), json.dumps(report.get("in_distribution")))
+        scores = report.get("in_distribution", {})
+        return seconds, (images(folder), " ".join(f"{k} {v.get('all')}" for k, v in scores.items() if isinstance(v, dict)))
     if name == "demo":
         return run(["demo", "--device", device, "--out", str(folder)], limit), images(folder)
     if name == "serve":
@@ -154,7 +161,7 @@ def job(name: str, device: str, out: Path, limit: float, inputs: dict) -> tuple[
                        f"--train.out_dir={folder}"], limit, env_for(device))
         return seconds, last_loss(folder)
     if name == "accelerate":
-        cmd = ["accelerate", "launch", "--num_processes", "1", *(["--cpu"] if device == "cpu" else []),
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", *(["--cpu"] if device == "cpu" else []),
                "-m", "unclip", "generate", *PROMPTS, "--num-images", "2", "--seed", "3", *common]
         return run(cmd, limit, env_for(device), module=False), images(folder)
     raise ValueError(name)
@@ -164,7 +171,7 @@ def compare(name: str, a, b) -> str:
     if name in ("train", "lora"):
         return f"last loss {a:.4f} / {b:.4f}"
     if name == "eval":
-        return f"{diff(a[0], b[0])}; scores {a[1]} / {b[1]}"
+        return f"{diff(a[0], b[0])}; all right: {a[1]} / {b[1]}"
     return diff(a, b)
 
 
@@ -213,7 +220,7 @@ def main() -> None:
             if name == "first":
                 print(first_command(d0, out, args.limit * 2), flush=True)
                 continue
-            (s0, a), (s1, b) = (job(name, d, out, args.limit, inputs) for d in (d0, d1))
+            (s0, a), (s1, b) = (job(name, d, out, args.limit, inputs, f"{i}-{d}") for i, d in enumerate((d0, d1)))
             print(f"| {name} | {s0:.1f} | {s1:.1f} | {compare(name, a, b)} |", flush=True)
         except Failed as e:
             failed += 1

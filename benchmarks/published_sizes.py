@@ -121,9 +121,11 @@ def load_diffusers(family: str, folders: dict, dtype, device):
 
 
 def call_diffusers(pipe, family: str, steps: dict, batch: int, generator):
-    if family == "kandinsky":
+    if family == "kandinsky":  # at the UNet's own size, as unclip draws by default (512 px published)
+        side = pipe.unet.config.sample_size * 2 ** (len(pipe.movq.config.block_out_channels) - 1)
         return pipe(PROMPT, num_images_per_prompt=batch, prior_num_inference_steps=steps["prior"],
-                    num_inference_steps=steps["decoder"], generator=generator, output_type="np").images
+                    num_inference_steps=steps["decoder"], generator=generator, output_type="np",
+                    height=side, width=side).images
     if family == "karlo":
         return pipe(PROMPT, num_images_per_prompt=batch, prior_num_inference_steps=steps["prior"],
                     decoder_num_inference_steps=steps["decoder"], super_res_num_inference_steps=steps["super_res"],
