@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The device machine takes at most 64 MiB of working tree, and the shipped models alone are 93 MB.
-# `pack` (here, before `run`): the shipped shapes model stored in fp16 (34 MB) in .device/shapes,
+# `pack` (here, before `run`): the shipped shapes model (already fp16) without its AR and ECLIPSE priors in .device/shapes,
 # the diffusers wheel in .device/wheels, and the assets and docs taken out of what travels (git's
 # index and .git/info/exclude; the files stay on disk). `unpack` (here, after): everything back.
 # On the device machine, benchmarks/gpu_session.sh puts .device/shapes where the package looks.
@@ -15,9 +15,14 @@ pack)
 import shutil, torch
 from pathlib import Path
 from safetensors.torch import load_file, save_file
+import json
 src, dst = Path("src/unclip/assets/shapes"), Path(".device/shapes")
 shutil.rmtree(dst, ignore_errors=True)
-shutil.copytree(src, dst)
+# the AR and ECLIPSE priors stay behind (17 MB): no check uses them, and the trip takes 64 MiB
+shutil.copytree(src, dst, ignore=shutil.ignore_patterns("ar_prior", "eclipse_prior"))
+manifest = json.loads((dst / "unclip.json").read_text())
+manifest["components"] = [c for c in manifest["components"] if c not in ("ar_prior", "eclipse_prior")]
+(dst / "unclip.json").write_text(json.dumps(manifest, indent=2))
 for f in dst.rglob("*.safetensors"):
     state = load_file(f)
     save_file({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, f, metadata={"format": "pt"})

@@ -10,7 +10,8 @@ vary, interpolate, edit, inpaint, probe, eval (shapes, 16 prompts), demo, serve 
 through gradio_client), train (20 steps of a tiny decoder), lora (10 LoRA steps on a tiny Kandinsky
 decoder), accelerate (`accelerate launch` with one process), and first (the first `unclip
 generate` at the defaults, --compile auto, against --compile off, with an empty compile cache).
-The GPU's name is printed first; commit the output with it. --jobs picks some.
+The GPU's name is printed first; commit the output with it. --jobs picks some; --parallel runs
+both devices' commands of a job at once (on the H200 machine each command spends ~15 s starting).
 """
 
 from __future__ import annotations
@@ -195,6 +196,8 @@ def main() -> None:
     p.add_argument("--out", default="runs/gpu_check")
     p.add_argument("--jobs", nargs="+", choices=JOBS, default=list(JOBS))
     p.add_argument("--limit", type=float, default=120, help="seconds each run of a job may take")
+    p.add_argument("--parallel", action="store_true", help="run the two devices' commands of a job at once "
+                   "(halves the wall on a GPU machine with many cores; the seconds then overlap)")
     args = p.parse_args()
     if "cuda" in " ".join(args.devices) and not torch.cuda.is_available():
         print("no CUDA GPU on this machine: nothing to check (--devices cpu cpu checks the script itself)")
@@ -220,7 +223,14 @@ def main() -> None:
             if name == "first":
                 print(first_command(d0, out, args.limit * 2), flush=True)
                 continue
-            (s0, a), (s1, b) = (job(name, d, out, args.limit, inputs, f"{i}-{d}") for i, d in enumerate((d0, d1)))
+            if args.parallel and name not in ("serve",):  # each side's process start (~15 s) overlaps the other's
+                from concurrent.futures import ThreadPoolExecutor
+
+                with ThreadPoolExecutor(2) as pool:
+                    runs = [pool.submit(job, name, d, out, args.limit, inputs, f"{i}-{d}") for i, d in enumerate((d0, d1))]
+                    (s0, a), (s1, b) = (r.result() for r in runs)
+            else:
+                (s0, a), (s1, b) = (job(name, d, out, args.limit, inputs, f"{i}-{d}") for i, d in enumerate((d0, d1)))
             print(f"| {name} | {s0:.1f} | {s1:.1f} | {compare(name, a, b)} |", flush=True)
         except Failed as e:
             failed += 1

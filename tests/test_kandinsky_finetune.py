@@ -111,3 +111,19 @@ def test_prior_lora_adapters_are_saved_beside_the_prior_and_load(folders, tmp_pa
 
 def draw_embeds(pipe):
     return pipe(PROMPT, generator=torch.Generator().manual_seed(0), **FAST).image_embeds
+
+
+def test_previews_and_exports_draw_on_the_trained_modules_networks_alone(folders):
+    """The averaged copy that previews and exports draw with lives on the CPU while training may have
+    left the pipeline's frozen towers on a GPU: the pipeline they use holds the copy's networks, all
+    of them (a GPU run failed here with tensors on cuda:0 and cpu)."""
+    import copy
+
+    from unclip.train.kandinsky import KandinskyDecoderStage, KandinskyFinetuneConfig
+
+    decoder, prior = folders
+    stage = KandinskyDecoderStage(KandinskyFinetuneConfig(init=str(decoder), prior_model=str(prior)))
+    copied = copy.deepcopy(stage.module)
+    pipe = stage._export_pipe(copied)
+    for name in ("unet", "prior", "text_encoder", "image_encoder", "movq"):
+        assert getattr(pipe, name) is getattr(copied, name), name

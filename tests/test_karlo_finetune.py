@@ -146,3 +146,17 @@ def test_bad_settings_are_clear_errors(folders, tmp_path, capsys):
     assert "image_encoder" in capsys.readouterr().err
     assert main(["train", "upsampler", "--config", str(PRESETS / "decoder_finetune.yaml")]) == 2
     assert "decoder or the prior" in capsys.readouterr().err
+
+
+def test_previews_and_exports_use_the_copys_towers_too(folders):
+    """As Kandinsky's: the averaged CPU copy's frozen towers, not the ones training moved to a GPU."""
+    import copy
+
+    from unclip.train.karlo import KarloDecoderStage, KarloFinetuneConfig
+
+    text, variations = folders
+    stage = KarloDecoderStage(KarloFinetuneConfig(init=str(text), image_encoder=str(variations)))
+    copied = copy.deepcopy(stage.module)
+    pipe = stage._export_pipe(copied)
+    for name in ("decoder", "text_proj", "prior", "text_encoder", "image_encoder"):
+        assert getattr(pipe, name) is getattr(copied, name), name

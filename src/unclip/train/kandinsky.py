@@ -165,7 +165,10 @@ class KandinskyStage:
         return self._source
 
     def _export_pipe(self, module: KandinskyModule) -> KandinskyPipeline:
-        self.pipe.unet, self.pipe.prior = module.unet, module.prior
+        """The pipeline on `module`'s networks, every one of them: a CPU copy of the averaged weights
+        (previews, exports) must not meet the towers training left on a GPU."""
+        for name in ("unet", "prior", "text_encoder", "image_encoder", "movq"):
+            setattr(self.pipe, name, getattr(module, name))
         return self.pipe
 
     @torch.no_grad()

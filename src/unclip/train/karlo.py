@@ -187,8 +187,11 @@ class KarloStage:
         return self._source
 
     def _export_pipe(self, module: KarloModule) -> KarloPipeline:
+        """The pipeline on `module`'s networks, the frozen towers too: a CPU copy of the averaged
+        weights (previews, exports) must not meet towers training left on a GPU."""
         pipe = self.pipe
         pipe.decoder, pipe.text_proj, pipe.prior = module.decoder, module.text_proj, module.prior
+        pipe.text_encoder, pipe.image_encoder = module.text_encoder, module.image_encoder
         return pipe
 
     @torch.no_grad()
