@@ -73,6 +73,11 @@ def load_unclip(family: str, folders: dict, dtype, device):
     return load_pipeline(model, torch_dtype=dtype, device=device, compile="off", prior_model=prior)
 
 
+def call_size(pipe, family: str) -> int:
+    """The side in pixels a family draws at by default (its UNet's latent side x 8)."""
+    return pipe.unet.config.sample_size * 8 if family != "karlo" else 256
+
+
 def call_unclip(pipe, family: str, steps: dict, batch: int, generator):
     if family == "kandinsky":
         kw = dict(prior_num_inference_steps=steps["prior"], num_inference_steps=steps["decoder"])
@@ -153,10 +158,14 @@ def worker(job: dict) -> dict:
         pipe.enable_model_cpu_offload(device=job["device"])
     elif mode == "sequential":
         pipe.enable_sequential_cpu_offload(device=job["device"])
-    elif mode in ("slicing", "tiling"):
-        target = pipe.vae if hasattr(pipe, "vae") and job["side"] != "unclip" else pipe
-        getattr(target, "enable_vae_slicing" if mode == "slicing" else "enable_vae_tiling",
-                getattr(target, "enable_slicing" if mode == "slicing" else "enable_tiling", None))()
+    elif mode == "slicing":
+        pipe.enable_vae_slicing()
+    elif mode == "tiling":  # tiles of half the image's side, so that a published-size image is tiled
+        pipe.enable_vae_tiling()
+        decoder = pipe.latent_decoder if job["side"] == "unclip" else pipe.vae
+        decoder.tile_latent_min_size = call_size(pipe, family) // 8 // 2
+        if hasattr(decoder, "tile_sample_min_size"):  # diffusers' AutoencoderKL tiles by both
+            decoder.tile_sample_min_size = decoder.tile_latent_min_size * 8
     batch = 2 if mode == "slicing" else 1
     seconds = []
     for _ in range(job["calls"]):
@@ -291,8 +300,8 @@ def runs(args, folders: dict, steps: dict, root: Path) -> list[dict]:
           f"{'peak RSS':>9s} {'GPU peak':>9s} {'process s':>9s} {'diff/255':>8s}", flush=True)
     out, images = [], {}
     for mode, _, side in ((m, r, s) for m in args.modes for r in range(args.repeat) for s in args.sides):
-        if side == "diffusers" and mode == "tiling" and args.family == "kandinsky":
-            continue  # diffusers' VQModel has no tiling
+        if side == "diffusers" and mode in ("slicing", "tiling") and args.family == "kandinsky":
+            continue  # diffusers' Kandinsky pipelines and VQModel slice and tile nothing
         image = root / f"image_{side}_{mode}.npy"
         calls = 1 if mode in ("model", "sequential") else args.calls  # offloading: slow, timed on its first call
         job = dict(side=side, mode=mode, family=args.family, folders=folders, dtype=args.dtype,

@@ -134,3 +134,23 @@ def test_pixel_models_have_no_latent_decoder():
     assert pipe.latent_decoder is None
     with pytest.raises(ValueError, match="no latent decoder"):
         pipe.enable_vae_tiling()
+
+
+@pytest.mark.parametrize("command", ["generate", "invert", "vary", "interpolate", "edit", "inpaint", "probe", "eval",
+                                     "demo", "serve"])
+def test_every_sampling_command_takes_offload(command):
+    from unclip.cli import build_parser
+
+    parser, _ = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices[command]
+    option = next(a for a in sub._actions if "--offload" in a.option_strings)
+    assert tuple(option.choices) == offload.MODES
+
+
+def test_serve_with_offload_and_no_accelerator_refuses_before_serving(capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has an accelerator")
+    pytest.importorskip("gradio")
+    assert main(["serve", "--offload", "model", "--port", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "accelerator" in err and "Traceback" not in err

@@ -3,7 +3,7 @@ overlapping tiles blended across the seams (tiling).
 
 diffusers' AutoencoderKL (Stable unCLIP's VAE) does both itself once its `use_slicing` /
 `use_tiling` are set; its VQModel (Kandinsky's MoVQ) has neither, so `decode` does them here, with
-the same flags on the module. A tile is `tile` latents square (64: 512 px at MoVQ's factor 8), its
+the same flags on the module. A tile is `tile_latent_min_size` latents square (64 unless set: 512 px at MoVQ's factor 8), its
 neighbours overlap it by a quarter, and each pixel is the average of the tiles that cover it,
 weighted by how far it lies inside each, so no seam shows.
 """
@@ -16,8 +16,10 @@ import torch
 
 
 def decode(module: torch.nn.Module, latents: torch.Tensor, decode_one: Callable[[torch.Tensor], torch.Tensor],
-           factor: int, tile: int = 64) -> torch.Tensor:
-    """`decode_one` over `latents` (B, C, h, w), sliced and tiled as `module`'s flags say."""
+           factor: int, tile: int | None = None) -> torch.Tensor:
+    """`decode_one` over `latents` (B, C, h, w), sliced and tiled as `module`'s flags say; tiles of
+    `tile` latents (default: the module's `tile_latent_min_size`, diffusers' name, else 64)."""
+    tile = tile or getattr(module, "tile_latent_min_size", 64)
     if getattr(module, "use_slicing", False) and len(latents) > 1:
         return torch.cat([decode(module, z[None], decode_one, factor, tile) for z in latents])
     if getattr(module, "use_tiling", False) and max(latents.shape[-2:]) > tile:
