@@ -262,6 +262,8 @@ def main() -> None:
     p.add_argument("--calls", type=int, default=2, help="calls per run; the last one is timed")
     p.add_argument("--repeat", type=int, default=1, help="runs of each side, alternating; medians compared")
     p.add_argument("--build-only", action="store_true")
+    p.add_argument("--whole-only", action="store_true", help="on a CPU: only the whole processes (unclip generate "
+                   "against diffusers' script), --repeat times each, alternating")
     args = p.parse_args()
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
@@ -299,7 +301,8 @@ def runs(args, folders: dict, steps: dict, root: Path) -> list[dict]:
     print(f"{'side':16s} {'mode':10s} {'load s':>7s} {'load RSS':>9s} {'weights':>8s} {'s/image':>8s} "
           f"{'peak RSS':>9s} {'GPU peak':>9s} {'process s':>9s} {'diff/255':>8s}", flush=True)
     out, images = [], {}
-    for mode, _, side in ((m, r, s) for m in args.modes for r in range(args.repeat) for s in args.sides):
+    plan = [] if args.whole_only else [(m, r, s) for m in args.modes for r in range(args.repeat) for s in args.sides]
+    for mode, _, side in plan:
         if side == "diffusers" and mode in ("slicing", "tiling") and args.family == "kandinsky":
             continue  # diffusers' Kandinsky pipelines and VQModel slice and tile nothing
         image = root / f"image_{side}_{mode}.npy"
@@ -319,17 +322,28 @@ def runs(args, folders: dict, steps: dict, root: Path) -> list[dict]:
         for res in out:
             if res["side"] == "unclip" and (res["side"], res["mode"]) in images:
                 res["mean_diff_255"] = float(np.abs(images[("unclip", res["mode"])] - ref).mean() * 255)
-                print(f"  unclip {res['mode']}: {res['mean_diff_255']:.3f}")
+        for mode in dict.fromkeys(m for s, m in images if s == "unclip"):
+            print(f"  unclip {mode}: {np.abs(images[('unclip', mode)] - ref).mean() * 255:.3f}")
     if args.device == "cpu" and "none" in args.modes and args.family == "kandinsky":
         print("whole processes, loading included, one image each:", flush=True)
-        res = generate_process(args.family, {k: Path(v) for k, v in folders.items()}, steps, args.dtype, args.device,
-                               root / "generate_out")
-        out.append(res)
-        show(res)
-        job = dict(side="diffusers script", mode="none", family=args.family, folders=folders, dtype=args.dtype,
-                   device=args.device, steps=steps, calls=1, image=str(root / "image_script.npy"))
-        out.append(run_worker(job))
-        show(out[-1])
+        whole = []
+        for _ in range(args.repeat):
+            whole.append(generate_process(args.family, {k: Path(v) for k, v in folders.items()}, steps, args.dtype,
+                                          args.device, root / "generate_out"))
+            show(whole[-1])
+            job = dict(side="diffusers script", mode="none", family=args.family, folders=folders, dtype=args.dtype,
+                       device=args.device, steps=steps, calls=1, image=str(root / "image_script.npy"))
+            whole.append(run_worker(job))
+            show(whole[-1])
+        out += whole
+        if args.repeat > 1:
+            import statistics
+
+            for side in ("unclip generate", "diffusers script"):
+                rows = [r for r in whole if r["side"] == side and "error" not in r]
+                if rows:
+                    print(f"median of {len(rows)}: {side}: {statistics.median(r['process_s'] for r in rows):.1f} s, "
+                          f"peak RSS {statistics.median(r['process_peak_rss_gb'] for r in rows):.2f} GB")
     return out
 
 
