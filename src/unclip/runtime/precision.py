@@ -55,7 +55,6 @@ def cpu_bf16_is_faster() -> bool:
     return cpu_bf16_speedup() > 1.1
 
 
-@functools.cache
 def cpu_bf16_speedup() -> float:
     """fp32 time / bf16 time on this CPU, measured once and remembered in precision.json."""
     key = _cpu_key()
