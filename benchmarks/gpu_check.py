@@ -111,7 +111,12 @@ def serve_once(device: str, out: Path, limit: float) -> tuple[float, list[np.nda
 
 
 def tiny_kandinsky(out: Path) -> tuple[Path, Path]:
-    from unclip.pipelines.kandinsky.synthetic import random_decoder, random_prior, write_decoder, write_prior
+    from unclip.pipelines.kandinsky.synthetic import (
+        random_decoder,
+        random_prior,
+        write_decoder,
+        write_prior,
+    )
 
     if not (out / "decoder").is_dir():
         write_prior(random_prior(seed=0), out / "prior")

@@ -21,7 +21,12 @@ PROMPT = "a red horse"
 
 
 def folders(root: Path) -> dict:
-    from unclip.pipelines.kandinsky.synthetic import random_decoder, random_prior, write_decoder, write_prior
+    from unclip.pipelines.kandinsky.synthetic import (
+        random_decoder,
+        random_prior,
+        write_decoder,
+        write_prior,
+    )
     from unclip.pipelines.karlo.synthetic import random_components as karlo
     from unclip.pipelines.karlo.synthetic import write_folder as write_karlo
     from unclip.pipelines.stable_unclip.synthetic import random_components as stable

@@ -21,7 +21,12 @@ def bench():
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
-    from unclip.pipelines.kandinsky.synthetic import random_decoder, random_prior, write_decoder, write_prior
+    from unclip.pipelines.kandinsky.synthetic import (
+        random_decoder,
+        random_prior,
+        write_decoder,
+        write_prior,
+    )
     from unclip.pipelines.karlo.synthetic import random_components as karlo
     from unclip.pipelines.karlo.synthetic import write_folder as write_karlo
     from unclip.pipelines.stable_unclip.synthetic import random_components as stable
