@@ -134,3 +134,28 @@ def test_a_fresh_run_refuses_a_folder_a_run_left(tiny_clip_cfg, tmp_path, capsys
     assert "already holds a run" in capsys.readouterr().err
     assert main(args + ["--train.lr=.inf"]) == 2
     assert "lr" in capsys.readouterr().err
+
+
+def test_the_average_leaves_frozen_weights_out():
+    """A fine-tuned family's frozen towers (billions of weights) get no float32 shadow."""
+    from torch import nn
+
+    from unclip.train.loop import EMA
+
+    net = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
+    net[0].requires_grad_(False)
+    ema = EMA(net, 0.9)
+    assert sorted(ema.shadow) == ["1.bias", "1.weight"]
+    with torch.no_grad():
+        net[1].weight.add_(1.0)
+    ema.update(net, step=0)
+    copy = ema.copy_of(net)
+    assert torch.equal(copy[0].weight, net[0].weight)  # the frozen layer as it is
+
+
+def test_lora_loads_the_frozen_networks_in_bf16_under_bf16_mixed_precision():
+    from unclip.train.finetune import LoraSettings, frozen_dtype
+
+    assert frozen_dtype(LoraSettings(rank=4), "bf16") == torch.bfloat16
+    assert frozen_dtype(LoraSettings(rank=4), "fp32") == torch.float32
+    assert frozen_dtype(LoraSettings(rank=0), "bf16") == torch.float32  # full fine-tuning trains them all

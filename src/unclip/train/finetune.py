@@ -31,6 +31,18 @@ def add_lora(module: nn.Module, targets: list[str], settings: LoraSettings) -> N
     present = sorted({t for t in targets if any(n == t or n.endswith("." + t) for n, _ in module.named_modules())})
     module.add_adapter(LoraConfig(r=settings.rank, lora_alpha=settings.alpha or settings.rank,
                                   target_modules=present, init_lora_weights="gaussian"))
+    for p in module.parameters():  # the adapters train in float32 whatever the frozen weights are in
+        if p.requires_grad and p.dtype != torch.float32:
+            p.data = p.data.float()
+
+
+def frozen_dtype(settings: LoraSettings, mixed_precision: str) -> torch.dtype:
+    """The dtype to load a published family's folders in for fine-tuning: bf16 when only LoRA
+    adapters train under bf16 mixed precision (the frozen weights never change, and Kandinsky's
+    4.9 B of them are 19.5 GB in float32), else float32."""
+    from unclip.train.loop import resolved_precision
+
+    return torch.bfloat16 if settings.rank > 0 and resolved_precision(mixed_precision) == "bf16" else torch.float32
 
 
 def export_lora(net: nn.Module, folder: Path, merge: bool) -> None:

@@ -34,7 +34,7 @@ from unclip.models.clip import ClipTowers
 from unclip.pipelines.diffusers_order import encode_prompt
 from unclip.pipelines.kandinsky import KandinskyPipeline
 from unclip.plot import image_grid
-from unclip.train.finetune import LoraSettings, add_lora, export_lora, prior_loss
+from unclip.train.finetune import LoraSettings, add_lora, export_lora, frozen_dtype, prior_loss
 
 LORA_TARGETS = {
     "unet": ["to_q", "to_k", "to_v", "to_out.0", "add_k_proj", "add_v_proj"],
@@ -144,7 +144,8 @@ class KandinskyStage:
         torch.manual_seed(cfg.train.seed)
         self.cfg = cfg
         self.name = f"kandinsky {self.component}"
-        pipe = KandinskyPipeline.from_pretrained(cfg.init, prior_model=cfg.prior_model)
+        pipe = KandinskyPipeline.from_pretrained(cfg.init, prior_model=cfg.prior_model,
+                                                 torch_dtype=frozen_dtype(cfg.lora, cfg.train.mixed_precision))
         if pipe.prior_kind != "diffusion":
             raise ValueError("fine-tuning trains Kandinsky's own prior: give its prior folder alone as --prior-model")
         if pipe.decoder_kind != "KandinskyV22Pipeline" and self.component == "decoder":

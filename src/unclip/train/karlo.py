@@ -36,7 +36,7 @@ from unclip.data.stream import make_source
 from unclip.diffusion.objectives import hybrid_loss, q_sample
 from unclip.pipelines.karlo.pipeline import KarloPipeline
 from unclip.plot import image_grid
-from unclip.train.finetune import LoraSettings, add_lora, export_lora, prior_loss
+from unclip.train.finetune import LoraSettings, add_lora, export_lora, frozen_dtype, prior_loss
 
 # LoRA's targets: attention projections and the conditioning's linear projections
 LORA_TARGETS = {
@@ -167,7 +167,8 @@ class KarloStage:
         torch.manual_seed(cfg.train.seed)
         self.cfg = cfg
         self.name = f"karlo {self.component}"
-        pipe = KarloPipeline.from_pretrained(cfg.init, image_encoder=cfg.image_encoder)
+        pipe = KarloPipeline.from_pretrained(cfg.init, image_encoder=cfg.image_encoder,
+                                             torch_dtype=frozen_dtype(cfg.lora, cfg.train.mixed_precision))
         pipe.require("image_encoder", *(("prior",) if self.component == "prior" else ()))
         if pipe.prior_kind == "eclipse":
             raise ValueError("fine-tuning trains Karlo's own components; leave out --prior-model")

@@ -48,8 +48,9 @@ class Stage(Protocol):
 
 
 class EMA:
-    """Exponential moving average of a module's floating-point state, kept in fp32. The decay
-    warms up as (1 + step) / (10 + step) so that short runs are not dominated by the init."""
+    """Exponential moving average of a module's floating-point state, kept in fp32, frozen
+    parameters left out (a fine-tuned family's towers: billions of weights that never change). The
+    decay warms up as (1 + step) / (10 + step) so that short runs are not dominated by the init."""
 
     def __init__(self, module: nn.Module, decay: float):
         self.decay = decay
@@ -74,7 +75,16 @@ class EMA:
 
 
 def _float_state(module: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v for k, v in module.state_dict().items() if v.is_floating_point()}
+    """The floating-point state that training changes: every float tensor but frozen parameters."""
+    frozen = {n for n, p in module.named_parameters() if not p.requires_grad}
+    return {k: v for k, v in module.state_dict().items() if v.is_floating_point() and k not in frozen}
+
+
+def resolved_precision(name: str) -> str:
+    """accelerate's mixed_precision for a config's `train.mixed_precision` on the device training
+    will use (a GPU unless ACCELERATE_USE_CPU says otherwise), guessed before accelerate decides."""
+    on_gpu = torch.cuda.is_available() and os.environ.get("ACCELERATE_USE_CPU", "").lower() not in ("1", "true", "yes")
+    return mixed_precision_for(name, torch.device("cuda" if on_gpu else "cpu"))
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
@@ -128,8 +138,7 @@ def train(stage: Stage, cfg: TrainConfig, resume: bool = False, run_config: dict
     then the changes are logged."""
     # "auto": what the hardware runs fast; the device is accelerate's choice, guessed before it
     # is made (a PartialState made here would fix the process setup before Accelerator reads it)
-    on_gpu = torch.cuda.is_available() and os.environ.get("ACCELERATE_USE_CPU", "").lower() not in ("1", "true", "yes")
-    precision = mixed_precision_for(cfg.mixed_precision, torch.device("cuda" if on_gpu else "cpu"))
+    precision = resolved_precision(cfg.mixed_precision)
     accelerator = Accelerator(mixed_precision=precision, gradient_accumulation_steps=cfg.grad_accum)
     if cfg.mixed_precision == "fp16" and accelerator.device.type == "cpu":
         raise ConfigError("train.mixed_precision", "fp16 needs a GPU; use 'bf16' or 'fp32' on the CPU")
