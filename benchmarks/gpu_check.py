@@ -176,6 +176,8 @@ def job(name: str, device: str, out: Path, limit: float, inputs: dict, tag: str)
 def compare(name: str, a, b) -> str:
     if name in ("train", "lora"):
         return f"last loss {a:.4f} / {b:.4f}"
+    if name == "demo":  # the demo has no --dtype: auto (bf16 on a GPU and on CPUs with native bf16)
+        return f"{diff(a, b)} (--dtype auto)"
     if name == "eval":
         return f"{diff(a[0], b[0])}; all right: {a[1]} / {b[1]}"
     return diff(a, b)

@@ -59,7 +59,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for family, (model, prior) in folders(Path(tmp)).items():
             try:
-                pipe = load_pipeline(model, prior_model=prior, device=device)
+                pipe = load_pipeline(model, prior_model=prior, device=device, torch_dtype=torch.float32)
                 plain = draw(pipe)
                 pipe.to("cpu")
                 for mode in (*offload.MODES, "removed"):

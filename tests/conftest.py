@@ -101,3 +101,15 @@ def die_during_step(stage, step: int) -> None:
         return forward(batch)
 
     stage.module.forward = dying_forward
+
+
+def assert_exports_use_the_copy(stage, names: tuple[str, ...]) -> None:
+    """A fine-tuning stage's previews and exports draw with the averaged copy's networks, every one
+    of `names`: the copy lives on the CPU while training may have left the pipeline's towers on a GPU
+    (a GPU run failed with tensors on cuda:0 and cpu)."""
+    import copy
+
+    copied = copy.deepcopy(stage.module)
+    pipe = stage._export_pipe(copied)
+    for name in names:
+        assert getattr(pipe, name) is getattr(copied, name), name

@@ -17,7 +17,7 @@ from unclip.pipelines.kandinsky.synthetic import (
     write_prior,
 )
 
-from .conftest import ROOT
+from .conftest import ROOT, assert_exports_use_the_copy
 
 PRESETS = ROOT / "configs" / "kandinsky"
 PROMPT = "a red circle on a white background"
@@ -114,16 +114,8 @@ def draw_embeds(pipe):
 
 
 def test_previews_and_exports_draw_on_the_trained_modules_networks_alone(folders):
-    """The averaged copy that previews and exports draw with lives on the CPU while training may have
-    left the pipeline's frozen towers on a GPU: the pipeline they use holds the copy's networks, all
-    of them (a GPU run failed here with tensors on cuda:0 and cpu)."""
-    import copy
-
     from unclip.train.kandinsky import KandinskyDecoderStage, KandinskyFinetuneConfig
 
     decoder, prior = folders
     stage = KandinskyDecoderStage(KandinskyFinetuneConfig(init=str(decoder), prior_model=str(prior)))
-    copied = copy.deepcopy(stage.module)
-    pipe = stage._export_pipe(copied)
-    for name in ("unet", "prior", "text_encoder", "image_encoder", "movq"):
-        assert getattr(pipe, name) is getattr(copied, name), name
+    assert_exports_use_the_copy(stage, ("unet", "prior", "text_encoder", "image_encoder", "movq"))

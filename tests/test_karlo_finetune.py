@@ -12,7 +12,7 @@ from unclip import KarloPipeline
 from unclip.cli import main
 from unclip.pipelines.karlo.synthetic import random_components, write_folder
 
-from .conftest import ROOT, Interrupt, die_during_step
+from .conftest import ROOT, Interrupt, assert_exports_use_the_copy, die_during_step
 
 PRESETS = ROOT / "configs" / "karlo"
 PROMPT = "a red circle on a white background"
@@ -149,14 +149,8 @@ def test_bad_settings_are_clear_errors(folders, tmp_path, capsys):
 
 
 def test_previews_and_exports_use_the_copys_towers_too(folders):
-    """As Kandinsky's: the averaged CPU copy's frozen towers, not the ones training moved to a GPU."""
-    import copy
-
     from unclip.train.karlo import KarloDecoderStage, KarloFinetuneConfig
 
     text, variations = folders
     stage = KarloDecoderStage(KarloFinetuneConfig(init=str(text), image_encoder=str(variations)))
-    copied = copy.deepcopy(stage.module)
-    pipe = stage._export_pipe(copied)
-    for name in ("decoder", "text_proj", "prior", "text_encoder", "image_encoder"):
-        assert getattr(pipe, name) is getattr(copied, name), name
+    assert_exports_use_the_copy(stage, ("decoder", "text_proj", "prior", "text_encoder", "image_encoder"))

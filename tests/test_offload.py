@@ -20,7 +20,7 @@ def pipe(kandinsky):  # noqa: F811
     from unclip.pipelines.registry import load_pipeline
 
     decoder, prior, _ = kandinsky
-    return load_pipeline(decoder, prior_model=prior)
+    return load_pipeline(decoder, prior_model=prior, torch_dtype=torch.float32)  # exact comparisons: float32
 
 
 def draw(pipe, **kw):
