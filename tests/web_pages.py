@@ -27,11 +27,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def served(model: str | None, log_path: Path):
-    """`unclip serve` on a free local port; yields its URL and stops it afterwards."""
+def served(model: str | None, log_path: Path, args: tuple = (), env: dict | None = None):
+    """`unclip serve` on a free local port (with more `args`, and `env` added to its environment);
+    yields its URL and stops it afterwards."""
     port = free_port()
-    cmd = [sys.executable, "-m", "unclip", "serve", "--port", str(port)] + (["--model", str(model)] if model else [])
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "2"}
+    cmd = [sys.executable, "-m", "unclip", "serve", "--port", str(port), *args] + (["--model", str(model)] if model else [])
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "2", **(env or {})}
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         url = f"http://127.0.0.1:{port}/"
@@ -158,3 +159,10 @@ def inpaint(page, image: Path, caption: str, count: int = 4) -> list[tuple[int, 
     page.fill("#inpaint-caption textarea", caption)
     page.click("#inpaint-button")
     return wait_images(page, "#inpaint-gallery img", count, old)
+
+
+def login(page, user: str, password: str) -> None:
+    """Fill gradio's login form and press Login (the page reloads into the app when accepted)."""
+    page.fill("input[data-testid=textbox]", user)
+    page.fill("input[data-testid=password]", password)
+    page.get_by_role("button", name="Login").click()

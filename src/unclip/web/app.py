@@ -2,9 +2,10 @@
 
 Every tab is also a named API endpoint (/generate, /vary, /interpolate, /edit, /inpaint) that
 `gradio_client` can call; every parameter but the main inputs has a default, the same as the
-command line's (`validate.DEFAULTS`). One job runs at a time (a queue shows each request its
-position); errors appear in the page as a message. Uploads reach the jobs as the files gradio
-itself stored; no path a client names is opened.
+command line's (`validate.DEFAULTS`). The model runs one call at a time (unclip.web.batching:
+generate requests with the same settings share one); a queue shows each request its position;
+errors appear in the page as a message. Uploads reach the jobs as the files gradio itself
+stored; no path a client names is opened. The server around it: unclip.web.server.
 """
 
 from __future__ import annotations
@@ -14,32 +15,48 @@ import tempfile
 from pathlib import Path
 
 from unclip import validate
+from unclip.web.batching import ModelLine, last_batch
 from unclip.web.jobs import Jobs, Limits, describe
+from unclip.web.metrics import Metrics, images_in
 
 D = validate.DEFAULTS
 log = logging.getLogger(__name__)
 
 
-def _shown(fn):
+def _shown(fn, metrics: Metrics):
     """Run a job; its ValueErrors (and a request past its time limit) become messages in the
-    page (gr.Error), never tracebacks. Each job's outcome and time go to the log."""
+    page (gr.Error), never tracebacks. Each request's outcome, time and batch go to the log
+    and to `metrics`."""
     import functools
     import time
 
     import gradio as gr
 
+    job = fn.__name__.removesuffix("_files")
+
     @functools.wraps(fn)
     def run(*args, **kwargs):
         start = time.perf_counter()
+        metrics.running.inc()
+        outcome, result = "error", None
         try:
             result = fn(*args, **kwargs)
+            outcome = "ok"
         except TimeoutError as e:
-            log.warning("job %s: past its time limit after %.1f s", fn.__name__, time.perf_counter() - start)
+            outcome = "timeout"
+            log.warning("job %s: past its time limit after %.1f s", job, time.perf_counter() - start)
             raise gr.Error(f"{e}; ask for fewer images or steps") from None
         except (ValueError, OSError) as e:
-            log.info("job %s refused: %s", fn.__name__, e)
+            outcome = "refused"
+            log.info("job %s refused: %s", job, e)
             raise gr.Error(str(e)) from None
-        log.info("job %s done in %.1f s", fn.__name__, time.perf_counter() - start)
+        finally:
+            seconds = time.perf_counter() - start
+            metrics.running.dec()
+            metrics.finished(job, outcome, seconds, images_in(result))
+        batch = last_batch() if job == "generate" else None
+        shared = f" (batch of {batch[0]} requests, {batch[1]} images)" if batch else ""
+        log.info("job %s done in %.1f s%s", job, seconds, shared)
         return result
 
     return run
@@ -63,10 +80,18 @@ def editor_parts(editor) -> tuple:
     return background[..., :3].astype(np.uint8), painted.astype(np.uint8) * 255
 
 
-def build_app(pipe, model_path, limits: Limits | None = None, folder: str | Path | None = None):
+def build_app(pipe, model_path, limits: Limits | None = None, folder: str | Path | None = None,
+              line: ModelLine | None = None, metrics: Metrics | None = None):
+    """The page and its jobs on `pipe`. `line`: how requests share the model (default: batches of
+    up to 8 images, no wait); `metrics`: where requests are counted."""
     import gradio as gr
 
-    jobs = Jobs(pipe, folder or tempfile.mkdtemp(prefix="unclip-web-"), limits)
+    metrics = metrics or Metrics()
+    line = line or ModelLine(pipe, on_batch=metrics.batch)
+    jobs = Jobs(pipe, folder or tempfile.mkdtemp(prefix="unclip-web-"), limits, line)
+
+    def shown(fn):
+        return _shown(fn, metrics)
     model = pipe.sampling_defaults()
     takes = pipe.capabilities.settings
 
@@ -77,9 +102,12 @@ def build_app(pipe, model_path, limits: Limits | None = None, folder: str | Path
     def image_input(label: str, elem_id: str):
         """An upload that only our own reader opens (so a bad file gets our message), and its preview."""
         file = gr.File(label=label, file_types=["image"], type="filepath", elem_id=elem_id, height=90)
-        preview = gr.Image(label=f"{label}: preview", interactive=False, height=160, elem_id=f"{elem_id}-preview")
-        file.change(_shown(lambda path: None if path is None else jobs.read_image(path)), file, preview,
-                    api_name=False)
+        preview_image = gr.Image(label=f"{label}: preview", interactive=False, height=160,
+                                 elem_id=f"{elem_id}-preview")
+        def preview(path):
+            return None if path is None else jobs.read_image(path)
+
+        file.change(shown(preview), file, preview_image, api_name=False)
         return file
 
     def frame_outputs(prefix: str, strip_label: str):
@@ -147,7 +175,8 @@ def build_app(pipe, model_path, limits: Limits | None = None, folder: str | Path
                     prior = gr.Radio(jobs.priors(), value=jobs.priors()[0], label="Prior")
                     go = gr.Button("Generate", variant="primary", elem_id="generate-button")
                 gallery = gr.Gallery(label="Images", columns=4, elem_id="generate-gallery", format="png")
-            go.click(_shown(generate), [prompts, num, seed, pg, dg, ps, ds, us, prior], gallery, api_name="generate")
+            go.click(shown(generate), [prompts, num, seed, pg, dg, ps, ds, us, prior], gallery, api_name="generate",
+                     concurrency_limit=line.max_images, concurrency_id="generate")  # a batch's worth in the line
         with gr.Tab("Vary"):
             with gr.Row():
                 with gr.Column():
@@ -162,7 +191,7 @@ def build_app(pipe, model_path, limits: Limits | None = None, folder: str | Path
                                      height=200)
                     v_psnr = gr.Textbox(label="Reconstruction", elem_id="vary-psnr")
                     v_gallery = gr.Gallery(label="Variations", columns=4, elem_id="vary-gallery", format="png")
-            v_go.click(_shown(vary), [v_img, v_num, v_eta, v_seed, v_steps], [v_rec, v_psnr, v_gallery], api_name="vary")
+            v_go.click(shown(vary), [v_img, v_num, v_eta, v_seed, v_steps], [v_rec, v_psnr, v_gallery], api_name="vary")
         with gr.Tab("Interpolate"):
             with gr.Row():
                 with gr.Column():
@@ -175,7 +204,7 @@ def build_app(pipe, model_path, limits: Limits | None = None, folder: str | Path
             i_seed, i_steps = seed_and_steps()
             i_go = gr.Button("Interpolate", variant="primary", elem_id="interp-button")
             i_out = frame_outputs("interp", "Strip")
-            i_go.click(_shown(interpolate), [i_a, i_b, i_frames, i_latent, i_seed, i_steps], list(i_out),
+            i_go.click(shown(interpolate), [i_a, i_b, i_frames, i_latent, i_seed, i_steps], list(i_out),
                        api_name="interpolate")
         with gr.Tab("Edit"):
             with gr.Row():
@@ -189,7 +218,7 @@ def build_app(pipe, model_path, limits: Limits | None = None, folder: str | Path
                     e_seed, e_steps = seed_and_steps()
                     e_go = gr.Button("Edit", variant="primary", elem_id="edit-button")
             e_out = frame_outputs("edit", "From the original to the edit")
-            e_go.click(_shown(edit), [e_img, e_to, e_from, e_theta, e_frames, e_seed, e_steps], list(e_out),
+            e_go.click(shown(edit), [e_img, e_to, e_from, e_theta, e_frames, e_seed, e_steps], list(e_out),
                        api_name="edit")
         with gr.Tab("Inpaint"):
             with gr.Row():
@@ -206,41 +235,14 @@ def build_app(pipe, model_path, limits: Limits | None = None, folder: str | Path
                 with gr.Column():
                     p_strip = gr.Image(label="Input, mask, results", elem_id="inpaint-strip")
                     p_gallery = gr.Gallery(label="Results", columns=4, elem_id="inpaint-gallery", format="png")
-            p_go.click(_shown(inpaint), [p_editor, p_caption, p_num, p_seed, p_resample], [p_strip, p_gallery],
+            p_go.click(shown(inpaint), [p_editor, p_caption, p_num, p_seed, p_resample], [p_strip, p_gallery],
                        api_name=False)
             with gr.Row(visible=False):  # the API's inputs: files, where the page has its editor
                 p_file, p_mask = (gr.File(type="filepath", file_types=["image"]) for _ in range(2))
                 p_api = gr.Button(visible=False)
-            p_api.click(_shown(inpaint_files), [p_file, p_mask, p_caption, p_num, p_seed, p_resample],
+            p_api.click(shown(inpaint_files), [p_file, p_mask, p_caption, p_num, p_seed, p_resample],
                         [p_strip, p_gallery], api_name="inpaint")
         with gr.Tab("About the model"):
             gr.Markdown(describe(pipe, model_path), elem_id="about")
-    app.queue(default_concurrency_limit=1, max_size=32)  # one job at a time per model; the rest wait
+    app.queue(default_concurrency_limit=1, max_size=32)  # the rest wait, each told its position
     return app, jobs
-
-
-def serve(model=None, host: str = "127.0.0.1", port: int = 7860, image_encoder=None, limits: Limits | None = None,
-          device: str | None = "auto", dtype: str = "auto", prior_model=None, compile: str | bool = "auto",
-          offload: str | None = None):
-    """Load the model once (on `device`, in `dtype`, compiled as `compile` says, unclip.runtime.compiled;
-    offloaded to CPU memory as `offload` says, unclip.runtime.offload) and serve the page until interrupted."""
-    import os
-
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # nothing leaves this machine
-    log.setLevel(logging.INFO)  # each job's outcome and time, for whoever runs the server
-    from unclip.pipelines.locate import resolve_model
-    from unclip.pipelines.registry import load_pipeline
-
-    path = resolve_model(model)
-    pipe = load_pipeline(path, torch_dtype=dtype, image_encoder=image_encoder, device=device, prior_model=prior_model,
-                         compile=compile, offload=offload,
-                         job_images=None)  # a server has no end: --compile auto compiles on a GPU
-    if not pipe.capabilities.inversion:  # every tab but one edits through the CLIP latent
-        raise ValueError(f"{path} is a {pipe.title}; the web app serves unCLIP and Karlo models "
-                         "(use `unclip generate --model ...` for it)")
-    limits = limits or Limits()
-    app, jobs = build_app(pipe, path, limits)
-    exposed = "" if host in ("127.0.0.1", "localhost", "::1") else " (reachable from other machines: you asked for it)"
-    print(f"unclip serve: http://{host}:{port} bound to {host}{exposed}; model {path}", flush=True)
-    app.launch(server_name=host, server_port=port, share=False, show_error=False, quiet=True,
-               max_file_size=f"{limits.upload_mb:g}mb", allowed_paths=[str(jobs.folder)])

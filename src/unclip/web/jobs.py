@@ -1,7 +1,8 @@
 """What the web app does, without the page: each job takes plain values, checks them against
 the request limits and the shared validation, runs the pipeline and writes its results as
 files in the app's own folder (the only files it serves). Bad input raises ValueError with a
-message for the person; the page shows it."""
+message for the person; the page shows it. The model is used through one line (web.batching):
+jobs take turns, and generate requests with the same settings are drawn together."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from unclip import validate
 from unclip.data.transforms import open_rgb, to_uint8
 from unclip.tasks import manipulate as m
 from unclip.tasks.evaluate.image_metrics import psnr as psnr_of
+from unclip.web.batching import ModelLine
 
 
 @dataclass(frozen=True)
@@ -46,8 +48,9 @@ def save_png(folder: Path, image: np.ndarray, settings: dict) -> str:
 
 
 class Jobs:
-    def __init__(self, pipe, folder: str | Path, limits: Limits | None = None):
+    def __init__(self, pipe, folder: str | Path, limits: Limits | None = None, line: ModelLine | None = None):
         self.pipe, self.limits = pipe, limits or Limits()
+        self.line = line or ModelLine(pipe)
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
 
@@ -88,8 +91,9 @@ class Jobs:
                  decoder_guidance: float | None = None, prior_steps: int | None = None,
                  decoder_steps: int | None = None, upsampler_steps: int | None = None,
                  prior: str | None = None) -> list[tuple[str, str]]:
-        """Images for each non-blank line of `prompts`: [(png path, caption)]."""
-        from unclip.tasks.generate import generate_files
+        """Images for each non-blank line of `prompts`: [(png path, caption)]; image i has seed
+        `seed + i`, batched with other requests or not."""
+        from unclip.tasks.generate import check_generate, save_png
 
         lines = [ln.strip() for ln in (prompts or "").splitlines() if ln.strip()]
         if not lines:
@@ -109,11 +113,17 @@ class Jobs:
                     "decoder_num_inference_steps": decoder_steps and self._steps(decoder_steps),
                     "super_res_num_inference_steps": upsampler_steps and self._steps(upsampler_steps),
                     "prior": prior if prior != self.priors()[0] else None}  # None: the model's own default
+        check_generate(len(lines), num_images, seed, 1, **sampling)
+        given = self.pipe.check_settings(**sampling)
+        key = frozenset((k, repr(v)) for k, v in {**self.pipe.sampling_defaults(), **given}.items())
+        records = [{"prompt": p, "seed": seed + i, **given}
+                   for i, p in enumerate(p for p in lines for _ in range(num_images))]
+        images = self.line.draw([r["prompt"] for r in records], [r["seed"] for r in records], given, key,
+                                seconds=self.limits.seconds)
         out = self._request_folder()
-        manifest = generate_files(self.pipe, lines, out, num_images=num_images, seed=seed,
-                                  deadline=time.monotonic() + self.limits.seconds, **sampling)
-        records = [json.loads(x) for x in manifest.read_text().splitlines()]
-        return [(str(out / r["file"]), f"{r['prompt']} (seed {r['seed']})") for r in records]
+        for i, (image, record) in enumerate(zip(images, records)):
+            save_png(out / f"{i:05d}.png", image, record)
+        return [(str(out / f"{i:05d}.png"), f"{r['prompt']} (seed {r['seed']})") for i, r in enumerate(records)]
 
     def priors(self) -> list[str]:
         """The priors the model has, its default first."""
@@ -128,13 +138,16 @@ class Jobs:
         if num_images > self.limits.images:
             raise ValueError(f"at most {self.limits.images} variations per request")
         m.check_settings(steps=steps, seed=int(seed), num=num_images, eta=float(eta))
-        deadline = time.monotonic() + self.limits.seconds
-        inverted = m.invert(self.pipe, img, steps=steps)
-        z_i, x_T, x0 = inverted
-        self._check(deadline)
-        rec = self.pipe.decode_latents(z_i, x_T, steps=steps)
-        psnr = psnr_of(rec, x0)
-        frames = m.vary(self.pipe, img, num_images, eta=float(eta), seed=int(seed), steps=steps, inverted=inverted)
+        def run():
+            deadline = time.monotonic() + self.limits.seconds
+            inverted = m.invert(self.pipe, img, steps=steps)
+            z_i, x_T, x0 = inverted
+            self._check(deadline)
+            rec = self.pipe.decode_latents(z_i, x_T, steps=steps)
+            frames = m.vary(self.pipe, img, num_images, eta=float(eta), seed=int(seed), steps=steps, inverted=inverted)
+            return rec, psnr_of(rec, x0), frames
+
+        rec, psnr, frames = self.line.run(run)
         out = self._request_folder()
         settings = {"job": "vary", "eta": float(eta), "seed": int(seed), "steps": steps}
         rec_path = save_png(out, to_uint8(rec)[0], {**settings, "reconstruction": True})
@@ -162,7 +175,8 @@ class Jobs:
         frames, steps = int(frames), self._steps(steps)
         if frames > self.limits.frames:
             raise ValueError(f"at most {self.limits.frames} frames")
-        pics, thetas = m.interpolate(self.pipe, a, b, frames, latent=latent, seed=int(seed), steps=steps)
+        pics, thetas = self.line.run(lambda: m.interpolate(self.pipe, a, b, frames, latent=latent,
+                                                           seed=int(seed), steps=steps))
         settings = {"job": "interpolate", "latent": latent, "seed": int(seed), "steps": steps}
         return self._strip_and_gif(self._request_folder(), pics, thetas, settings)
 
@@ -179,11 +193,11 @@ class Jobs:
         frames, steps = int(frames), self._steps(steps)
         if frames > self.limits.frames:
             raise ValueError(f"at most {self.limits.frames} frames")
-        pics, thetas = m.text_diff(self.pipe, img, to_caption, (from_caption or "").strip() or None, frames,
-                                   max_theta=float(max_theta), seed=int(seed), steps=steps)
+        pics, thetas = self.line.run(lambda: m.text_diff(self.pipe, img, to_caption, (from_caption or "").strip() or None,
+                                                         frames, max_theta=float(max_theta), seed=int(seed),
+                                                         steps=steps))
         settings = {"job": "edit", "to": to_caption, "from": from_caption, "seed": int(seed), "steps": steps}
         return self._strip_and_gif(self._request_folder(), pics, thetas, settings)
-
 
     def inpaint(self, image, mask, caption: str, num_images: int = validate.DEFAULTS["vary_num_images"],
                 seed: int = validate.DEFAULTS["seed"], resample: int = validate.DEFAULTS["resample"]):
@@ -208,8 +222,9 @@ class Jobs:
         if not self.pipe.capabilities.inpainting:
             raise ValueError(f"this {self.pipe.title} cannot inpaint")
         gens = [torch.Generator().manual_seed(seed + i) for i in range(num_images)]
-        images = self.pipe.inpaint(img, mask, caption, num_images_per_prompt=num_images, generator=gens,
-                                   resample=resample, output_type="uint8").images
+        images = self.line.run(lambda: self.pipe.inpaint(img, mask, caption, num_images_per_prompt=num_images,
+                                                         generator=gens, resample=resample,
+                                                         output_type="uint8").images)
         out = self._request_folder()
         settings = {"job": "inpaint", "prompt": caption, "resample": resample}
         gallery = [(save_png(out, im, {**settings, "seed": seed + i}), f"seed {seed + i}")

@@ -1,0 +1,144 @@
+"""One model, many people: requests take turns in arrival order, and text-to-image requests whose
+settings match are drawn together in one pipeline call.
+
+Every job of the web app runs through one `ModelLine`. A job that cannot share (vary, edit, ...)
+runs alone when its turn comes. A generate request whose turn comes leads a batch: after
+`wait` seconds it takes every waiting generate request with the same settings (whole requests,
+up to `max_images` images, more only when the leader alone asks for more) and draws them all.
+Each image has its own generator seeded with its own seed, so a request's images do not depend
+on what it was batched with (unclip.pipelines: image i depends on its seed alone).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+_current = threading.local()  # the batch the calling thread's request was drawn in
+
+
+def last_batch() -> tuple[int, int] | None:
+    """(requests, images) of the batch this thread's last generate request was drawn in."""
+    return getattr(_current, "batch", None)
+
+
+@dataclass(eq=False)
+class Ticket:
+    """A request in the line: a job to run alone (`job`), or images to draw (`key` and rows)."""
+
+    job: Callable | None = None
+    key: frozenset | None = None  # the settings a batch must share
+    settings: dict = field(default_factory=dict)  # what the pipeline is called with
+    prompts: list[str] = field(default_factory=list)  # one per image
+    seeds: list[int] = field(default_factory=list)
+    seconds: float = float("inf")  # its time limit, from when its batch starts
+    arrived: float = field(default_factory=time.monotonic)
+    taken: bool = False  # drawn by another request's batch
+    done: threading.Event = field(default_factory=threading.Event)
+    images: list | None = None
+    error: BaseException | None = None
+    batch: tuple[int, int] | None = None
+
+
+class ModelLine:
+    def __init__(self, pipe, max_images: int = 8, wait: float = 0.0,
+                 on_batch: Callable[[int, int], None] | None = None):
+        if max_images < 1 or wait < 0:
+            raise ValueError(f"batch size must be at least 1 and batch wait at least 0 (got {max_images}, {wait})")
+        self.pipe, self.max_images, self.wait = pipe, max_images, wait
+        self.on_batch = on_batch or (lambda requests, images: None)
+        self._cv = threading.Condition()
+        self._line: deque[Ticket] = deque()
+        self._busy = False
+
+    def waiting(self) -> int:
+        """Requests waiting for the model (the one running not counted)."""
+        with self._cv:
+            return len(self._line)
+
+    def _turn(self, ticket: Ticket) -> bool:
+        """Wait until `ticket` is first and the model free (True), or another request's batch took it (False)."""
+        with self._cv:
+            self._line.append(ticket)
+            self._cv.wait_for(lambda: ticket.taken or (not self._busy and self._line[0] is ticket))
+            if ticket.taken:
+                return False
+            self._line.popleft()
+            self._busy = True
+            return True
+
+    def _release(self) -> None:
+        with self._cv:
+            self._busy = False
+            self._cv.notify_all()
+
+    def run(self, job: Callable):
+        """Run `job()` alone on the model when its turn comes; its result or its error."""
+        self._turn(ticket := Ticket(job=job))
+        try:
+            return ticket.job()
+        finally:
+            self._release()
+
+    def draw(self, prompts: list[str], seeds: list[int], settings: dict, key: frozenset,
+             seconds: float = float("inf")) -> list:
+        """uint8 images, one per (prompt, seed), drawn with `settings` in a batch with the other
+        requests that have the same `key`. A TimeoutError when `seconds` have passed since its
+        batch started, before a call that would draw this request's images."""
+        ticket = Ticket(key=key, settings=settings, prompts=list(prompts), seeds=list(seeds), seconds=seconds)
+        if self._turn(ticket):
+            try:
+                self._lead(ticket)
+            finally:
+                self._release()
+        ticket.done.wait()
+        _current.batch = ticket.batch
+        if ticket.error is not None:
+            raise ticket.error
+        return ticket.images
+
+    def _lead(self, leader: Ticket) -> None:
+        """Gather the waiting requests that can share the leader's call, draw them, hand out the images."""
+        pause = leader.arrived + self.wait - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+        batch, images = [leader], len(leader.prompts)
+        with self._cv:
+            for t in list(self._line):
+                if t.key == leader.key and images + len(t.prompts) <= self.max_images:
+                    self._line.remove(t)
+                    t.taken = True
+                    batch.append(t)
+                    images += len(t.prompts)
+            self._cv.notify_all()  # the taken ones now wait for their images, not their turn
+        started = time.monotonic()
+        for t in batch:
+            t.batch, t.images = (len(batch), images), []
+        self.on_batch(len(batch), images)
+        rows = [(t, p, s) for t in batch for p, s in zip(t.prompts, t.seeds)]
+        try:
+            for start in range(0, len(rows), self.max_images):
+                now = time.monotonic()
+                for t in batch:
+                    if t.error is None and now > started + t.seconds:
+                        t.error = TimeoutError("this request ran past the server's time limit")
+                chunk = [r for r in rows[start:start + self.max_images] if r[0].error is None]
+                if not chunk:
+                    continue
+                generators = [torch.Generator().manual_seed(s) for _, _, s in chunk]
+                out = self.pipe([p for _, p, _ in chunk], generator=generators, output_type="uint8",
+                                **leader.settings).images
+                for (t, _, _), image in zip(chunk, out):
+                    t.images.append(image)
+        except BaseException as e:  # every request in the batch gets the failure, none waits for ever
+            for t in batch:
+                t.error = t.error or e
+            raise
+        finally:
+            for t in batch:
+                t.done.set()

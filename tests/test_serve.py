@@ -1,0 +1,205 @@
+"""Serving for more than one person: a login when exposed, requests batched without changing
+anyone's images, and /healthz and /metrics for whoever operates the server."""
+
+import os
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import numpy as np
+import pytest
+
+from unclip.web.auth import ENV, LoginLimiter, check_exposure, credentials
+from unclip.web.batching import ModelLine, last_batch
+
+from . import web_pages as web
+
+PROMPTS = ["a red circle", "a blue square above a green star", "a yellow triangle on a black background"]
+
+
+def test_credentials_from_flags_file_and_environment(tmp_path):
+    file = tmp_path / "logins"
+    file.write_text("# who may log in\nbob:pa:ss\n\ncarol:x\n")
+    got = credentials(["ann:secret"], file, environ={ENV: "dan:1, eve:2"})
+    assert got == [("ann", "secret"), ("bob", "pa:ss"), ("carol", "x"), ("dan", "1"), ("eve", "2")]
+    for bad, word in ((["ann"], "no colon"), (["ann:"], "no password"), ([":pw"], "expected USER:PASSWORD"),
+                      (["ann:a", "ann:b"], "given twice")):
+        with pytest.raises(ValueError, match=word):
+            credentials(bad, environ={})
+    (tmp_path / "empty").write_text("# nobody\n")
+    with pytest.raises(ValueError, match="no USER:PASSWORD"):
+        credentials(auth_file=tmp_path / "empty", environ={})
+    with pytest.raises(FileNotFoundError):
+        credentials(auth_file=tmp_path / "missing", environ={})
+
+
+def test_exposed_without_a_login_is_refused_before_loading():
+    with pytest.raises(ValueError, match="needs a login.*--auth USER:PASSWORD.*--no-auth"):
+        check_exposure("0.0.0.0", [], no_auth=False)
+    assert "WITHOUT a login" in check_exposure("0.0.0.0", [], no_auth=True)
+    assert "login required (1 user)" in check_exposure("0.0.0.0", [("a", "b")], no_auth=False)
+    assert check_exposure("127.0.0.1", [], no_auth=False) == "this machine only"
+    with pytest.raises(ValueError, match="contradict"):
+        check_exposure("127.0.0.1", [("a", "b")], no_auth=True)
+    # the command: exit 2 with the message, no traceback, long before a model could load
+    r = subprocess.run([sys.executable, "-m", "unclip", "serve", "--host", "0.0.0.0", "--model", "/nonexistent"],
+                       capture_output=True, text=True, timeout=120, check=False,
+                       env={k: v for k, v in os.environ.items() if k != ENV})
+    assert r.returncode == 2 and "needs a login" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_failed_logins_are_limited_per_client():
+    now = [0.0]
+    limiter = LoginLimiter(attempts=3, window=60, clock=lambda: now[0])
+    for _ in range(3):
+        assert limiter.wait_for("10.0.0.1") == 0
+        limiter.failed("10.0.0.1")
+    assert limiter.wait_for("10.0.0.1") == pytest.approx(60)
+    assert limiter.wait_for("10.0.0.2") == 0  # another client is not held back
+    now[0] = 61
+    assert limiter.wait_for("10.0.0.1") == 0
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_model):
+    from unclip import load_pipeline
+
+    return load_pipeline(tiny_model, torch_dtype="float32")
+
+
+def _concurrently(calls, failing: bool = False):
+    """Each call in its own thread at once: [(result, its batch)], or with `failing` the errors."""
+    out, errors = [None] * len(calls), []
+
+    def run(i):
+        try:
+            out[i] = (calls[i](), last_batch())
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert not any(t.is_alive() for t in threads)
+    if failing:
+        return errors
+    assert not errors, errors
+    return out
+
+
+def test_batched_requests_get_the_images_they_get_alone(pipe):
+    settings = {"decoder_num_inference_steps": 3}
+    key = frozenset(settings.items())
+    alone = ModelLine(pipe, max_images=1)
+    requests = [([p] * 2, [10 * i, 10 * i + 1]) for i, p in enumerate(PROMPTS)]
+    singles = [alone.draw(prompts, seeds, settings, key) for prompts, seeds in requests]
+    batches = []
+    line = ModelLine(pipe, max_images=8, wait=1.0, on_batch=lambda r, n: batches.append((r, n)))
+    together = _concurrently([lambda p=p, s=s: line.draw(p, s, settings, key) for p, s in requests])
+    assert batches == [(3, 6)]  # one call for the three requests
+    for (images, batch), single in zip(together, singles):
+        assert batch == (3, 6) and len(images) == 2
+        diff = np.abs(np.stack(images).astype(int) - np.stack(single).astype(int))
+        assert diff.mean() < 0.5 and diff.max() <= 2  # float32; batch size changes only rounding
+
+
+def test_requests_that_cannot_share_a_call_still_run_in_turn(pipe):
+    batches, order = [], []
+    line = ModelLine(pipe, max_images=2, wait=0.5, on_batch=lambda r, n: batches.append((r, n)))
+    three, four = ({"decoder_num_inference_steps": s} for s in (3, 4))
+    calls = [lambda: line.draw(["a red circle"], [1], three, frozenset(three.items())),
+             lambda: line.draw(["a red circle"], [1], four, frozenset(four.items())),
+             lambda: line.run(lambda: order.append("alone") or "ran"),
+             lambda: line.draw(["a blue star"] * 3, [5, 6, 7], three, frozenset(three.items()))]
+    results = _concurrently(calls)
+    assert [len(r[0]) for r in (results[0], results[1], results[3])] == [1, 1, 3]
+    assert results[2][0] == "ran" and order == ["alone"]
+    assert sorted(batches) == [(1, 1), (1, 1), (1, 3)]  # other settings, or past the batch size: apart
+    assert not np.array_equal(results[0][0][0], results[1][0][0])  # 3 and 4 steps really differ
+
+
+def test_a_failure_reaches_every_request_of_its_batch(pipe):
+    line = ModelLine(pipe, max_images=8, wait=0.5)
+    bad = {"decoder_num_inference_steps": 0}
+    calls = [lambda i=i: line.draw(["a red circle"], [i], bad, frozenset(bad.items())) for i in range(3)]
+    errors = _concurrently(calls, failing=True)
+    assert len(errors) == 3 and all(isinstance(e, ValueError) for e in errors)
+    assert line.run(lambda: "free") == "free"  # the model is free again
+
+
+def _get(url):
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def _post_login(url, user, password):
+    data = urllib.parse.urlencode({"username": user, "password": password}).encode()
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url + "login", data=data), timeout=30) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+@pytest.fixture(scope="module")
+def guarded(tiny_model, tmp_path_factory):
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    with web.served(tiny_model, log, args=("--auth", "ann:secret", "--dtype", "float32"),
+                    env={ENV: "bob:hunter2"}) as url:
+        yield url, log
+
+
+def test_the_api_needs_the_login_and_metrics_do_not(guarded):
+    from gradio_client import Client
+    from prometheus_client.parser import text_string_to_metric_families
+
+    url, log = guarded
+    status, body = _get(url + "healthz")
+    assert status == 200 and '"model_loaded":true' in body
+    with pytest.raises(Exception, match="credentials were not provided"):
+        Client(url, verbose=False)
+    with pytest.raises(ValueError, match="Could not login"):
+        Client(url, auth=("ann", "wrong"), verbose=False)
+    assert _get(url + "gradio_api/info")[0] == 401  # the routes behind the page refuse too
+    prompt = "a secret purple hexagon"
+    out = Client(url, auth=("bob", "hunter2"), verbose=False).predict(prompt, num_images=2, api_name="/generate")
+    assert len(out) == 2
+    status, text = _get(url + "metrics")
+    assert status == 200 and prompt not in text and "hexagon" not in text  # counts only
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples}
+    assert samples[("unclip_requests_total", (("job", "generate"), ("outcome", "ok")))] == 1
+    assert samples[("unclip_images_total", (("job", "generate"),))] == 2
+    assert samples[("unclip_request_seconds_count", (("job", "generate"),))] == 1
+    assert samples[("unclip_batch_images_sum", ())] == 2
+    assert samples[("unclip_login_failures_total", ())] >= 1
+    assert ("unclip_queue_length", ()) in samples
+    assert "job generate done" in log.read_text() and "batch of 1 requests, 2 images" in log.read_text()
+
+
+def test_failed_logins_are_refused_then_held_back(guarded):
+    url, _ = guarded
+    codes = [_post_login(url, "mallory", f"guess{i}") for i in range(7)]
+    assert codes[:4] == [400] * 4 and codes[-1] == 429  # 5 failures a minute, then held back
+    assert _post_login(url, "ann", "secret") == 429  # even the right password, from that client, for now
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(web.chromium_path() is None, reason="no Chromium (apt-get install chromium; make test does)")
+def test_the_page_asks_for_a_login(tiny_model, tmp_path):
+    with web.served(tiny_model, tmp_path / "serve.log", args=("--auth", "ann:secret")) as url, \
+            web.browser_page() as page:
+        page.goto(url)
+        web.login(page, "ann", "wrong")
+        web.error_shown(page, "Incorrect")
+        assert page.locator("#generate-button").count() == 0
+        web.login(page, "ann", "secret")
+        assert web.generate(page, "a red circle") == [(32, 32)]
