@@ -30,12 +30,16 @@ def main() -> None:
         path = out / f"input{i}.png"
         Image.fromarray(shapes.render(it.scene, 128)).save(path)
         pics.append(path)
-    with web.served(args.model, out / "serve.log") as url, web.browser_page(1280, 1000) as page:
+    with web.served(args.model, out / "serve.log", args=("--auth", "demo:demo")) as url, \
+            web.browser_page(1280, 1000) as page:
         def shot(name: str) -> None:  # after Gradio's fade-in of new outputs
             page.wait_for_timeout(1500)
             page.screenshot(path=out / name, full_page=True)
 
         page.goto(url)
+        page.get_by_role("button", name="Login").wait_for()
+        shot("login.png")
+        web.login(page, "demo", "demo")
         web.generate(page, "a large red circle on the left on a white background\n"
                            "a blue square above a green star on a black background\n"
                            "a small yellow triangle at the top on a black background\n"

@@ -176,7 +176,8 @@ def build_app(pipe, model_path, limits: Limits | None = None, folder: str | Path
                     go = gr.Button("Generate", variant="primary", elem_id="generate-button")
                 gallery = gr.Gallery(label="Images", columns=4, elem_id="generate-gallery", format="png")
             go.click(shown(generate), [prompts, num, seed, pg, dg, ps, ds, us, prior], gallery, api_name="generate",
-                     concurrency_limit=line.max_images, concurrency_id="generate")  # a batch's worth in the line
+                     concurrency_limit=2 * line.max_images,  # the next batch waits in the line
+                     concurrency_id="generate")
         with gr.Tab("Vary"):
             with gr.Row():
                 with gr.Column():

@@ -7,13 +7,20 @@ runs alone when its turn comes. A generate request whose turn comes leads a batc
 up to `max_images` images, more only when the leader alone asks for more) and draws them all.
 Each image has its own generator seeded with its own seed, so a request's images do not depend
 on what it was batched with (unclip.pipelines: image i depends on its seed alone).
+
+The model computes on one thread of its own, whoever's turn it is: the memory allocator then keeps
+one pool for the model's tensors instead of one per web worker thread that ever led a batch (the
+server's RSS grew from 1.5 to 2.2 GB over 5 minutes of 32 clients before). The caller's context
+goes with each call, so gradio's progress bar still follows it.
 """
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -55,6 +62,11 @@ class ModelLine:
         self._cv = threading.Condition()
         self._line: deque[Ticket] = deque()
         self._busy = False
+        self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="unclip-model")
+
+    def _on_model_thread(self, fn: Callable):
+        """`fn()` on the model's own thread, in the caller's context; its result or its error."""
+        return self._model_thread.submit(contextvars.copy_context().run, fn).result()
 
     def waiting(self) -> int:
         """Requests waiting for the model (the one running not counted)."""
@@ -81,7 +93,7 @@ class ModelLine:
         """Run `job()` alone on the model when its turn comes; its result or its error."""
         self._turn(ticket := Ticket(job=job))
         try:
-            return ticket.job()
+            return self._on_model_thread(ticket.job)
         finally:
             self._release()
 
@@ -131,8 +143,9 @@ class ModelLine:
                 if not chunk:
                     continue
                 generators = [torch.Generator().manual_seed(s) for _, _, s in chunk]
-                out = self.pipe([p for _, p, _ in chunk], generator=generators, output_type="uint8",
-                                **leader.settings).images
+                prompts = [p for _, p, _ in chunk]
+                out = self._on_model_thread(lambda: self.pipe(prompts, generator=generators, output_type="uint8",
+                                                              **leader.settings).images)
                 for (t, _, _), image in zip(chunk, out):
                     t.images.append(image)
         except BaseException as e:  # every request in the batch gets the failure, none waits for ever
