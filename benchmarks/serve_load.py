@@ -59,11 +59,12 @@ def rss_mb(pid: int, field: str = "VmRSS:") -> float:
 
 
 @contextmanager
-def server(model: str | None, batch_size: int, device: str | None):
-    """`unclip serve` with a login on a free port: (url, process, log path)."""
+def server(model: str | None, batch_size: int, device: str | None, batch_wait: float | None = None):
+    """`unclip serve` with a login on a free port: (url, process, log path, command)."""
     port = free_port()
     log_path = Path(tempfile.mkdtemp(prefix="serve-load-")) / "serve.log"
     cmd = [sys.executable, "-m", "unclip", "serve", "--port", str(port), "--batch-size", str(batch_size),
+           *(["--batch-wait", f"{batch_wait:g}"] if batch_wait is not None else []),
            *(["--model", model] if model else []), *(["--device", device] if device else [])]
     env = {**os.environ, "UNCLIP_SERVE_AUTH": f"{USER}:{PASSWORD}", "GRADIO_ANALYTICS_ENABLED": "False"}
     with open(log_path, "w") as log:
@@ -140,7 +141,8 @@ def images_drawn(url: str) -> float:
 def run(args, clients: int, batch_size: int, minutes: float, intruders: int = 0) -> dict:
     from gradio_client import Client
 
-    with server(args.model, batch_size, args.device) as (url, proc, log_path, cmd):
+    wait = args.batch_wait if batch_size > 1 else None
+    with server(args.model, batch_size, args.device, wait) as (url, proc, log_path, cmd):
         logged_in = [Client(url, auth=(USER, PASSWORD), verbose=False) for _ in range(clients)]
         results, lock, rss = [], threading.Lock(), []
         start = time.monotonic()
@@ -174,7 +176,9 @@ def run(args, clients: int, batch_size: int, minutes: float, intruders: int = 0)
             "p95_s": float(np.percentile([e - s for s, e in answered], 95)) if answered else None,
             "jobs_ran": ran, "images_drawn": drawn, "mean_batch": float(np.mean(batches)) if batches else None,
             "peak_rss_mb": peak, "rss_first_min_mb": max(first) if first else None,
-            "rss_last_min_mb": max(last) if last else None, "intruders": dict(refused)}
+            "rss_last_min_mb": max(last) if last else None, "intruders": dict(refused),
+            "rss_by_minute_mb": [round(max(r for t, r in rss if m * 60 <= t < (m + 1) * 60))
+                                 for m in range(int(rss[-1][0] // 60) + 1) if any(m * 60 <= t < (m + 1) * 60 for t, _ in rss)]}
 
 
 def show(r: dict) -> None:
@@ -189,7 +193,7 @@ def show(r: dict) -> None:
               f"p95 {r['p95_s']:.1f} s; mean batch {r['mean_batch'] or 0:.2f} requests")
     print(f"  server: jobs run {r['jobs_ran']}, images drawn (its /metrics) {r['images_drawn']:.0f}; peak RSS "
           f"{r['peak_rss_mb']:.0f} MB (first minute {r['rss_first_min_mb'] or 0:.0f}, last minute "
-          f"{r['rss_last_min_mb'] or 0:.0f})")
+          f"{r['rss_last_min_mb'] or 0:.0f}; by minute {r['rss_by_minute_mb']})")
     if r["intruders"]:
         print(f"  intruders (no or wrong credentials): {sum(r['intruders'].values())} sent; " +
               "; ".join(f"{k}: {v}" for k, v in sorted(r["intruders"].items())))
@@ -204,6 +208,7 @@ def main() -> None:
     p.add_argument("--intruders", type=int, default=0, help="requests with no or wrong credentials during the run")
     p.add_argument("--model", help="model folder (default: the shipped model)")
     p.add_argument("--device", help="the server's --device (default: its own)")
+    p.add_argument("--batch-wait", type=float, help="the batched server's --batch-wait (default: its own)")
     p.add_argument("--abandon", type=int, default=0, help="every Nth request of a client is dropped (0: none)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds a client waits for an answer")
     args = p.parse_args()

@@ -123,6 +123,26 @@ def test_requests_that_cannot_share_a_call_still_run_in_turn(pipe):
     assert not np.array_equal(results[0][0][0], results[1][0][0])  # 3 and 4 steps really differ
 
 
+def test_a_batch_waits_for_others_only_while_the_server_is_shared(pipe):
+    import time
+
+    settings = {"decoder_num_inference_steps": 2}
+    key = frozenset(settings.items())
+
+    def two_requests(line):
+        def late():
+            time.sleep(0.3)  # a client answered in the last batch, coming back a little later
+            return line.draw(["a blue star"], [2], settings, key)
+
+        return [b for _, b in _concurrently([lambda: line.draw(["a red circle"], [1], settings, key), late])]
+
+    shared = ModelLine(pipe)
+    shared._last_call, shared._last_requests = 10.0, 2  # the last call: 10 s, two requests
+    assert two_requests(shared) == [(2, 2), (2, 2)]  # waited up to 1 s (10%) and drew both at once
+    alone = ModelLine(pipe)  # a lone user's last batch: no wait
+    assert two_requests(alone) == [(1, 1), (1, 1)]
+
+
 def test_a_failure_reaches_every_request_of_its_batch(pipe):
     line = ModelLine(pipe, max_images=8, wait=0.5)
     bad = {"decoder_num_inference_steps": 0}

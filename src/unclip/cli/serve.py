@@ -41,8 +41,9 @@ def add_serve(sub) -> dict:
                    "(anyone who can reach the port may use it)")
     w.add_argument("--batch-size", type=int, default=8, help="images drawn in one pipeline call: generate requests "
                    "with the same settings share a call up to this many images (1: one request at a time; default 8)")
-    w.add_argument("--batch-wait", type=float, default=0.0, help="seconds a generate request waits for others to "
-                   "share its call (default 0: it takes those already waiting)")
+    w.add_argument("--batch-wait", type=float, default=None, help="seconds a generate request waits for others to "
+                   "share its call (default: while others share the server, until the batch is full, at most 10%% of the last "
+                   "call's time and 2 s; a lone user never waits; 0: only those already waiting)")
     image_encoder_flag(w)
     prior_model_flag(w)
     compute_flags(w)

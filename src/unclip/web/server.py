@@ -21,7 +21,7 @@ log = logging.getLogger("unclip.web.app")
 
 
 def make_server(pipe, path, creds: list | None = None, limits: Limits | None = None,
-                batch_size: int = 8, batch_wait: float = 0.0, login_attempts: int = 5):
+                batch_size: int = 8, batch_wait: float | None = None, login_attempts: int = 5):
     """(the FastAPI app, the jobs): the page at /, /healthz and /metrics beside it."""
     import gradio as gr
     from fastapi import FastAPI
@@ -58,7 +58,7 @@ def make_server(pipe, path, creds: list | None = None, limits: Limits | None = N
 def serve(model=None, host: str = "127.0.0.1", port: int = 7860, image_encoder=None, limits: Limits | None = None,
           device: str | None = "auto", dtype: str = "auto", prior_model=None, compile: str | bool = "auto",
           offload: str | None = None, creds: list | None = None, no_auth: bool = False,
-          batch_size: int = 8, batch_wait: float = 0.0):
+          batch_size: int = 8, batch_wait: float | None = None):
     """Check who may reach the server, load the model once (on `device`, in `dtype`, compiled
     as `compile` says, unclip.runtime.compiled; offloaded as `offload` says) and serve until
     interrupted."""
@@ -66,7 +66,7 @@ def serve(model=None, host: str = "127.0.0.1", port: int = 7860, image_encoder=N
 
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # nothing leaves this machine
     reach = check_exposure(host, creds or [], no_auth)  # before minutes of loading
-    if batch_size < 1 or batch_wait < 0:
+    if batch_size < 1 or (batch_wait is not None and batch_wait < 0):
         raise ValueError(f"--batch-size must be at least 1 and --batch-wait at least 0 (got {batch_size}, {batch_wait})")
     log.setLevel(logging.INFO)  # each request's outcome, time and batch, for whoever runs the server
     from unclip.pipelines.locate import resolve_model
