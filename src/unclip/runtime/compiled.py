@@ -16,8 +16,12 @@ images (LONG_JOB_WARM once inductor's cache holds kernels from an earlier run) a
 end (serve); everything shorter, and everything on a CPU, runs eager. On an H200 (2026-12-04)
 `unclip generate` of two prompts took 15 s eager and was still compiling after 60 s: compiling
 pays back only over many calls. Batch sizes vary within a job (reranking rounds, guidance halves,
-chunks): torch.compile's automatic dynamic shapes compile a network once more, with a symbolic
-batch size, at the first new size, and reuse that graph for every size after it. Measured on a 2-core AMD EPYC with AVX-512
+chunks) and image sizes between upsamplers: networks compile with symbolic sizes from the start
+(`dynamic=True`), so one graph serves every size up to the guards of diffusers' own branches on
+the batch (at most two graphs per network). Measured on a tiny pipeline, three calls of 3, 5 and
+2 prompts reranked in rounds (tests/test_compile_shapes.py): 5 graphs for 4 networks, none new
+after the first call; with automatic dynamic shapes instead (a static graph first, a symbolic
+one at the next size) 8, and one more in the second call. Measured on a 2-core AMD EPYC with AVX-512
 BF16 (benchmarks/compile.py, docs/results/compile_cpu.txt): compiled bf16 ran 0.9-1.33x eager
 bf16 after 20-120 s of compiling per network, and a pipeline call reaches each network in many
 batch shapes (reranking rounds, chunks, guidance), each compiled anew. In float32 ONNX Runtime
@@ -55,7 +59,7 @@ def compile_networks(networks: list[tuple[str, torch.nn.Module]], mode: str | No
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     cache_dir()
     for _, module in networks:
-        module.compile(mode=mode)
+        module.compile(mode=mode, dynamic=True)
     return [name for name, _ in networks]
 
 
