@@ -62,7 +62,7 @@ def main() -> None:
             if os.waitstatus_to_exitcode(status) != 0:
                 print(f"rank {rank}: FAILED\n{text[-2000:]}")
                 continue
-            found = re.search(r"([\d,]+) trainable parameters .*the network has ([\d,]+)", text)
+            found = re.search(r"([\d,]+) trainable parameters .*the (?:network|component) has ([\d,]+)", text)
             trainable, total = (int(found.group(i).replace(",", "")) for i in (1, 2))
             log = [json.loads(line) for line in (Path(out) / "log.jsonl").read_text().splitlines() if line.strip()]
             rates = [r[k] for r in log for k in r if "per_s" in k or k == "rate"]
