@@ -143,6 +143,9 @@ def run(args, clients: int, batch_size: int, minutes: float, intruders: int = 0)
 
     wait = args.batch_wait if batch_size > 1 else None
     with server(args.model, batch_size, args.device, wait) as (url, proc, log_path, cmd):
+        with urllib.request.urlopen(url + "healthz", timeout=30) as r:
+            health = json.loads(r.read())
+        print(f"  server computes on {health['device']} in {health['dtype']} (its /healthz)", flush=True)
         logged_in = [Client(url, auth=(USER, PASSWORD), verbose=False) for _ in range(clients)]
         results, lock, rss = [], threading.Lock(), []
         start = time.monotonic()
