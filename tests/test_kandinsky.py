@@ -280,6 +280,24 @@ def test_bf16_compute_runs_and_stays_close(kandinsky):
     assert b.shape == a.shape and np.isfinite(b).all() and np.abs(a - b).mean() < 0.1
 
 
+def test_zero_image_embedding_is_kept_until_the_tower_changes(kandinsky):
+    """The zero image's embedding runs the image tower once, not on every call; a changed weight,
+    dtype or device computes it again."""
+    decoder, prior, _ = kandinsky
+    p = load_pipeline(decoder, prior_model=prior)
+    calls = []
+    hook = p.image_encoder.register_forward_hook(lambda *a: calls.append(1))
+    first = p.zero_embed(2)
+    assert torch.equal(p.zero_embed(3)[:2], first) and len(calls) == 1
+    with torch.no_grad():
+        next(p.image_encoder.parameters()).mul_(1.5)  # an in-place change: a new weights version
+    changed = p.zero_embed(1)
+    assert len(calls) == 2 and not torch.equal(changed[0], first[0])
+    p.to(dtype=torch.bfloat16)
+    assert p.zero_embed(1).shape == changed.shape and len(calls) == 3
+    hook.remove()
+
+
 def test_save_pretrained_writes_folders_diffusers_loads(pipe, tmp_path):
     from diffusers import KandinskyV22Pipeline
 

@@ -154,3 +154,16 @@ def test_serve_with_offload_and_no_accelerator_refuses_before_serving(capsys):
     assert main(["serve", "--offload", "model", "--port", "1"]) == 2
     err = capsys.readouterr().err
     assert "accelerator" in err and "Traceback" not in err
+
+
+def test_reduced_precision_decodes_channels_last_on_the_cpu_only():
+    """Below float32 on the CPU the latent decoders take channels-last latents (faster there);
+    float32 keeps diffusers' layout, so its images stay exactly diffusers'."""
+    from unclip.runtime.latent_decoding import fast_layout
+
+    z = torch.randn(2, 4, 8, 8)
+    fast = fast_layout(z, torch.bfloat16)
+    assert fast.dtype == torch.bfloat16 and fast.is_contiguous(memory_format=torch.channels_last)
+    assert not fast.is_contiguous() and torch.equal(fast.float(), z.to(torch.bfloat16).float())
+    same = fast_layout(z, torch.float32)
+    assert same.is_contiguous() and torch.equal(same, z)

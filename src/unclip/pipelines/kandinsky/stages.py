@@ -67,10 +67,10 @@ def decode(pipe, z: torch.Tensor, neg: torch.Tensor, s: dict, *, generator: Gene
 def to_pixels(pipe, latents: torch.Tensor) -> torch.Tensor:
     """MoVQ's decoding, unquantised as diffusers decodes: (B, 3, H, W) in [-1, 1] (unclamped); sliced
     or tiled after `enable_vae_slicing` / `enable_vae_tiling` (unclip.runtime.latent_decoding)."""
-    from unclip.runtime.latent_decoding import decode
+    from unclip.runtime.latent_decoding import decode, fast_layout
 
     def one(z):
-        return pipe.movq.decode(z.to(pipe.movq.dtype), force_not_quantize=True).sample.float()
+        return pipe.movq.decode(fast_layout(z, pipe.movq.dtype), force_not_quantize=True).sample.float()
 
     return decode(pipe.movq, latents, one, pipe.movq_factor)
 

@@ -8,6 +8,7 @@ import torch
 
 from unclip.diffusion.sampling import Generators, ddim_invert, sample
 from unclip.pipelines.diffusers_order import randn, scheduler_loop, step_kwargs
+from unclip.runtime.latent_decoding import fast_layout
 
 
 @torch.no_grad()
@@ -89,8 +90,10 @@ def latent_loop(pipe, text: torch.Tensor, cond: torch.Tensor, s: dict, *, genera
 
 @torch.no_grad()
 def to_pixels(pipe, latents: torch.Tensor) -> torch.Tensor:
-    """VAE decoding: (B, 3, H, W) in [-1, 1] (unclamped)."""
-    return pipe.vae.decode(latents.to(pipe.vae.dtype) / pipe.vae.config.scaling_factor, return_dict=False)[0].float()
+    """VAE decoding: (B, 3, H, W) in [-1, 1] (unclamped); channels-last on the CPU below float32
+    (unclip.runtime.latent_decoding.fast_layout)."""
+    z = fast_layout(latents.to(pipe.vae.dtype) / pipe.vae.config.scaling_factor, pipe.vae.dtype)
+    return pipe.vae.decode(z, return_dict=False)[0].float()
 
 
 @torch.no_grad()
