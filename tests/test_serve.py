@@ -200,6 +200,7 @@ def test_the_api_needs_the_login_and_metrics_do_not(guarded):
     assert samples[("unclip_images_total", (("job", "generate"),))] == 2
     assert samples[("unclip_request_seconds_count", (("job", "generate"),))] == 1
     assert samples[("unclip_batch_images_sum", ())] == 2
+    assert 0 < samples[("unclip_model_busy_seconds_total", ())] <= samples[("unclip_request_seconds_sum", (("job", "generate"),))]
     assert samples[("unclip_login_failures_total", ())] >= 1
     assert ("unclip_queue_length", ()) in samples
     assert "job generate done" in log.read_text() and "batch of 1 requests, 2 images" in log.read_text()

@@ -61,13 +61,16 @@ class Ticket:
 
 class ModelLine:
     def __init__(self, pipe, max_images: int = 8, wait: float | None = None,
-                 on_batch: Callable[[int, int], None] | None = None):
-        """`wait`: seconds a batch's leader waits for others (None: automatic, see above)."""
+                 on_batch: Callable[[int, int], None] | None = None,
+                 on_compute: Callable[[float], None] | None = None):
+        """`wait`: seconds a batch's leader waits for others (None: automatic, see above);
+        `on_batch(requests, images)` for each batch, `on_compute(seconds)` for each call the model makes."""
         if max_images < 1 or (wait is not None and wait < 0):
             raise ValueError(f"batch size must be at least 1 and batch wait at least 0 (got {max_images}, {wait})")
         self.pipe, self.max_images, self.wait = pipe, max_images, wait
         self._last_call, self._last_requests = 0.0, 1  # the last pipeline call's seconds, its batch's requests
         self.on_batch = on_batch or (lambda requests, images: None)
+        self.on_compute = on_compute or (lambda seconds: None)
         self._cv = threading.Condition()
         self._line: deque[Ticket] = deque()
         self._busy = False
@@ -75,7 +78,14 @@ class ModelLine:
 
     def _on_model_thread(self, fn: Callable):
         """`fn()` on the model's own thread, in the caller's context; its result or its error."""
-        return self._model_thread.submit(contextvars.copy_context().run, fn).result()
+        def timed():
+            start = time.monotonic()
+            try:
+                return fn()
+            finally:
+                self.on_compute(time.monotonic() - start)
+
+        return self._model_thread.submit(contextvars.copy_context().run, timed).result()
 
     def waiting(self) -> int:
         """Requests waiting for the model (the one running not counted)."""

@@ -26,6 +26,8 @@ class Metrics:
                                         buckets=BATCH_BUCKETS, registry=r)
         self.batch_images = Histogram("unclip_batch_images", "Images drawn in one pipeline batch",
                                       buckets=BATCH_BUCKETS, registry=r)
+        self.model_seconds = Counter("unclip_model_busy_seconds", "Seconds the model has spent computing (its "
+                                     "share of the wall clock: how busy the device is)", registry=r)
         self.queue = Gauge("unclip_queue_length", "Requests waiting: in the web queue and for the model", registry=r)
         self.running = Gauge("unclip_requests_running", "Requests being worked on now", registry=r)
         self.login_failures = Counter("unclip_login_failures", "Failed logins, refused ones included", registry=r)
