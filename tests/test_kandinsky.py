@@ -282,9 +282,9 @@ def test_bf16_compute_runs_and_stays_close(kandinsky):
 
 def test_zero_image_embedding_is_kept_until_the_tower_changes(kandinsky):
     """The zero image's embedding runs the image tower once, not on every call; a changed weight,
-    dtype or device computes it again."""
+    dtype or device computes it again. float32 pinned: the dtype change below must be a change."""
     decoder, prior, _ = kandinsky
-    p = load_pipeline(decoder, prior_model=prior)
+    p = load_pipeline(decoder, prior_model=prior, torch_dtype=torch.float32)
     calls = []
     hook = p.image_encoder.register_forward_hook(lambda *a: calls.append(1))
     first = p.zero_embed(2)
