@@ -3,6 +3,9 @@ in batches, the seconds of each network per image. A server that batches cannot 
 this once its model is busy all the time (serve_load.py prints how busy it was).
 
     python benchmarks/batch_gain.py [--requests 24] [--batch 8] [--dtype auto] [--rounds 2]
+
+It ends with each sampled network's milliseconds per row at 2 to 64 rows a call (one call's
+inputs repeated): batching can only gain what a network saves per row in larger calls.
 """
 
 import argparse
@@ -42,6 +45,45 @@ def timers(pipe) -> dict:
     return tally
 
 
+ROWS = (2, 4, 8, 16, 32, 64)
+
+
+@torch.no_grad()
+def per_row(pipe, prompt: str) -> dict:
+    """{network: {rows: ms per row}} for each sampled network, replaying the inputs of its first call
+    in `prompt`'s pipeline call repeated to each of ROWS rows (those its first call's rows divide)."""
+    seen = {}
+
+    def keep(name):
+        def hook(module, args, kwargs):
+            seen.setdefault(name, (args, kwargs))  # returns None: the call's inputs stay as they are
+        return hook
+
+    hooks = [net.register_forward_pre_hook(keep(name), with_kwargs=True) for name, net in pipe.sampled_networks()]
+    pipe([prompt], generator=[torch.Generator().manual_seed(0)], output_type="uint8")
+    for h in hooks:
+        h.remove()
+    curves = {}
+    for name, net in pipe.sampled_networks():
+        args, kwargs = seen[name]
+        base = next(v for v in (*args, *kwargs.values()) if torch.is_tensor(v) and v.dim()).shape[0]
+
+        def grow(v, rows, base=base):
+            return v.repeat(rows // base, *[1] * (v.dim() - 1)) if torch.is_tensor(v) and v.dim() and len(v) == base else v
+
+        curves[name] = {}
+        for rows in (r for r in ROWS if r % base == 0):
+            a, k = [grow(v, rows) for v in args], {n: grow(v, rows) for n, v in kwargs.items()}
+            net(*a, **k)  # warm-up: oneDNN picks its kernels for this shape
+            start, calls = time.perf_counter(), 0
+            while time.perf_counter() - start < 1.5:
+                net(*a, **k)
+                calls += 1
+            curves[name][rows] = 1000 * (time.perf_counter() - start) / calls / rows
+        print(f"{name}: ms per row at " + ", ".join(f"{r} rows {ms:.2f}" for r, ms in curves[name].items()), flush=True)
+    return curves
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--requests", type=int, default=24)
@@ -76,7 +118,8 @@ def main() -> None:
     best = {b: min(r["s_per_image"] for r in rows if r["batch"] == b) for b in (1, args.batch)}
     print(f"{args.requests} requests: batches of {args.batch} {best[1] / best[args.batch]:.2f}x faster per image "
           f"than one at a time (best of {args.rounds} each)")
-    print(json.dumps({"runs": rows, "speedup": best[1] / best[args.batch]}))
+    curves = per_row(pipe, pairs[0][0])
+    print(json.dumps({"runs": rows, "speedup": best[1] / best[args.batch], "ms_per_row": curves}))
 
 
 if __name__ == "__main__":

@@ -132,11 +132,17 @@ def intrude(url: str, n: int, outcomes: Counter) -> None:
         time.sleep(0.5)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds a process has used so far (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def server_counts(url: str) -> tuple[float, float]:
     """(images drawn, seconds the model computed) from the server's /metrics."""
     with urllib.request.urlopen(url + "metrics", timeout=30) as r:
         text = r.read().decode()
-    images = sum(float(m) for m in re.findall(r'^unclip_images_total\{job="generate"\} (\S+)$', text, re.M))
+    images = sum(float(m) for m in re.findall(r"^unclip_model_images_total (\S+)$", text, re.M))
     busy = re.search(r"^unclip_model_busy_seconds_total (\S+)$", text, re.M)
     return images, float(busy.group(1)) if busy else float("nan")
 
@@ -151,6 +157,7 @@ def run(args, clients: int, batch_size: int, minutes: float, intruders: int = 0)
         print(f"  server computes on {health['device']} in {health['dtype']} (its /healthz)", flush=True)
         logged_in = [Client(url, auth=(USER, PASSWORD), verbose=False) for _ in range(clients)]
         busy_before = server_counts(url)[1]
+        cpu_before = cpu_seconds(proc.pid), cpu_seconds(os.getpid())
         results, lock, rss = [], threading.Lock(), []
         start = time.monotonic()
         stop_at = start + minutes * 60
@@ -168,7 +175,9 @@ def run(args, clients: int, batch_size: int, minutes: float, intruders: int = 0)
         peak = max([r for _, r in rss] + [rss_mb(proc.pid, "VmHWM:")])
         drawn, busy = server_counts(url)
         wall = time.monotonic() - start
+        server_cpu, client_cpu = cpu_seconds(proc.pid) - cpu_before[0], cpu_seconds(os.getpid()) - cpu_before[1]
         ran = len(re.findall(r"job generate done", log_path.read_text()))
+        withdrawn = len(re.findall(r"job generate cancelled", log_path.read_text()))
         batches = [int(b) for b in re.findall(r"batch of (\d+) requests", log_path.read_text())]
     counts = Counter(o if not o.startswith("error") else "error" for o, _, _ in results)
     answered = [(s, e) for o, s, e in results if o == "image"]
@@ -182,8 +191,9 @@ def run(args, clients: int, batch_size: int, minutes: float, intruders: int = 0)
             "images_per_min": len(answered) / span if answered else 0.0,
             "p50_s": float(np.percentile([e - s for s, e in answered], 50)) if answered else None,
             "p95_s": float(np.percentile([e - s for s, e in answered], 95)) if answered else None,
-            "jobs_ran": ran, "images_drawn": drawn, "mean_batch": float(np.mean(batches)) if batches else None,
-            "model_busy": (busy - busy_before) / wall, "model_s_per_image": (busy - busy_before) / max(drawn, 1), "peak_rss_mb": peak, "rss_first_min_mb": max(first) if first else None,
+            "jobs_ran": ran, "jobs_withdrawn": withdrawn, "images_drawn": drawn, "mean_batch": float(np.mean(batches)) if batches else None,
+            "model_busy": (busy - busy_before) / wall, "model_s_per_image": (busy - busy_before) / max(drawn, 1),
+            "server_cores": server_cpu / wall, "client_cores": client_cpu / wall, "peak_rss_mb": peak, "rss_first_min_mb": max(first) if first else None,
             "rss_last_min_mb": max(last) if last else None, "intruders": dict(refused),
             "rss_by_minute_mb": [round(max(r for t, r in rss if m * 60 <= t < (m + 1) * 60))
                                  for m in range(int(rss[-1][0] // 60) + 1) if any(m * 60 <= t < (m + 1) * 60 for t, _ in rss)]}
@@ -200,7 +210,9 @@ def show(r: dict) -> None:
         print(f"  throughput {r['images_per_min']:.2f} images/min; latency p50 {r['p50_s']:.1f} s, "
               f"p95 {r['p95_s']:.1f} s; mean batch {r['mean_batch'] or 0:.2f} requests; the model computed "
               f"{100 * r['model_busy']:.0f}% of the time")
-    print(f"  server: jobs run {r['jobs_ran']}, images drawn (its /metrics) {r['images_drawn']:.0f}; peak RSS "
+        print(f"  cores in use on average: the server {r['server_cores']:.2f}, the load's clients "
+              f"{r['client_cores']:.2f} (of {os.cpu_count()})")
+    print(f"  server: jobs run {r['jobs_ran']}, withdrawn (their client left) {r['jobs_withdrawn']}, images drawn (its /metrics) {r['images_drawn']:.0f}; peak RSS "
           f"{r['peak_rss_mb']:.0f} MB (first minute {r['rss_first_min_mb'] or 0:.0f}, last minute "
           f"{r['rss_last_min_mb'] or 0:.0f}; by minute {r['rss_by_minute_mb']})")
     if r["intruders"]:

@@ -152,6 +152,80 @@ def test_a_failure_reaches_every_request_of_its_batch(pipe):
     assert line.run(lambda: "free") == "free"  # the model is free again
 
 
+class _GatedPipe:
+    """Stands in for a pipeline: each call records its prompts, and the first waits for `gate`."""
+
+    def __init__(self):
+        self.calls, self.gate, self.entered = [], threading.Event(), threading.Event()
+
+    def __call__(self, prompts, generator=None, output_type=None, **settings):
+        self.calls.append(list(prompts))
+        if len(self.calls) == 1:
+            self.entered.set()
+            assert self.gate.wait(60)
+        return type("Out", (), {"images": list(prompts)})()
+
+
+def _leaving_call(fn):
+    """(thread running `fn()` as a request whose client may leave, its leaving flag, its outcome)."""
+    from unclip.web.batching import leaving
+
+    flag, outcome, ready = [], [], threading.Event()
+
+    def run():
+        flag.append(leaving())
+        ready.set()
+        try:
+            outcome.append(fn())
+        except Exception as e:  # noqa: BLE001
+            outcome.append(e)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    ready.wait(10)
+    return thread, flag[0], outcome
+
+
+def test_a_request_whose_client_left_is_not_drawn():
+    from unclip.web.batching import Withdrawn
+
+    pipe, drawn = _GatedPipe(), []
+    line = ModelLine(pipe, max_images=8, wait=0, on_drawn=drawn.append)
+    key = frozenset()
+    busy = threading.Thread(target=lambda: line.draw(["first"], [0], {}, key))
+    busy.start()
+    assert pipe.entered.wait(10)  # the model is drawing "first"
+    other = frozenset({("steps", 2)})  # other settings: they cannot join a batch, so they wait in line
+    gone, gone_flag, gone_out = _leaving_call(lambda: line.draw(["gone"], [1], {}, other))
+    stays, _, stays_out = _leaving_call(lambda: line.draw(["stays"], [2], {}, other))
+    while line.waiting() < 2:
+        threading.Event().wait(0.01)
+    gone_flag.set()
+    line.wake()
+    gone.join(10)
+    assert isinstance(gone_out[0], Withdrawn)  # out of the line at once, while the model is still busy
+    assert line.waiting() == 1
+    pipe.gate.set()
+    for t in (busy, stays):
+        t.join(10)
+    assert stays_out == [["stays"]] and pipe.calls == [["first"], ["stays"]] and drawn == [1, 1]
+
+
+def test_a_request_left_partway_draws_no_more_of_its_images():
+    from unclip.web.batching import Withdrawn
+
+    pipe = _GatedPipe()
+    line = ModelLine(pipe, max_images=2, wait=0)  # three images: a call of two, then one
+    thread, flag, out = _leaving_call(lambda: line.draw(["a", "b", "c"], [1, 2, 3], {}, frozenset()))
+    assert pipe.entered.wait(10)
+    flag.set()
+    line.wake()
+    pipe.gate.set()
+    thread.join(10)
+    assert isinstance(out[0], Withdrawn) and pipe.calls == [["a", "b"]]
+    assert line.run(lambda: "free") == "free"
+
+
 def _get(url):
     try:
         with urllib.request.urlopen(url, timeout=30) as r:
@@ -204,6 +278,79 @@ def test_the_api_needs_the_login_and_metrics_do_not(guarded):
     assert samples[("unclip_login_failures_total", ())] >= 1
     assert ("unclip_queue_length", ()) in samples
     assert "job generate done" in log.read_text() and "batch of 1 requests, 2 images" in log.read_text()
+
+
+def _samples(url) -> dict:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(_get(url + "metrics")[1]) for s in family.samples}
+
+
+def _until(check, seconds=60):
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_a_cancelled_request_is_withdrawn(guarded):
+    from gradio_client import Client
+
+    url, log = guarded
+    drawn, cancelled = ("unclip_model_images_total", ()), ("unclip_requests_total", (("job", "generate"),
+                                                                                      ("outcome", "cancelled")))
+    before = _samples(url)
+    slow = Client(url, auth=("ann", "secret"), verbose=False).submit(  # 16 images of 200 steps each stage
+        "a red circle", 16, 0, None, None, 200, 200, 200, api_name="/generate")
+    _until(lambda: any(p.index for p in slow.status().progress_data or []))  # its sampling steps show as progress
+    # another client's request with other settings: let through to the model, waiting for its turn
+    waiting = Client(url, auth=("bob", "hunter2"), verbose=False).submit("a blue star", 1, 0, api_name="/generate")
+    _until(lambda: _samples(url)[("unclip_requests_running", ())] == 2)
+    assert waiting.cancel()
+    _until(lambda: _samples(url).get(cancelled, 0) == before.get(cancelled, 0) + 1)
+    assert len(slow.result(timeout=300)) == 16
+    after = _samples(url)
+    assert after[drawn] - before.get(drawn, 0) == 16  # the slow request's images; none for the cancelled one
+    assert "job generate cancelled" in log.read_text()
+
+
+def test_progress_bars_reach_the_client_from_the_model_thread():
+    """A job's tqdm bars (diffusers' sampling loops) run on the model's thread, behind the worker
+    thread that a request's handler hands its job to; gradio still shows them to the client."""
+    import time
+
+    import gradio as gr
+    from gradio_client import Client
+    from tqdm.auto import tqdm
+
+    from unclip.web.app import _shown
+    from unclip.web.metrics import Metrics
+
+    line = ModelLine(pipe=None)
+
+    def count(n, progress=gr.Progress(track_tqdm=True)):
+        def steps():
+            for _ in tqdm(range(int(n)), desc="steps"):
+                time.sleep(0.05)
+            return "counted"
+        return line.run(steps)
+
+    with gr.Blocks() as blocks:
+        box, out = gr.Number(), gr.Textbox()
+        gr.Button().click(_shown(count, Metrics(), line), box, out, api_name="count")
+    _, url, _ = blocks.queue().launch(prevent_thread_lock=True, quiet=True)
+    try:
+        job = Client(url, verbose=False).submit(100, api_name="/count")
+        seen = []
+        while not job.done():
+            seen += [p for p in job.status().progress_data or [] if p.index is not None]
+            time.sleep(0.1)
+        assert job.result() == "counted" and seen and seen[-1].length == 100
+    finally:
+        blocks.close()
 
 
 def test_failed_logins_are_refused_then_held_back(guarded):

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from itertools import pairwise
 
 import torch
+from tqdm.auto import tqdm
 
 Generators = torch.Generator | Sequence[torch.Generator] | None
+STEP_BARS: ContextVar[bool] = ContextVar("unclip_step_bars", default=False)  # a bar per sampling loop (the web page sets it)
 
 
 def randn(shape: tuple[int, ...], generator: Generators = None, device=None) -> torch.Tensor:
@@ -43,13 +46,14 @@ def sample(denoise: Callable, x_T: torch.Tensor, scheduler, *, steps: int, eta: 
            generator: Generators = None, callback: Callable | None = None) -> torch.Tensor:
     """Ancestral sampling with any diffusers scheduler (DDPM, DDIM with `eta`, DPM-Solver++),
     respaced to `steps`. `denoise(x_t, t)`, t of shape (B,), returns the model output the scheduler expects;
-    `callback` gets {"i", "t", "x", "pred_x0"} after each step."""
+    `callback` gets {"i", "t", "x", "pred_x0"} after each step. Where STEP_BARS is set (the web
+    app: gradio shows tqdm bars as the request's progress) each loop has a progress bar."""
     scheduler.set_timesteps(steps, device=x_T.device)
     takes = inspect.signature(scheduler.step).parameters
     gen = list(generator) if isinstance(generator, Sequence) else generator  # diffusers wants a list
     extra = {k: v for k, v in (("eta", eta), ("generator", gen)) if k in takes}
     x = x_T * scheduler.init_noise_sigma
-    for i, t in enumerate(scheduler.timesteps):
+    for i, t in enumerate(tqdm(scheduler.timesteps, desc="sampling", leave=False, disable=not STEP_BARS.get())):
         model_out = denoise(scheduler.scale_model_input(x, t), t.expand(x.shape[0]))  # t: (B,)
         out = scheduler.step(model_out, t, x, **extra)
         x = out.prev_sample

@@ -15,7 +15,8 @@ import tempfile
 from pathlib import Path
 
 from unclip import validate
-from unclip.web.batching import ModelLine, last_batch
+from unclip.diffusion.sampling import STEP_BARS
+from unclip.web.batching import ModelLine, last_batch, leaving
 from unclip.web.jobs import Jobs, Limits, describe
 from unclip.web.metrics import Metrics, images_in
 
@@ -23,25 +24,40 @@ D = validate.DEFAULTS
 log = logging.getLogger(__name__)
 
 
-def _shown(fn, metrics: Metrics):
-    """Run a job; its ValueErrors (and a request past its time limit) become messages in the
-    page (gr.Error), never tracebacks. Each request's outcome, time and batch go to the log
-    and to `metrics`."""
+def _shown(fn, metrics: Metrics, line: ModelLine):
+    """Run a job on a worker thread; its ValueErrors (and a request past its time limit) become
+    messages in the page (gr.Error), never tracebacks. When gradio cancels the request (its
+    client cancelled or left), the job is withdrawn from `line` unless the model already drew
+    it. Each request's outcome, time and batch go to the log and to `metrics`."""
     import functools
     import time
 
+    import anyio
     import gradio as gr
 
     job = fn.__name__.removesuffix("_files")
 
+    def work(*args, **kwargs):  # on the worker thread, where last_batch() is its request's
+        result = fn(*args, **kwargs)
+        return result, last_batch() if job == "generate" else None
+
     @functools.wraps(fn)
-    def run(*args, **kwargs):
+    async def run(*args, **kwargs):
         start = time.perf_counter()
         metrics.running.inc()
+        gone = leaving()  # before the thread starts: it takes this context with it
+        STEP_BARS.set(True)  # the sampling loops' bars become the request's progress in the page
         outcome, result = "error", None
         try:
-            result = fn(*args, **kwargs)
+            result, batch = await anyio.to_thread.run_sync(functools.partial(work, *args, **kwargs),
+                                                           abandon_on_cancel=True)
             outcome = "ok"
+        except anyio.get_cancelled_exc_class():
+            gone.set()
+            line.wake()
+            outcome = "cancelled"
+            log.info("job %s cancelled after %.1f s: its client left", job, time.perf_counter() - start)
+            raise
         except TimeoutError as e:
             outcome = "timeout"
             log.warning("job %s: past its time limit after %.1f s", job, time.perf_counter() - start)
@@ -54,7 +70,6 @@ def _shown(fn, metrics: Metrics):
             seconds = time.perf_counter() - start
             metrics.running.dec()
             metrics.finished(job, outcome, seconds, images_in(result))
-        batch = last_batch() if job == "generate" else None
         shared = f" (batch of {batch[0]} requests, {batch[1]} images)" if batch else ""
         log.info("job %s done in %.1f s%s", job, seconds, shared)
         return result
@@ -91,7 +106,7 @@ def build_app(pipe, model_path, limits: Limits | None = None, folder: str | Path
     jobs = Jobs(pipe, folder or tempfile.mkdtemp(prefix="unclip-web-"), limits, line)
 
     def shown(fn):
-        return _shown(fn, metrics)
+        return _shown(fn, metrics, line)
     model = pipe.sampling_defaults()
     takes = pipe.capabilities.settings
 

@@ -18,7 +18,7 @@ class Metrics:
 
         self.registry = r = CollectorRegistry()
         self.requests = Counter("unclip_requests", "Requests finished, by job and outcome "
-                                "(ok, refused: bad input, timeout, error)", ["job", "outcome"], registry=r)
+                                "(ok, refused: bad input, timeout, cancelled: the client left, error)", ["job", "outcome"], registry=r)
         self.latency = Histogram("unclip_request_seconds", "Seconds from a job's start to its answer",
                                  ["job"], buckets=LATENCY_BUCKETS, registry=r)
         self.images = Counter("unclip_images", "Images drawn and returned, by job", ["job"], registry=r)
@@ -26,6 +26,8 @@ class Metrics:
                                         buckets=BATCH_BUCKETS, registry=r)
         self.batch_images = Histogram("unclip_batch_images", "Images drawn in one pipeline batch",
                                       buckets=BATCH_BUCKETS, registry=r)
+        self.drawn = Counter("unclip_model_images", "Images the model drew for generate requests (a request "
+                             "withdrawn before the model reached it draws none)", registry=r)
         self.model_seconds = Counter("unclip_model_busy_seconds", "Seconds the model has spent computing (its "
                                      "share of the wall clock: how busy the device is)", registry=r)
         self.queue = Gauge("unclip_queue_length", "Requests waiting: in the web queue and for the model", registry=r)

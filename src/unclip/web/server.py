@@ -30,7 +30,7 @@ def make_server(pipe, path, creds: list | None = None, limits: Limits | None = N
     metrics = Metrics()
     metrics.describe(str(path), str(pipe.device), str(pipe.dtype).removeprefix("torch."))
     line = ModelLine(pipe, max_images=batch_size, wait=batch_wait, on_batch=metrics.batch,
-                     on_compute=metrics.model_seconds.inc)
+                     on_compute=metrics.model_seconds.inc, on_drawn=metrics.drawn.inc)
     limits = limits or Limits()
     blocks, jobs = build_app(pipe, path, limits, line=line, metrics=metrics)
     metrics.watch_queue(lambda: (len(blocks._queue) if blocks._queue else 0) + line.waiting())
