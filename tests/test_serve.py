@@ -312,9 +312,39 @@ def test_a_cancelled_request_is_withdrawn(guarded):
     assert waiting.cancel()
     _until(lambda: _samples(url).get(cancelled, 0) == before.get(cancelled, 0) + 1)
     assert len(slow.result(timeout=300)) == 16
-    after = _samples(url)
-    assert after[drawn] - before.get(drawn, 0) == 16  # the slow request's images; none for the cancelled one
+    _until(lambda: _samples(url)[("unclip_requests_running", ())] == 0)
+    assert _samples(url)[drawn] - before.get(drawn, 0) == 16  # the slow request's images; none for the cancelled one
     assert "job generate cancelled" in log.read_text()
+
+
+def test_a_request_whose_client_disconnects_is_withdrawn(guarded):
+    """A closed tab: the client's stream ends without a cancel."""
+    import httpx
+    from gradio_client import Client
+
+    url, log = guarded
+    drawn, cancelled = ("unclip_model_images_total", ()), ("unclip_requests_total", (("job", "generate"),
+                                                                                      ("outcome", "cancelled")))
+    before = _samples(url)
+    slow = Client(url, auth=("ann", "secret"), verbose=False).submit(
+        "a red circle", 16, 0, None, None, 200, 200, 200, api_name="/generate")
+    _until(lambda: _samples(url)[("unclip_requests_running", ())] == 1)
+    with httpx.Client(base_url=url, timeout=60) as http:
+        assert http.post("login", data={"username": "bob", "password": "hunter2"}).status_code == 200
+        config = http.get("config").json()
+        fn_index = next(d["id"] for d in config["dependencies"] if d.get("api_name") == "generate")
+        data = ["a blue star", 1, 0, None, None, None, None, None, "diffusion"]
+        joined = http.post("gradio_api/queue/join", json={"data": data, "fn_index": fn_index, "session_hash": "tab1",
+                                                          "trigger_id": None, "event_data": None})
+        assert joined.status_code == 200, joined.text
+        with http.stream("GET", "gradio_api/queue/data", params={"session_hash": "tab1"}) as stream:
+            for line in stream.iter_lines():
+                if "process_starts" in line:
+                    break  # let through to the model, waiting for its turn: now the tab closes
+    _until(lambda: _samples(url).get(cancelled, 0) == before.get(cancelled, 0) + 1)
+    assert len(slow.result(timeout=300)) == 16
+    _until(lambda: _samples(url)[("unclip_requests_running", ())] == 0)
+    assert _samples(url)[drawn] - before.get(drawn, 0) == 16  # nothing drawn for the closed tab
 
 
 def test_progress_bars_reach_the_client_from_the_model_thread():

@@ -16,19 +16,40 @@ from pathlib import Path
 
 from unclip import validate
 from unclip.diffusion.sampling import STEP_BARS
-from unclip.web.batching import ModelLine, last_batch, leaving
+from unclip.web.batching import ModelLine, Withdrawn, last_batch, leaving
 from unclip.web.jobs import Jobs, Limits, describe
 from unclip.web.metrics import Metrics, images_in
 
 D = validate.DEFAULTS
+WATCH = 0.5  # seconds between checks that a request's client is still connected
 log = logging.getLogger(__name__)
+
+
+def _client_connected():
+    """A check that the client of the request handled in this context is still connected: gradio
+    marks the request's event dead when the client's stream closes (a closed tab) but does not
+    cancel it. gradio's internal state; where it is missing, the client counts as connected."""
+    from gradio.context import LocalContext
+
+    queue, event_id = getattr(LocalContext.blocks.get(None), "_queue", None), LocalContext.event_id.get(None)
+
+    def connected() -> bool:
+        for events in list(getattr(queue, "active_jobs", None) or []):
+            for event in events or []:
+                if getattr(event, "_id", None) == event_id:
+                    return getattr(event, "alive", True)
+        return True
+
+    return connected
 
 
 def _shown(fn, metrics: Metrics, line: ModelLine):
     """Run a job on a worker thread; its ValueErrors (and a request past its time limit) become
     messages in the page (gr.Error), never tracebacks. When gradio cancels the request (its
     client cancelled or left), the job is withdrawn from `line` unless the model already drew
-    it. Each request's outcome, time and batch go to the log and to `metrics`."""
+    it; so it is when its client disconnects (checked every WATCH seconds). Each request's
+    outcome, time and batch go to the log and to `metrics`."""
+    import asyncio
     import functools
     import time
 
@@ -36,6 +57,13 @@ def _shown(fn, metrics: Metrics, line: ModelLine):
     import gradio as gr
 
     job = fn.__name__.removesuffix("_files")
+
+    async def watch_client(gone):
+        connected = _client_connected()
+        while connected():
+            await asyncio.sleep(WATCH)
+        gone.set()
+        line.wake()
 
     def work(*args, **kwargs):  # on the worker thread, where last_batch() is its request's
         result = fn(*args, **kwargs)
@@ -47,16 +75,19 @@ def _shown(fn, metrics: Metrics, line: ModelLine):
         metrics.running.inc()
         gone = leaving()  # before the thread starts: it takes this context with it
         STEP_BARS.set(True)  # the sampling loops' bars become the request's progress in the page
+        watch = asyncio.create_task(watch_client(gone))
         outcome, result = "error", None
         try:
             result, batch = await anyio.to_thread.run_sync(functools.partial(work, *args, **kwargs),
                                                            abandon_on_cancel=True)
             outcome = "ok"
-        except anyio.get_cancelled_exc_class():
+        except (anyio.get_cancelled_exc_class(), Withdrawn) as e:
             gone.set()
             line.wake()
             outcome = "cancelled"
             log.info("job %s cancelled after %.1f s: its client left", job, time.perf_counter() - start)
+            if isinstance(e, Withdrawn):  # the client disconnected: nobody reads the answer
+                raise gr.Error(str(e)) from None
             raise
         except TimeoutError as e:
             outcome = "timeout"
@@ -67,6 +98,7 @@ def _shown(fn, metrics: Metrics, line: ModelLine):
             log.info("job %s refused: %s", job, e)
             raise gr.Error(str(e)) from None
         finally:
+            watch.cancel()
             seconds = time.perf_counter() - start
             metrics.running.dec()
             metrics.finished(job, outcome, seconds, images_in(result))
