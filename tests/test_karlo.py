@@ -92,6 +92,27 @@ def test_api_equals_diffusers(karlo, kw):
     assert out.image_embeds.shape == (a.shape[0], 32)
 
 
+def test_sampling_steps_show_as_bars_only_where_asked(karlo, capsys):
+    """The web app asks (STEP_BARS) so that a request's progress follows its sampling steps; the
+    command line and the API stay quiet."""
+    import contextvars
+
+    from unclip.diffusion.sampling import STEP_BARS
+
+    pipe = load_pipeline(karlo[0], torch_dtype="float32")
+    kw = {"prior_num_inference_steps": 2, "decoder_num_inference_steps": 3, "super_res_num_inference_steps": 2}
+    pipe(PROMPT, **kw)
+    assert "sampling" not in capsys.readouterr().err
+
+    def asked():
+        STEP_BARS.set(True)
+        pipe(PROMPT, **kw)
+
+    contextvars.copy_context().run(asked)
+    err = capsys.readouterr().err
+    assert all(f"/{n} " in err for n in (2, 3)), err[-500:]  # the prior's 2 steps, the decoder's 3
+
+
 def test_one_generator_per_image_maps_image_i_to_its_own_seed(karlo):
     path, ref = karlo
     pipe = KarloPipeline.from_pretrained(path)

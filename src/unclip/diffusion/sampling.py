@@ -33,6 +33,12 @@ def _per_row(fn, shape, generator: Generators, device) -> torch.Tensor:
     return fn(shape, generator=generator).to(device)
 
 
+def stepping(timesteps):
+    """`timesteps` to loop over; with a progress bar where STEP_BARS is set (the web app: gradio
+    shows tqdm bars as the request's progress)."""
+    return tqdm(timesteps, desc="sampling", leave=False, disable=not STEP_BARS.get())
+
+
 def repeat_generators(generator: Generators, n: int) -> Generators:
     """Per-row generators for a batch whose rows were repeated n times each."""
     return [g for g in generator for _ in range(n)] if isinstance(generator, Sequence) else generator
@@ -46,14 +52,13 @@ def sample(denoise: Callable, x_T: torch.Tensor, scheduler, *, steps: int, eta: 
            generator: Generators = None, callback: Callable | None = None) -> torch.Tensor:
     """Ancestral sampling with any diffusers scheduler (DDPM, DDIM with `eta`, DPM-Solver++),
     respaced to `steps`. `denoise(x_t, t)`, t of shape (B,), returns the model output the scheduler expects;
-    `callback` gets {"i", "t", "x", "pred_x0"} after each step. Where STEP_BARS is set (the web
-    app: gradio shows tqdm bars as the request's progress) each loop has a progress bar."""
+    `callback` gets {"i", "t", "x", "pred_x0"} after each step."""
     scheduler.set_timesteps(steps, device=x_T.device)
     takes = inspect.signature(scheduler.step).parameters
     gen = list(generator) if isinstance(generator, Sequence) else generator  # diffusers wants a list
     extra = {k: v for k, v in (("eta", eta), ("generator", gen)) if k in takes}
     x = x_T * scheduler.init_noise_sigma
-    for i, t in enumerate(tqdm(scheduler.timesteps, desc="sampling", leave=False, disable=not STEP_BARS.get())):
+    for i, t in enumerate(stepping(scheduler.timesteps)):
         model_out = denoise(scheduler.scale_model_input(x, t), t.expand(x.shape[0]))  # t: (B,)
         out = scheduler.step(model_out, t, x, **extra)
         x = out.prev_sample
@@ -128,7 +133,7 @@ def repaint(denoise: Callable, x_T: torch.Tensor, scheduler, *, steps: int, know
     abar = scheduler.alphas_cumprod.to(x_T.device, torch.float32)
     ts = [int(t) for t in scheduler.timesteps]
     x = x_T * scheduler.init_noise_sigma
-    for i, t in enumerate(ts):
+    for i, t in enumerate(stepping(ts)):
         a_prev = abar[ts[i + 1]] if i + 1 < len(ts) else torch.ones((), device=x.device)
         for r in range(resample):
             t_b = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from unclip.diffusion.sampling import Generators, jump_back, keep_known
+from unclip.diffusion.sampling import Generators, jump_back, keep_known, stepping
 from unclip.models.clip import warn_if_cut
 
 
@@ -30,7 +30,7 @@ def unclip_loop(scheduler, x: torch.Tensor, model_out, generator: Generators, in
     `inpaint` = (known, keep, resample), RePaint's replacement and jumps (diffusion.sampling.repaint)."""
     ts = scheduler.timesteps
     abar = scheduler.alphas_cumprod.to(x.device, torch.float32)
-    for i, t in enumerate(ts):
+    for i, t in enumerate(stepping(ts)):
         prev_t = ts[i + 1] if i + 1 < len(ts) else None
         if inpaint is None:
             x = unclip_step(scheduler, model_out(x, i, t), t, x, prev_t, generator)
@@ -92,7 +92,7 @@ def prior_loop(net, scheduler, cond: dict, null: dict, *, guidance_scale: float,
     both = with_null(cond, null, guided)
     dtype, ts = net.dtype, scheduler.timesteps
     unclip = isinstance(scheduler, UnCLIPScheduler)
-    for i, t in enumerate(ts):
+    for i, t in enumerate(stepping(ts)):
         inp = torch.cat([x, x]) if guided else x
         inp = inp if unclip else scheduler.scale_model_input(inp, t)
         out = net(inp.to(dtype), timestep=t, proj_embedding=both["text_embed"].to(dtype),
@@ -125,7 +125,7 @@ def scheduler_loop(scheduler, x: torch.Tensor, model_out, generator: Generators,
     ts = scheduler.timesteps
     abar = scheduler.alphas_cumprod.to(x.device, torch.float32)
     gen = as_generator(generator)
-    for i, t in enumerate(ts):
+    for i, t in enumerate(stepping(ts)):
         if inpaint is None:
             x = scheduler.step(model_out(x, i, t).float(), t, x, generator=gen).prev_sample
             x = x if after_step is None else after_step(x, i)

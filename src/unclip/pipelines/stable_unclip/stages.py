@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from unclip.diffusion.sampling import Generators, ddim_invert, sample
+from unclip.diffusion.sampling import Generators, ddim_invert, sample, stepping
 from unclip.pipelines.diffusers_order import randn, scheduler_loop, step_kwargs
 from unclip.runtime.latent_decoding import fast_layout
 
@@ -83,7 +83,7 @@ def latent_loop(pipe, text: torch.Tensor, cond: torch.Tensor, s: dict, *, genera
     if inpaint is not None:
         return scheduler_loop(sched, x, out, generator, inpaint)
     kw = step_kwargs(sched, generator, s.get("eta", 0.0))
-    for i, t in enumerate(sched.timesteps):
+    for i, t in enumerate(stepping(sched.timesteps)):
         x = sched.step(out(x, i, t), t, x, **kw, return_dict=False)[0]
     return x
 
