@@ -22,7 +22,11 @@ rows out of a batch's later calls. What the model is drawing at that moment fini
 The model computes on one thread of its own, whoever's turn it is: the memory allocator then keeps
 one pool for the model's tensors instead of one per web worker thread that ever led a batch (the
 server's RSS grew from 1.5 to 2.2 GB over 5 minutes of 32 clients before). The caller's context
-goes with each call, so gradio's progress bar still follows it.
+goes with each call, so gradio's progress bar still follows it. The server loads the model on
+that thread too (`model_thread`): each thread that runs torch's parallel operations gets an
+OpenMP team of its own, and with more OpenMP threads than cores libgomp's threads barely spin
+before they sleep between operations (measured on 2 cores: the same 12 images 1.80-1.85 s each
+with one team, 2.31-2.46 with a second team, idle, on the loading thread).
 """
 
 from __future__ import annotations
@@ -82,14 +86,20 @@ class Ticket:
         return self.gone is not None and self.gone.is_set()
 
 
+def model_thread() -> ThreadPoolExecutor:
+    """The one thread a server's model loads and computes on."""
+    return ThreadPoolExecutor(1, thread_name_prefix="unclip-model")
+
+
 class ModelLine:
     def __init__(self, pipe, max_images: int = 8, wait: float | None = None,
                  on_batch: Callable[[int, int], None] | None = None,
                  on_compute: Callable[[float], None] | None = None,
-                 on_drawn: Callable[[int], None] | None = None):
+                 on_drawn: Callable[[int], None] | None = None, thread: ThreadPoolExecutor | None = None):
         """`wait`: seconds a batch's leader waits for others (None: automatic, see above);
         `on_batch(requests, images)` for each batch, `on_compute(seconds)` for each call the model
-        makes, `on_drawn(images)` for each call drawing generate requests' images."""
+        makes, `on_drawn(images)` for each call drawing generate requests' images. `thread`: the
+        model's thread (`model_thread()`; a new one by default)."""
         if max_images < 1 or (wait is not None and wait < 0):
             raise ValueError(f"batch size must be at least 1 and batch wait at least 0 (got {max_images}, {wait})")
         self.pipe, self.max_images, self.wait = pipe, max_images, wait
@@ -100,7 +110,7 @@ class ModelLine:
         self._cv = threading.Condition()
         self._line: deque[Ticket] = deque()
         self._busy = False
-        self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="unclip-model")
+        self._model_thread = thread or model_thread()
 
     def _on_model_thread(self, fn: Callable):
         """`fn()` on the model's own thread, in the caller's context; its result or its error."""

@@ -13,7 +13,7 @@ import time
 
 from unclip.web.app import build_app
 from unclip.web.auth import LoginLimiter, check_exposure
-from unclip.web.batching import ModelLine
+from unclip.web.batching import ModelLine, model_thread
 from unclip.web.jobs import Limits
 from unclip.web.metrics import Metrics
 
@@ -21,8 +21,9 @@ log = logging.getLogger("unclip.web.app")
 
 
 def make_server(pipe, path, creds: list | None = None, limits: Limits | None = None,
-                batch_size: int = 8, batch_wait: float | None = None, login_attempts: int = 5):
-    """(the FastAPI app, the jobs): the page at /, /healthz and /metrics beside it."""
+                batch_size: int = 8, batch_wait: float | None = None, login_attempts: int = 5, thread=None):
+    """(the FastAPI app, the jobs): the page at /, /healthz and /metrics beside it; the model
+    computes on `thread` (the one it was loaded on; batching.model_thread)."""
     import gradio as gr
     from fastapi import FastAPI
     from fastapi.responses import JSONResponse, Response
@@ -30,7 +31,7 @@ def make_server(pipe, path, creds: list | None = None, limits: Limits | None = N
     metrics = Metrics()
     metrics.describe(str(path), str(pipe.device), str(pipe.dtype).removeprefix("torch."))
     line = ModelLine(pipe, max_images=batch_size, wait=batch_wait, on_batch=metrics.batch,
-                     on_compute=metrics.model_seconds.inc, on_drawn=metrics.drawn.inc)
+                     on_compute=metrics.model_seconds.inc, on_drawn=metrics.drawn.inc, thread=thread)
     limits = limits or Limits()
     blocks, jobs = build_app(pipe, path, limits, line=line, metrics=metrics)
     metrics.watch_queue(lambda: (len(blocks._queue) if blocks._queue else 0) + line.waiting())
@@ -74,13 +75,14 @@ def serve(model=None, host: str = "127.0.0.1", port: int = 7860, image_encoder=N
     from unclip.pipelines.registry import load_pipeline
 
     path = resolve_model(model)
-    pipe = load_pipeline(path, torch_dtype=dtype, image_encoder=image_encoder, device=device, prior_model=prior_model,
-                         compile=compile, offload=offload,
-                         job_images=None)  # a server has no end: --compile auto compiles on a GPU
+    thread = model_thread()  # torch runs on this thread alone (batching: one OpenMP team)
+    pipe = thread.submit(lambda: load_pipeline(
+        path, torch_dtype=dtype, image_encoder=image_encoder, device=device, prior_model=prior_model, compile=compile,
+        offload=offload, job_images=None)).result()  # a server has no end: --compile auto compiles on a GPU
     if not pipe.capabilities.inversion:  # every tab but one edits through the CLIP latent
         raise ValueError(f"{path} is a {pipe.title}; the web app serves unCLIP and Karlo models "
                          "(use `unclip generate --model ...` for it)")
-    app, _ = make_server(pipe, path, creds, limits, batch_size, batch_wait)
+    app, _ = make_server(pipe, path, creds, limits, batch_size, batch_wait, thread=thread)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
