@@ -186,6 +186,16 @@ def _leaving_call(fn):
     return thread, flag[0], outcome
 
 
+def test_the_model_computes_on_the_thread_it_was_loaded_on():
+    from unclip.web.batching import model_thread
+
+    thread = model_thread()
+    loaded_on = thread.submit(threading.current_thread).result()
+    line = ModelLine(pipe=None, thread=thread)
+    assert line.run(threading.current_thread) is loaded_on
+    assert ModelLine(pipe=None).run(threading.current_thread) is not loaded_on  # a line of its own otherwise
+
+
 def test_a_request_whose_client_left_is_not_drawn():
     from unclip.web.batching import Withdrawn
 
