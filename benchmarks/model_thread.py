@@ -80,7 +80,12 @@ def main() -> None:
     if args.way:
         print(json.dumps(draw(args.way, args.requests)))
         return
-    print(f"CPU: {cpu_name()}; {args.requests} requests one at a time, the shipped model at its defaults", flush=True)
+    import torch
+
+    from unclip.runtime.precision import resolve_dtype
+
+    print(f"CPU: {cpu_name()}; {args.requests} requests one at a time, the shipped model at its defaults, "
+          f"--dtype auto = {str(resolve_dtype('auto', torch.device('cpu'))).removeprefix('torch.')}", flush=True)
     rows = {}
     for way in ("one team", "two teams", "one team", "two teams"):
         r = subprocess.run([sys.executable, __file__, "--way", way, "--requests", str(args.requests)],

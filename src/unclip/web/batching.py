@@ -25,7 +25,8 @@ server's RSS grew from 1.5 to 2.2 GB over 5 minutes of 32 clients before). The c
 goes with each call, so gradio's progress bar still follows it. The server loads the model on
 that thread too (`model_thread`): each thread that runs torch's parallel operations gets an
 OpenMP team of its own, and with more OpenMP threads than cores libgomp's threads barely spin
-before they sleep between operations (benchmarks/model_thread.py, 2 cores: the same 12 images
+before they sleep between operations (benchmarks/model_thread.py, bf16 on a 2-core AMD EPYC
+with AVX-512 BF16: the same 12 images
 1.96-2.03 s each with one team, 2.23-2.53 with a second, idle one on the loading thread).
 """
 
