@@ -5,7 +5,9 @@ this once its model is busy all the time (serve_load.py prints how busy it was).
     python benchmarks/batch_gain.py [--requests 24] [--batch 8] [--dtype auto] [--rounds 2]
 
 It ends with each sampled network's milliseconds per row at 2 to 64 rows a call (one call's
-inputs repeated): batching can only gain what a network saves per row in larger calls.
+inputs repeated): batching can only gain what a network saves per row in larger calls. Beside
+them, the GFLOP/s each reaches (torch's FLOP counter) against a 2048 x 2048 matrix product's in
+the same dtype: how close to what this CPU can do the networks already run.
 """
 
 import argparse
@@ -15,6 +17,7 @@ import time
 from collections import defaultdict
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from unclip.pipelines.registry import load_pipeline
 from unclip.runtime.devices import cpu_name
@@ -48,10 +51,21 @@ def timers(pipe) -> dict:
 ROWS = (2, 4, 8, 16, 32, 64)
 
 
+def matmul_gflops(dtype: torch.dtype, n: int = 2048, seconds: float = 2.0) -> float:
+    """What this CPU's torch reaches on a large matrix product in `dtype`: the ceiling for networks."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    start, calls = time.perf_counter(), 0
+    while time.perf_counter() - start < seconds:
+        a @ b
+        calls += 1
+    return 2 * n ** 3 * calls / (time.perf_counter() - start) / 1e9
+
+
 @torch.no_grad()
-def per_row(pipe, prompt: str) -> dict:
-    """{network: {rows: ms per row}} for each sampled network, replaying the inputs of its first call
-    in `prompt`'s pipeline call repeated to each of ROWS rows (those its first call's rows divide)."""
+def first_inputs(pipe, prompt: str, names=None) -> dict:
+    """{network: (args, kwargs)} of each sampled network's (those in `names`) first call in one
+    pipeline call on `prompt` at the defaults."""
     seen = {}
 
     def keep(name):
@@ -59,29 +73,72 @@ def per_row(pipe, prompt: str) -> dict:
             seen.setdefault(name, (args, kwargs))  # returns None: the call's inputs stay as they are
         return hook
 
-    hooks = [net.register_forward_pre_hook(keep(name), with_kwargs=True) for name, net in pipe.sampled_networks()]
+    hooks = [net.register_forward_pre_hook(keep(name), with_kwargs=True)
+             for name, net in pipe.sampled_networks() if names is None or name in names]
     pipe([prompt], generator=[torch.Generator().manual_seed(0)], output_type="uint8")
     for h in hooks:
         h.remove()
-    curves = {}
+    return seen
+
+
+def rows_of(inputs: tuple) -> int:
+    args, kwargs = inputs
+    return next(v for v in (*args, *kwargs.values()) if torch.is_tensor(v) and v.dim()).shape[0]
+
+
+def repeated(inputs: tuple, rows: int) -> tuple | None:
+    """A call's (args, kwargs) with its batch repeated to `rows` rows; None if its rows do not divide."""
+    args, kwargs = inputs
+    base = rows_of(inputs)
+    if rows % base:
+        return None
+
+    def grow(v):
+        return v.repeat(rows // base, *[1] * (v.dim() - 1)) if torch.is_tensor(v) and v.dim() and len(v) == base else v
+    return [grow(v) for v in args], {n: grow(v) for n, v in kwargs.items()}
+
+
+def requests(n: int) -> list[tuple[str, int]]:
+    """`n` (prompt, seed) pairs like serve_load.py's clients'."""
+    rng = random.Random(0)
+    return [(f"a {rng.choice(COLOURS)} {rng.choice(SHAPES)} on a white background", 1000 + i) for i in range(n)]
+
+
+def draw(pipe, pairs: list, batch: int) -> float:
+    """Seconds per image drawing `pairs` in calls of `batch` requests, each image its own seed."""
+    start = time.perf_counter()
+    for i in range(0, len(pairs), batch):
+        chunk = pairs[i:i + batch]
+        pipe([q for q, _ in chunk], generator=[torch.Generator().manual_seed(s) for _, s in chunk], output_type="uint8")
+    return (time.perf_counter() - start) / len(pairs)
+
+
+def per_row(pipe, prompt: str) -> tuple[dict, dict]:
+    """({network: {rows: ms per row}}, {network: GFLOP a row}) for each sampled network, replaying the
+    inputs of its first call in `prompt`'s pipeline call repeated to each of ROWS rows (those its
+    first call's rows divide)."""
+    seen = first_inputs(pipe, prompt)
+    curves, flops = {}, {}
     for name, net in pipe.sampled_networks():
         args, kwargs = seen[name]
-        base = next(v for v in (*args, *kwargs.values()) if torch.is_tensor(v) and v.dim()).shape[0]
-
-        def grow(v, rows, base=base):
-            return v.repeat(rows // base, *[1] * (v.dim() - 1)) if torch.is_tensor(v) and v.dim() and len(v) == base else v
-
+        counter = FlopCounterMode(display=False)
+        with counter:
+            net(*args, **kwargs)
+        flops[name] = counter.get_total_flops() / rows_of(seen[name]) / 1e9
         curves[name] = {}
-        for rows in (r for r in ROWS if r % base == 0):
-            a, k = [grow(v, rows) for v in args], {n: grow(v, rows) for n, v in kwargs.items()}
-            net(*a, **k)  # warm-up: oneDNN picks its kernels for this shape
+        for rows in ROWS:
+            if (call := repeated(seen[name], rows)) is None:
+                continue
+            net(*call[0], **call[1])  # warm-up: oneDNN picks its kernels for this shape
             start, calls = time.perf_counter(), 0
             while time.perf_counter() - start < 1.5:
-                net(*a, **k)
+                net(*call[0], **call[1])
                 calls += 1
             curves[name][rows] = 1000 * (time.perf_counter() - start) / calls / rows
-        print(f"{name}: ms per row at " + ", ".join(f"{r} rows {ms:.2f}" for r, ms in curves[name].items()), flush=True)
-    return curves
+        print(f"{name}: ms per row at " + ", ".join(f"{r} rows {ms:.2f}" for r, ms in curves[name].items())
+              + f"; {flops[name]:.2f} GFLOP a row, so GFLOP/s "
+              + ", ".join(f"{flops[name] * 1000 / ms:.0f}" for ms in curves[name].values()), flush=True)
+    return curves, flops
 
 
 def main() -> None:
@@ -94,21 +151,14 @@ def main() -> None:
     pipe = load_pipeline(None, torch_dtype=args.dtype, device="cpu", compile="off")
     print(f"CPU: {cpu_name()}; torch {torch.__version__}, {torch.get_num_threads()} threads; the shipped model "
           f"at its defaults in {str(pipe.dtype).removeprefix('torch.')}")
-    rng = random.Random(0)
-    pairs = [(f"a {rng.choice(COLOURS)} {rng.choice(SHAPES)} on a white background", 1000 + i)
-             for i in range(args.requests)]
+    pairs = requests(args.requests)
     tally = timers(pipe)
     pipe([pairs[0][0]], generator=[torch.Generator().manual_seed(0)], output_type="uint8")  # warm-up
     rows, n = [], len(pairs)
     for _ in range(args.rounds):
         for b in (1, args.batch):
             tally.clear()
-            start = time.perf_counter()
-            for i in range(0, n, b):
-                chunk = pairs[i:i + b]
-                pipe([q for q, _ in chunk], generator=[torch.Generator().manual_seed(s) for _, s in chunk],
-                     output_type="uint8")
-            total = (time.perf_counter() - start) / n
+            total = draw(pipe, pairs, b)
             nets = {k: dict(v, s=v["s"] / n) for k, v in sorted(tally.items(), key=lambda kv: -kv[1]["s"])}
             rows.append({"batch": b, "s_per_image": total, "networks": nets})
             print(f"batch {b}: {total:.3f} s/image; " + ", ".join(
@@ -118,8 +168,11 @@ def main() -> None:
     best = {b: min(r["s_per_image"] for r in rows if r["batch"] == b) for b in (1, args.batch)}
     print(f"{args.requests} requests: batches of {args.batch} {best[1] / best[args.batch]:.2f}x faster per image "
           f"than one at a time (best of {args.rounds} each)")
-    curves = per_row(pipe, pairs[0][0])
-    print(json.dumps({"runs": rows, "speedup": best[1] / best[args.batch], "ms_per_row": curves}))
+    ceiling = matmul_gflops(pipe.dtype)
+    print(f"a 2048 x 2048 matrix product in {str(pipe.dtype).removeprefix('torch.')}: {ceiling:.0f} GFLOP/s")
+    curves, flops = per_row(pipe, pairs[0][0])
+    print(json.dumps({"runs": rows, "speedup": best[1] / best[args.batch], "ms_per_row": curves,
+                      "gflop_per_row": flops, "matmul_gflops": ceiling}))
 
 
 if __name__ == "__main__":

@@ -83,7 +83,8 @@ class Decoder(Sampled, nn.Module):
     def __init__(self, unet: UNet2DConditionModel, conditioning, cfg: DecoderConfig):
         super().__init__()
         self.unet, self.text_proj, self.cfg = unet, conditioning, cfg
-        self.unet.set_attn_processor(AttnAddedKVProcessor())  # plain matmul: faster on the CPU
+        # Plain matmul attention: SDPA is no faster here (benchmarks/attention.py, docs/results/attention_cpu.txt).
+        self.unet.set_attn_processor(AttnAddedKVProcessor())
         self.scheduler = self.make_scheduler()
 
     def scheduler_args(self) -> dict:
