@@ -2,12 +2,14 @@
 in batches, the seconds of each network per image. A server that batches cannot serve faster than
 this once its model is busy all the time (serve_load.py prints how busy it was).
 
-    python benchmarks/batch_gain.py [--requests 24] [--batch 8] [--dtype auto] [--rounds 2]
+    python benchmarks/batch_gain.py [--requests 24] [--batch 8] [--dtype auto] [--rounds 2] [--compiled]
 
 It ends with each sampled network's milliseconds per row at 2 to 64 rows a call (one call's
 inputs repeated): batching can only gain what a network saves per row in larger calls. Beside
 them, the GFLOP/s each reaches (torch's FLOP counter) against a 2048 x 2048 matrix product's in
-the same dtype: how close to what this CPU can do the networks already run.
+the same dtype: how close to what this CPU can do the networks already run. --compiled then
+compiles the networks as `--compile on` does (printing how long that took, with inductor's cache
+empty or warm) and measures it all again.
 """
 
 import argparse
@@ -28,9 +30,9 @@ TIMED = {"clip": ["model.text_model", "model.vision_model"], "reranker": ["model
          "prior": ["transformer"], "decoder": ["unet"], "upsampler1": ["unet"], "upsampler2": ["unet"]}
 
 
-def timers(pipe) -> dict:
-    """Forward hooks adding each network's seconds, calls and rows to the returned tally."""
-    tally, started = defaultdict(lambda: {"s": 0.0, "calls": 0, "rows": 0}), {}
+def timers(pipe) -> tuple[dict, list]:
+    """Forward hooks adding each network's seconds, calls and rows to the returned tally; the hooks."""
+    tally, started, hooks = defaultdict(lambda: {"s": 0.0, "calls": 0, "rows": 0}), {}, []
     for name, net in pipe.networks():
         for path in TIMED.get(name, []):
             key = f"{name}.{path.split('.')[-1]}"
@@ -43,9 +45,9 @@ def timers(pipe) -> dict:
             def post(m, args, out, key=key):
                 tally[key]["s"] += time.perf_counter() - started[key]
 
-            net.get_submodule(path).register_forward_pre_hook(pre)
-            net.get_submodule(path).register_forward_hook(post)
-    return tally
+            hooks.append(net.get_submodule(path).register_forward_pre_hook(pre))
+            hooks.append(net.get_submodule(path).register_forward_hook(post))
+    return tally, hooks
 
 
 ROWS = (2, 4, 8, 16, 32, 64)
@@ -62,7 +64,6 @@ def matmul_gflops(dtype: torch.dtype, n: int = 2048, seconds: float = 2.0) -> fl
     return 2 * n ** 3 * calls / (time.perf_counter() - start) / 1e9
 
 
-@torch.no_grad()
 def first_inputs(pipe, prompt: str, names=None) -> dict:
     """{network: (args, kwargs)} of each sampled network's (those in `names`) first call in one
     pipeline call on `prompt` at the defaults."""
@@ -113,18 +114,20 @@ def draw(pipe, pairs: list, batch: int) -> float:
     return (time.perf_counter() - start) / len(pairs)
 
 
-def per_row(pipe, prompt: str) -> tuple[dict, dict]:
+@torch.no_grad()
+def per_row(pipe, prompt: str, label: str = "", flops: dict | None = None) -> tuple[dict, dict]:
     """({network: {rows: ms per row}}, {network: GFLOP a row}) for each sampled network, replaying the
     inputs of its first call in `prompt`'s pipeline call repeated to each of ROWS rows (those its
-    first call's rows divide)."""
+    first call's rows divide). `flops`: the GFLOP a row counted before (not counted again)."""
     seen = first_inputs(pipe, prompt)
-    curves, flops = {}, {}
+    curves, flops = {}, dict(flops or {})
     for name, net in pipe.sampled_networks():
         args, kwargs = seen[name]
-        counter = FlopCounterMode(display=False)
-        with counter:
-            net(*args, **kwargs)
-        flops[name] = counter.get_total_flops() / rows_of(seen[name]) / 1e9
+        if name not in flops:
+            counter = FlopCounterMode(display=False)
+            with counter:
+                net(*args, **kwargs)
+            flops[name] = counter.get_total_flops() / rows_of(seen[name]) / 1e9
         curves[name] = {}
         for rows in ROWS:
             if (call := repeated(seen[name], rows)) is None:
@@ -135,10 +138,30 @@ def per_row(pipe, prompt: str) -> tuple[dict, dict]:
                 net(*call[0], **call[1])
                 calls += 1
             curves[name][rows] = 1000 * (time.perf_counter() - start) / calls / rows
-        print(f"{name}: ms per row at " + ", ".join(f"{r} rows {ms:.2f}" for r, ms in curves[name].items())
+        print(f"{name}{label}: ms per row at " + ", ".join(f"{r} rows {ms:.2f}" for r, ms in curves[name].items())
               + f"; {flops[name]:.2f} GFLOP a row, so GFLOP/s "
               + ", ".join(f"{flops[name] * 1000 / ms:.0f}" for ms in curves[name].values()), flush=True)
     return curves, flops
+
+
+def both_ways(pipe, pairs: list, batch: int, rounds: int, tally: dict | None, label: str = "") -> tuple[list, float]:
+    """Draw `pairs` one request at a time and in calls of `batch`, alternating, `rounds` times each:
+    the runs and how much faster per image batches were (best of each)."""
+    runs, n = [], len(pairs)
+    for _ in range(rounds):
+        for b in (1, batch):
+            if tally is not None:
+                tally.clear()
+            total = draw(pipe, pairs, b)
+            nets = {k: dict(v, s=v["s"] / n) for k, v in sorted((tally or {}).items(), key=lambda kv: -kv[1]["s"])}
+            runs.append({"batch": b, "compiled": bool(label), "s_per_image": total, "networks": nets})
+            print(f"batch {b}{label}: {total:.3f} s/image" + "".join(
+                f"; {k} {v['s']:.3f} s ({v['calls']} calls" + (f", {v['rows'] / n:.0f} rows/image)" if v["rows"] else ")")
+                for k, v in nets.items()), flush=True)
+    best = {b: min(r["s_per_image"] for r in runs if r["batch"] == b) for b in (1, batch)}
+    print(f"{n} requests{label}: batches of {batch} {best[1] / best[batch]:.2f}x faster per image than one at a "
+          f"time (best of {rounds} each: {best[1]:.3f} against {best[batch]:.3f} s/image)", flush=True)
+    return runs, best[1] / best[batch]
 
 
 def main() -> None:
@@ -147,32 +170,36 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--dtype", default="auto")
     p.add_argument("--rounds", type=int, default=2, help="each way this many times, alternating")
+    p.add_argument("--compiled", action="store_true",
+                   help="then all of it again with the networks compiled as --compile on compiles them")
     args = p.parse_args()
     pipe = load_pipeline(None, torch_dtype=args.dtype, device="cpu", compile="off")
     print(f"CPU: {cpu_name()}; torch {torch.__version__}, {torch.get_num_threads()} threads; the shipped model "
           f"at its defaults in {str(pipe.dtype).removeprefix('torch.')}")
     pairs = requests(args.requests)
-    tally = timers(pipe)
+    tally, hooks = timers(pipe)
     pipe([pairs[0][0]], generator=[torch.Generator().manual_seed(0)], output_type="uint8")  # warm-up
-    rows, n = [], len(pairs)
-    for _ in range(args.rounds):
-        for b in (1, args.batch):
-            tally.clear()
-            total = draw(pipe, pairs, b)
-            nets = {k: dict(v, s=v["s"] / n) for k, v in sorted(tally.items(), key=lambda kv: -kv[1]["s"])}
-            rows.append({"batch": b, "s_per_image": total, "networks": nets})
-            print(f"batch {b}: {total:.3f} s/image; " + ", ".join(
-                f"{k} {v['s']:.3f} s ({v['calls']} calls" + (f", {v['rows'] / n:.0f} rows/image)" if v["rows"] else ")")
-                for k, v in nets.items()),
-                flush=True)
-    best = {b: min(r["s_per_image"] for r in rows if r["batch"] == b) for b in (1, args.batch)}
-    print(f"{args.requests} requests: batches of {args.batch} {best[1] / best[args.batch]:.2f}x faster per image "
-          f"than one at a time (best of {args.rounds} each)")
+    runs, speedup = both_ways(pipe, pairs, args.batch, args.rounds, tally)
     ceiling = matmul_gflops(pipe.dtype)
     print(f"a 2048 x 2048 matrix product in {str(pipe.dtype).removeprefix('torch.')}: {ceiling:.0f} GFLOP/s")
     curves, flops = per_row(pipe, pairs[0][0])
-    print(json.dumps({"runs": rows, "speedup": best[1] / best[args.batch], "ms_per_row": curves,
-                      "gflop_per_row": flops, "matmul_gflops": ceiling}))
+    result = {"runs": runs, "speedup": speedup, "ms_per_row": curves, "gflop_per_row": flops,
+              "matmul_gflops": ceiling}
+    if args.compiled:
+        from unclip.runtime.compiled import cache_dir, cache_is_warm, compile_networks
+
+        for h in hooks:  # timing hooks inside a compiled graph would break it
+            h.remove()
+        state = "warm" if cache_is_warm() else "empty"
+        compile_networks(list(pipe.sampled_networks()))
+        start = time.perf_counter()
+        pipe([pairs[0][0]], generator=[torch.Generator().manual_seed(0)], output_type="uint8")
+        result["compile_s"] = time.perf_counter() - start
+        print(f"compiled (torch.compile, dynamic shapes; inductor cache {cache_dir()} {state}) in "
+              f"{result['compile_s']:.0f} s", flush=True)
+        result["runs"] += both_ways(pipe, pairs, args.batch, args.rounds, None, " compiled")[0]
+        result["ms_per_row_compiled"] = per_row(pipe, pairs[0][0], " compiled", flops)[0]
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

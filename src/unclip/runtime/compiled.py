@@ -24,7 +24,9 @@ after the first call; with automatic dynamic shapes instead (a static graph firs
 one at the next size) 8, and one more in the second call. Measured on a 2-core AMD EPYC with AVX-512
 BF16 (benchmarks/compile.py, docs/results/compile_cpu.txt): compiled bf16 ran 0.9-1.33x eager
 bf16 after 20-120 s of compiling per network, and a pipeline call reaches each network in many
-batch shapes (reranking rounds, chunks, guidance), each compiled anew. In float32 ONNX Runtime
+batch shapes (reranking rounds, chunks, guidance), each compiled anew. With dynamic shapes
+(2026-12-05, benchmarks/batch_gain.py --compiled, docs/results/batch_gain_cpu_compiled.txt): 289 s
+to compile, then whole calls 1.06-1.09x faster in bf16: not worth it by default. In float32 ONNX Runtime
 ran whole calls 1.16-1.22x faster than eager after about 50 s of exporting the four networks
 once (cached), so it is there for long float32 runs on the CPU ("onnx"), not a default.
 """
@@ -102,7 +104,7 @@ def decide(setting: str | bool, device: torch.device, dtype: torch.dtype | None 
     if setting == "on":
         return Decision("inductor", f"compiling (--compile on): {took}")
     if device.type != "cuda":
-        return Decision(None, f"eager (--compile auto on {device.type}: compiled runs no faster there)")
+        return Decision(None, f"eager (--compile auto on {device.type}: compiling takes minutes there for a few percent)")
     need = LONG_JOB_WARM if warm else LONG_JOB
     if images is None:
         return Decision("inductor", f"compiling (--compile auto: a job without an end, e.g. serve): {took}")
