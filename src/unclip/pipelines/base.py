@@ -122,7 +122,10 @@ class Pipeline:
             return run_in_onnx(self.sampled_networks())
         if backend != "inductor":
             raise ValueError(f"backend must be inductor or onnx, got {backend!r}")
-        from unclip.runtime.compiled import compile_networks
+        from unclip.runtime.compiled import compile_networks, missing_toolchain
+
+        if (lacking := missing_toolchain(self.device)) is not None:
+            raise ValueError(f"torch.compile cannot build kernels on {self.device.type} here: {lacking}")
 
         return compile_networks(self.sampled_networks(), mode)
 

@@ -33,7 +33,9 @@ once (cached), so it is there for long float32 runs on the CPU ("onnx"), not a d
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +67,31 @@ def compile_networks(networks: list[tuple[str, torch.nn.Module]], mode: str | No
     return [name for name, _ in networks]
 
 
+def missing_toolchain(device: torch.device) -> str | None:
+    """What torch.compile lacks here to build kernels for `device` (None: nothing): inductor builds
+    CPU kernels with a C++ compiler ($CXX, else g++) and CUDA kernels with Triton, which builds its
+    launchers with a C compiler ($CC, cc, gcc or clang). Without them the first compiled call fails
+    deep inside sampling; asked before, `--compile on` is refused and `auto` runs eager."""
+    if device.type == "cuda":
+        if importlib.util.find_spec("triton") is None:
+            return "Triton, which torch.compile builds GPU kernels with, is not installed"
+        if not (os.environ.get("CC") or any(shutil.which(c) for c in ("cc", "gcc", "clang"))):
+            return "no C compiler for Triton's kernels (install gcc, or set CC)"
+        return None
+    if device.type != "cpu":
+        return None
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+        from torch._inductor.exc import InvalidCxxCompiler
+    except ImportError:  # inductor moved its helpers: let torch.compile speak for itself
+        return None
+    try:
+        get_cpp_compiler()
+    except InvalidCxxCompiler:
+        return "no C++ compiler for inductor's CPU kernels (install g++, or set CXX)"
+    return None
+
+
 LONG_JOB = 64  # images a job draws from which compiling (1-2 min on a GPU, cold) pays back
 LONG_JOB_WARM = 16  # the same with kernels already in inductor's cache (seconds to load)
 
@@ -85,7 +112,18 @@ def decide(setting: str | bool, device: torch.device, dtype: torch.dtype | None 
            warm: bool | None = None) -> Decision:
     """How to run the sampled networks for `setting` ("auto", "on"/True, "off"/False, "onnx") on
     `device` in `dtype`, for a job of `images` images (None: no end, e.g. a server); `warm`: whether
-    inductor's cache already holds kernels (looked up when None)."""
+    inductor's cache already holds kernels (looked up when None). A ValueError for a bad setting,
+    or for "on" where torch.compile cannot build kernels (`missing_toolchain`)."""
+    how = _decide(setting, device, dtype, images, warm)
+    if how.backend != "inductor" or (lacking := missing_toolchain(device)) is None:
+        return how
+    if setting in ("on", True):
+        raise ValueError(f"--compile on cannot compile on {device.type} here: {lacking}; or use --compile off")
+    return Decision(None, f"eager (--compile auto would compile, but {lacking})")
+
+
+def _decide(setting: str | bool, device: torch.device, dtype: torch.dtype | None, images: int | None,
+            warm: bool | None) -> Decision:
     if isinstance(setting, bool):
         setting = "on" if setting else "off"
     if setting not in CHOICES:
