@@ -60,6 +60,10 @@ def test_a_compile_mode_torch_does_not_have_is_refused(tiny_model):
         pipe.compile(mode="fastest")
     with pytest.raises(ValueError, match="not ONNX Runtime's"):
         pipe.compile("onnx", mode="reduce-overhead")
+    assert pipe.compiled_with is None
+    pipe.compile()  # torch.compile is lazy: this compiles nothing yet
+    assert pipe.compiled_with == "inductor"  # what `unclip serve` warms up before it opens
+    assert load_pipeline(tiny_model, compile="on").compiled_with == "inductor"
 
 
 def test_a_stale_or_damaged_compile_cache_is_rebuilt(tiny_model, cache, tmp_path):

@@ -66,6 +66,7 @@ class Pipeline:
 
     title = "model"  # as messages call it, e.g. "DALL-E 1 model"
     load_options: tuple[str, ...] = ()  # from_pretrained's keywords beyond torch_dtype and device
+    compiled_with: str | None = None  # the backend `compile` ran its sampled networks through, if any
 
     @property
     def capabilities(self) -> Capabilities:
@@ -119,7 +120,9 @@ class Pipeline:
                 raise ValueError("mode is torch.compile's (backend inductor), not ONNX Runtime's")
             from unclip.runtime.onnx_runtime import run_in_onnx
 
-            return run_in_onnx(self.sampled_networks())
+            names = run_in_onnx(self.sampled_networks())
+            self.compiled_with = backend
+            return names
         if backend != "inductor":
             raise ValueError(f"backend must be inductor or onnx, got {backend!r}")
         from unclip.runtime.compiled import compile_networks, missing_toolchain
@@ -127,7 +130,9 @@ class Pipeline:
         if (lacking := missing_toolchain(self.device)) is not None:
             raise ValueError(f"torch.compile cannot build kernels on {self.device.type} here: {lacking}")
 
-        return compile_networks(self.sampled_networks(), mode)
+        names = compile_networks(self.sampled_networks(), mode)
+        self.compiled_with = backend
+        return names
 
     # -- memory: offloading and latent decoding, in diffusers' names ----------------------------------
     offload_whole: tuple[str, ...] = ()  # networks whose weights are read outside a forward (runtime.offload)

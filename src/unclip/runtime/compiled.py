@@ -138,7 +138,10 @@ def _decide(setting: str | bool, device: torch.device, dtype: torch.dtype | None
     if setting == "off":
         return Decision(None, "eager (--compile off)")
     warm = cache_is_warm() if warm is None else warm
-    took = "about 10-20 s (kernels cached by an earlier run)" if warm else "about 1-2 min (empty cache)"
+    if device.type == "cpu":  # the shipped model on 2 cores: 289 s cold, 74 s warm (docs/performance.md)
+        took = "about 1-2 min (kernels cached by an earlier run)" if warm else "about 5 min (empty cache)"
+    else:
+        took = "about 10-20 s (kernels cached by an earlier run)" if warm else "about 1-2 min (empty cache)"
     if setting == "on":
         return Decision("inductor", f"compiling (--compile on): {took}")
     if device.type != "cuda":

@@ -57,6 +57,23 @@ def make_server(pipe, path, creds: list | None = None, limits: Limits | None = N
     return app, jobs
 
 
+def warm_up(pipe, thread) -> float | None:
+    """Draw one image on the model's `thread` if its networks are compiled, so that they compile
+    now rather than during the first person's request (minutes on a GPU with an empty cache);
+    the seconds it took, or None when there was nothing to compile."""
+    if not pipe.compiled_with:
+        return None
+    import torch
+
+    print(f"unclip serve: compiling the model's networks ({pipe.compiled_with}) with one image before serving; "
+          "cached for the next start", flush=True)
+    start = time.monotonic()
+    thread.submit(lambda: pipe(["warm-up"], generator=[torch.Generator().manual_seed(0)], output_type="uint8")).result()
+    took = time.monotonic() - start
+    print(f"unclip serve: compiled in {took:.0f} s", flush=True)
+    return took
+
+
 def serve(model=None, host: str = "127.0.0.1", port: int = 7860, image_encoder=None, limits: Limits | None = None,
           device: str | None = "auto", dtype: str = "auto", prior_model=None, compile: str | bool = "auto",
           offload: str | None = None, creds: list | None = None, no_auth: bool = False,
@@ -82,6 +99,7 @@ def serve(model=None, host: str = "127.0.0.1", port: int = 7860, image_encoder=N
     if not pipe.capabilities.inversion:  # every tab but one edits through the CLIP latent
         raise ValueError(f"{path} is a {pipe.title}; the web app serves unCLIP and Karlo models "
                          "(use `unclip generate --model ...` for it)")
+    warm_up(pipe, thread)
     app, _ = make_server(pipe, path, creds, limits, batch_size, batch_wait, thread=thread)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
