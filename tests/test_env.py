@@ -12,7 +12,7 @@ def test_env_names_what_it_found(capsys, monkeypatch, tmp_path):
     assert main(["env"]) == 0
     out = capsys.readouterr().out
     for what in ("unclip:", "Python:", "torch:", "diffusers:", "transformers:", "accelerate:", "peft:", "gradio:",
-                 "CPU flags:", "--dtype auto on cpu:", "--compile auto on cpu", "inductor cache:",
+                 "CPU flags:", "--dtype auto on cpu:", "torch.compile on cpu:", "--compile auto on cpu", "inductor cache:",
                  "huggingface_hub cache:", "HF_HUB_OFFLINE:"):
         assert what in out, what
     assert torch.__version__ in out and str(tmp_path / "cache") in out
@@ -37,6 +37,7 @@ def test_env_reports_a_gpu_it_is_shown(capsys, monkeypatch):
     assert "--dtype auto on cuda:0:" in out and "bfloat16" in out.split("--dtype auto on cuda:0:")[1].splitlines()[0]
     line = next(ln for ln in out.splitlines() if "--compile auto on cuda:0, 2 images" in ln)
     assert "eager" in line
+    assert "torch.compile on cuda:0:" in out  # whether Triton and a C compiler are there
 
 
 @pytest.mark.parametrize("missing", ["gradio"])

@@ -50,7 +50,7 @@ def report() -> list[tuple[str, str]]:
     import torch
 
     from unclip.runtime.cache import user_cache
-    from unclip.runtime.compiled import LONG_JOB, cache_dir, decide
+    from unclip.runtime.compiled import LONG_JOB, cache_dir, decide, missing_toolchain
     from unclip.runtime.devices import cpu_name
     from unclip.runtime.precision import cpu_bf16_speedup, resolve_dtype
 
@@ -71,6 +71,7 @@ def report() -> list[tuple[str, str]]:
         dtype = resolve_dtype("auto", device)
         why = f"bf16 measured {speedup:.2f}x fp32 here" if device.type == "cpu" else "the GPU's native precision"
         rows.append((f"--dtype auto on {device}", f"{str(dtype).removeprefix('torch.')} ({why})"))
+        rows.append((f"torch.compile on {device}", missing_toolchain(device) or "can build kernels here"))
         if device.type == "cpu":
             rows.append((f"--compile auto on {device}", decide("auto", device, dtype, None).reason))
             continue
