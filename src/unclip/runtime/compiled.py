@@ -36,6 +36,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,6 +63,9 @@ def compile_networks(networks: list[tuple[str, torch.nn.Module]], mode: str | No
     if mode is not None and mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     cache_dir()
+    # diffusers' upsamplers call its lru_cache'd is_torch_version; dynamo traces through the cache
+    # and warns, 8 lines each, on every compiled run: harmless, so not shown
+    warnings.filterwarnings("ignore", message="Dynamo detected a call to a `functools.lru_cache`-wrapped function")
     for _, module in networks:
         module.compile(mode=mode, dynamic=True)
     return [name for name, _ in networks]
