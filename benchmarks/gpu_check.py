@@ -96,8 +96,9 @@ def serve_once(device: str, out: Path, limit: float) -> tuple[float, list[np.nda
     log = out / f"serve-{device}.log"
     start = time.perf_counter()
     with open(log, "w") as f:
+        # eager: a compiled server compiles before it opens (minutes cold), and this row checks serving
         server = subprocess.Popen([sys.executable, "-m", "unclip", "serve", "--port", str(port), "--device", device,
-                                   "--dtype", "float32"], stdout=f, stderr=subprocess.STDOUT)
+                                   "--dtype", "float32", "--compile", "off"], stdout=f, stderr=subprocess.STDOUT)
     try:
         while "unclip serve: http" not in log.read_text():
             if server.poll() is not None or time.perf_counter() - start > limit:
