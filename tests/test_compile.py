@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow  # compiling takes tens of seconds on 2 cores
 DRAW = """
 import json, sys, torch
 from unclip.pipelines.registry import load_pipeline
-pipe = load_pipeline(sys.argv[1], compile=sys.argv[2] == "on")
+pipe = load_pipeline(sys.argv[1], torch_dtype=torch.float32, compile=sys.argv[2] == "on")  # exact: float32
 if sys.argv[2] == "graphs":  # torch.compile's reduce-overhead mode: CUDA graphs on a GPU, "default" on a CPU
     pipe.compile(mode="reduce-overhead")
 gens = [torch.Generator().manual_seed(s) for s in (5, 6)]
