@@ -9,7 +9,7 @@ With --baseline-steps / --baseline-sampler / --baseline-rerank, a second setting
 defaults) is timed in the same run, alternating with the first, median of --repeats, and
 with --eval N both are scored by `unclip eval shapes` on the first N eval prompts.
 
-    python benchmarks/generate.py [--model DIR] [--batches 1 8 16] \\
+    python benchmarks/generate.py [--model DIR] [--batches 1 8 16] [--cold-only] \\
         [--steps decoder=8 ...] [--sampler decoder=dpm++ ...] [--rerank 4] \\
         [--baseline-steps prior=25 decoder=25 upsampler=7 --baseline-sampler prior=ddpm decoder=ddim upsampler=ddim] \\
         [--eval 500]
@@ -30,6 +30,7 @@ import torch
 from unclip.diffusion.sampling import repeat_generators
 from unclip.pipelines.dalle2.pipeline import DalleTwoPipeline
 from unclip.pipelines.rerank import best_of
+from unclip.runtime.devices import cpu_name
 from unclip.tasks.evaluate.shapes_eval import evaluate_model, headline
 from unclip.tasks.generate import parse_samplers, parse_steps
 
@@ -48,8 +49,9 @@ def count_calls(module, tally: dict) -> None:
     module.denoise = counted
 
 
-def cold_start(model: str | None, settings: list[str]) -> float:
-    """Seconds from launching `unclip generate PROMPT` until its first PNG exists."""
+def cold_start(model: str | None, settings: list[str]) -> tuple[float, float]:
+    """Seconds from launching `unclip generate PROMPT` until its first PNG exists, and until the
+    command has returned (what a user waits for)."""
     with tempfile.TemporaryDirectory() as out:
         cmd = [sys.executable, "-m", "unclip", "generate", PROMPT, "--out", out, *settings]
         start = time.perf_counter()
@@ -59,9 +61,9 @@ def cold_start(model: str | None, settings: list[str]) -> float:
             if proc.poll() not in (None, 0):
                 raise RuntimeError(f"{' '.join(cmd)} failed with exit code {proc.returncode}")
             time.sleep(0.02)
-        seconds = time.perf_counter() - start
+        first = time.perf_counter() - start
         proc.wait()
-    return seconds
+    return first, time.perf_counter() - start
 
 
 IMPORTS = ["torch", "transformers.models.clip.modeling_clip", "diffusers.models.unets.unet_2d_condition",
@@ -133,6 +135,7 @@ def main():
     p.add_argument("--baseline-rerank", type=int)
     p.add_argument("--repeats", type=int, default=3, help="timed batches per setting and batch size (median)")
     p.add_argument("--eval", type=int, default=0, metavar="N", help="also score each setting on N eval prompts")
+    p.add_argument("--cold-only", action="store_true", help="only the imports and the cold start, --repeats times")
     args = p.parse_args()
     def rerank(n):
         return {} if n is None else {"rerank": n}
@@ -144,10 +147,17 @@ def main():
     flags = [f for name, items in (("--steps", args.steps), ("--sampler", args.sampler),
                                    ("--rerank", [str(args.rerank)] if args.rerank else None)) if items
              for f in (name, *items)]
+    print(f"CPU: {cpu_name()}; torch {torch.__version__}, {torch.get_num_threads()} threads")
     imports = import_seconds()
     print(f"imports in a fresh process: {sum(imports.values()):.1f} s (" +
           ", ".join(f"{name} +{sec:.1f}" for name, sec in imports.items()) + ")")
-    print(f"cold start (process start to first image written): {cold_start(args.model, flags):.1f} s")
+    colds = [cold_start(args.model, flags) for _ in range(args.repeats if args.cold_only else 1)]
+    for i, what in enumerate(("first image written", "command returned")):
+        times = [c[i] for c in colds]
+        print(f"cold start (process start to {what}): {statistics.median(times):.1f} s"
+              + (f" (median of {len(times)}: " + ", ".join(f"{t:.2f}" for t in times) + ")" if len(times) > 1 else ""))
+    if args.cold_only:
+        return
 
     pipe = DalleTwoPipeline.from_pretrained(args.model)
     defaults = pipe.sampling_defaults()

@@ -52,3 +52,16 @@ def test_bad_input_is_a_clear_error_not_a_traceback(tmp_path, capsys):
     assert main(["eval", "clip", "--model", str(tmp_path / "nope")]) == 2
     assert "no config.json" in capsys.readouterr().err
     assert main(["data", "shapes", "--num", "0", "--out", str(tmp_path)]) == 2
+
+
+def test_the_program_exits_with_mains_code_and_writes_everything(tmp_path):
+    """`python -m unclip` (unclip.cli.run) freezes the collector before exiting: the exit code is
+    main's, and what the command wrote is whole."""
+    out = tmp_path / "d"
+    done = subprocess.run([sys.executable, "-m", "unclip", "data", "shapes", "--split", "eval", "--num", "5",
+                           "--size", "16", "--out", str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert len((out / "manifest.jsonl").read_text().splitlines()) == 5
+    bad = subprocess.run([sys.executable, "-m", "unclip", "data", "shapes", "--split", "eval", "--num", "-1",
+                          "--out", str(tmp_path / "e")], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unclip: error:" in bad.stderr

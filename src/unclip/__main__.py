@@ -1,5 +1,3 @@
-import sys
+from unclip.cli import run
 
-from unclip.cli import main
-
-sys.exit(main())
+run()

@@ -31,16 +31,10 @@ from unclip.models.dalle1.dvae import DVAE
 from unclip.models.dalle1.transformer import DalleConfig, DalleTransformer
 from unclip.models.upsampler import Upsampler, cascade, load_cascade, save_cascade, upsample
 from unclip.pipelines.base import Capabilities, Pipeline
+from unclip.pipelines.locate import DALLE1_SETTINGS as SETTINGS
 from unclip.pipelines.output import UnCLIPOutput, check_prompts
 from unclip.pipelines.rerank import RERANKER, best_of, draw_best, judged_after, load_reranker
 from unclip.runtime.weights import component_error
-
-SETTINGS = "dalle1.json"
-
-
-def is_dalle1_folder(path: str | Path) -> bool:
-    return (Path(path) / SETTINGS).is_file()
-
 
 class DalleOnePipeline(Pipeline):
     """DALL-E 1: a transformer over caption and image tokens, a dVAE, CLIP reranking and the

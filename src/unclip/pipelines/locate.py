@@ -15,6 +15,11 @@ SHIPPED = {"dalle1": "dalle1"}  # --model NAME: a model shipped in the package's
 DEFAULT = "shapes"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
 PICKLES = ["*.bin", "*.ckpt", "*.pt", "*.pth", "*.pkl", "*.msgpack", "*.h5", "*.onnx", "*.onnx_data"]
+DALLE1_SETTINGS = "dalle1.json"  # the file that makes a folder DALL-E 1's
+
+
+def is_dalle1_folder(path: str | Path) -> bool:
+    return (Path(path) / DALLE1_SETTINGS).is_file()
 
 
 def assets() -> Path:

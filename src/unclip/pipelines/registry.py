@@ -18,17 +18,22 @@ def pipeline_class(path: Path):
     DALL-E 1's `dalle1.json`, or a diffusers folder's `model_index.json` (the family whose
     `folder_classes` name its class)."""
     from unclip.pipelines.components import INDEX, read_index
-    from unclip.pipelines.dalle1 import DalleOnePipeline, is_dalle1_folder
-    from unclip.pipelines.dalle2 import DalleTwoPipeline
+    from unclip.pipelines.locate import is_dalle1_folder
+
+    # each family imported only where the folder is its kind: a command pays for one family's imports
+    if is_dalle1_folder(path):
+        from unclip.pipelines.dalle1 import DalleOnePipeline
+
+        return DalleOnePipeline
+    index = read_index(path)
+    if index is None:
+        from unclip.pipelines.dalle2 import DalleTwoPipeline
+
+        return DalleTwoPipeline
     from unclip.pipelines.kandinsky import PRIOR, KandinskyPipeline
     from unclip.pipelines.karlo import KarloPipeline
     from unclip.pipelines.stable_unclip import StableUnclipPipeline
 
-    if is_dalle1_folder(path):
-        return DalleOnePipeline
-    index = read_index(path)
-    if index is None:
-        return DalleTwoPipeline
     name = index.get("_class_name")
     families = (KarloPipeline, KandinskyPipeline, StableUnclipPipeline)
     for cls in families:

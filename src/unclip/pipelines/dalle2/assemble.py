@@ -9,8 +9,9 @@ import numpy as np
 import torch
 
 from unclip.models.clip import ClipEncoder
-from unclip.pipelines.dalle1 import DalleOnePipeline, is_dalle1_folder
+from unclip.pipelines.dalle1 import DalleOnePipeline
 from unclip.pipelines.dalle2.pipeline import NETWORKS, DalleTwoPipeline, read_settings
+from unclip.pipelines.locate import is_dalle1_folder
 from unclip.pipelines.rerank import RERANKER
 
 
