@@ -1,47 +1,87 @@
 #!/usr/bin/env bash
-# The GPU checks of issues 52 and 53 in about 13 minutes on one H200 (the 15 minutes a session gets), for a session
-# lent a GPU machine (/work/.library/device). Each part prints as it goes and has its own limit;
-# outputs land in $OUT (commit them with the GPU's name, which gpu.txt holds).
+# The GPU checks of issues 52, 53 and 54 for a session lent a GPU machine (/work/.library/device):
+# what was never measured on a GPU first (the H200 run of 2026-12-04 measured Kandinsky 2.2 bf16
+# with and without model offload, and six rows of gpu_check.py). Each part prints as it goes, has
+# its own limit, and is cut to end before DEADLINE (seconds from the script's start), so that the
+# call returns what it measured before the session's device time runs out; a part with under 20 s
+# left is skipped and named in the last line. A call brings back at most 8 files: everything lands
+# in one, $OUT/gpu_session.txt.
 #
-# That machine has python3 with torch, transformers, accelerate and peft, but no diffusers and no
-# network, and takes at most 64 MiB of working tree (the shipped models are 93 MB). Here, first:
-#   bash benchmarks/device_pack.sh pack      # fp16 copy of the shapes model + diffusers' wheel in .device
-# then run `bash benchmarks/gpu_session.sh first` (timeout_s 330) and, on the still warm machine
-# (call again within 30 s), `bash benchmarks/gpu_session.sh second` (timeout_s 500), `.device`
-# carried; then, here:
-#   bash benchmarks/device_pack.sh unpack
+# The machine has python3 with torch, transformers, accelerate and peft, but no diffusers or gradio
+# and no network, and takes at most 64 MiB of working tree (the shipped models are 93 MB; their fp16
+# copy 49 MB, gradio's wheels 36 MB more: so `unclip serve` is not checked there, gpu_check's
+# serve row says so, and issue 54's GPU load figures stay unmeasured). Here:
+#   bash benchmarks/device_pack.sh pack      # fp16 shapes model + the wheels in .device
+# then one call (timeout_s 600, carry [".device"]), DEADLINE = what the session's device time
+# leaves after the machine's start (1-2 min) and the transfers, at most 570:
+#   DEADLINE=540 bash benchmarks/gpu_session.sh            # every part, in the order of PARTS
+#   DEADLINE=300 bash benchmarks/gpu_session.sh eval500 finetune   # the parts named
+# and here again: bash benchmarks/device_pack.sh unpack
 set -o pipefail
 OUT=${OUT:-runs/gpu_session}
+DEADLINE=${DEADLINE:-570}
+PARTS=(check_new kandinsky_sequential karlo_offload eval500 vs_diffusers_fp16 kandinsky_fp16 stable_unclip
+       finetune check_seen)
+DEVICE=${DEVICE:-cuda}  # cpu: a dry run of the parts and the deadline here (slow; use a small DEADLINE)
+export PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-    .device/wheels/*.whl || { echo "no wheels in .device/wheels: see the top of this script"; exit 2; }
-export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1
-if [ -d .device/shapes ]; then rm -rf src/unclip/assets/shapes; cp -r .device/shapes src/unclip/assets/shapes; fi
-python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA GPU here')" || exit 2
-{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
-  python3 -c "import torch, diffusers, transformers, accelerate; print('torch', torch.__version__, 'diffusers',
-diffusers.__version__, 'transformers', transformers.__version__, 'accelerate', accelerate.__version__)"
-  nproc; } 2>&1 | tee "$OUT/gpu.txt"
-part() {  # part NAME LIMIT COMMAND...: one part, its output in $OUT/NAME.txt
-    local name=$1 limit=$2 start=$SECONDS; shift 2
-    echo "== $name (limit ${limit} s): $*"
-    timeout "$limit" "$@" 2>&1 | tee "$OUT/$name.txt"
-    echo "== $name: exit ${PIPESTATUS[0]} after $((SECONDS - start)) s" | tee -a "$OUT/$name.txt"
+session() {
+    if [[ $DEVICE == cuda ]]; then
+        python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+            .device/wheels/*.whl || { echo "no wheels in .device/wheels: see the top of this script"; exit 2; }
+        export PYTHONPATH=/tmp/site:$PWD/src
+        if [ -d .device/shapes ]; then rm -rf src/unclip/assets/shapes; cp -r .device/shapes src/unclip/assets/shapes; fi
+        python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA GPU here')" || exit 2
+        nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+    fi
+    python3 -c "import torch, diffusers, transformers, accelerate; print('torch', torch.__version__, 'diffusers',
+    diffusers.__version__, 'transformers', transformers.__version__, 'accelerate', accelerate.__version__)"
+    if (($#)); then LIST=("$@"); else LIST=("${PARTS[@]}"); fi
+    echo "cores: $(nproc); parts: ${LIST[*]}; deadline ${DEADLINE} s"
+    SKIPPED=()
+    part() {  # part NAME LIMIT COMMAND...: one command, cut to the deadline
+        local name=$1 limit=$2 start=$SECONDS left=$((DEADLINE - SECONDS - 5)); shift 2
+        if ((left < 20)); then SKIPPED+=("$name"); echo "== $name: skipped, ${left} s left"; return; fi
+        ((limit > left)) && limit=$left
+        echo "== $name (limit ${limit} s): $*"
+        timeout "$limit" "$@"
+        echo "== $name: exit $? after $((SECONDS - start)) s"
+    }
+    K=/tmp/published/kandinsky
+    PS="python3 benchmarks/published_sizes.py --device $DEVICE"
+    run_part() {
+        rm -rf /tmp/gpu_check /tmp/gpu_check_seen
+        case $1 in
+        check_new)  # the rows the H200 did not reach; first: --compile auto against off on a first command
+            part $1 300 python3 benchmarks/gpu_check.py --devices $DEVICE cpu --out /tmp/gpu_check --limit 60 --parallel \
+                --jobs first probe eval demo serve train lora accelerate ;;
+        kandinsky_sequential)  # issue 52: at most 3 GB; 20 decoder steps (each streams the 2.5 GB UNet)
+            part $1 150 $PS --family kandinsky --dtype bfloat16 --modes sequential --sides unclip \
+                --steps decoder=20 --keep $K ;;
+        karlo_offload)  # issue 52: at most 4 GB with model offload; fp16, Karlo's published dtype
+            part $1 200 $PS --family karlo --dtype float16 --modes none model --keep /tmp/published/karlo ;;
+        eval500)  # issue 53: 500 prompts at the defaults (--compile auto compiles: 500 >= 64) against eager
+            rm -rf /tmp/eval_off /tmp/eval_auto
+            part eval500_off 90 python3 -m unclip eval shapes --num 500 --device $DEVICE --compile off --out /tmp/eval_off
+            part eval500_auto 150 python3 -m unclip eval shapes --num 500 --device $DEVICE --out /tmp/eval_auto ;;
+        vs_diffusers_fp16)  # issue 53: fp16 at least 1.5x diffusers on the 21 M model; eager, compiled, CUDA graphs
+            part $1 150 python3 benchmarks/vs_diffusers.py --device $DEVICE --dtype float16 \
+                --variants diffusers float16 float16+compile float16+graphs ;;
+        kandinsky_fp16)  # issue 52: eager at least 1.0x diffusers in fp16 too
+            part $1 200 $PS --family kandinsky --dtype float16 --modes none --keep /tmp/published/kandinsky16 ;;
+        stable_unclip)
+            part $1 150 $PS --family stable_unclip --dtype bfloat16 --modes none model --keep /tmp/published/su ;;
+        finetune)  # issue 52: LoRA at the published sizes (needs kandinsky_sequential's, karlo_offload's folders)
+            part finetune_kandinsky 120 python3 benchmarks/published_finetune.py --family kandinsky --root $K --device $DEVICE
+            part finetune_karlo 120 python3 benchmarks/published_finetune.py --family karlo --root /tmp/published/karlo \
+                --device $DEVICE ;;
+        check_seen)
+            part $1 200 python3 benchmarks/gpu_check.py --devices $DEVICE cpu --out /tmp/gpu_check_seen --limit 60 --parallel \
+                --jobs generate invert vary interpolate edit inpaint ;;
+        *) echo "no part $1 (parts: ${PARTS[*]})"; exit 2 ;;
+        esac
+    }
+    for p in "${LIST[@]}"; do run_part "$p"; done
+    echo "== done after $SECONDS s; skipped: ${SKIPPED[*]:-none}"
 }
-K=/tmp/published/kandinsky
-# Two halves, each under one device call's 10 minutes (about 5 and 8 minutes; the
-# machine's start and the transfers take the rest of the 15).
-if [[ ${1:-all} != second ]]; then
-    part offload_check 35 python3 benchmarks/offload_check.py --device cuda
-    part published_kandinsky_bf16 200 python3 benchmarks/published_sizes.py --family kandinsky --device cuda \
-        --dtype bfloat16 --modes none model --keep $K
-    # one layer at a time streams the 2.5 GB UNet at every step: 20 decoder steps, not 100
-    part published_kandinsky_sequential 60 python3 benchmarks/published_sizes.py --family kandinsky --device cuda \
-        --dtype bfloat16 --modes sequential --sides unclip --steps decoder=20 --keep $K
-fi
-if [[ ${1:-all} != first ]]; then
-    part gpu_check 260 python3 benchmarks/gpu_check.py --out /tmp/gpu_check --limit 50 --parallel
-    # issue 53's long job: 500 prompts at the defaults (--compile auto compiles: 500 >= 64) against eager
-    part eval500_off 90 python3 -m unclip eval shapes --num 500 --device cuda --compile off --out /tmp/eval_off
-    part eval500_auto 120 python3 -m unclip eval shapes --num 500 --device cuda --out /tmp/eval_auto
-fi
+session "$@" 2>&1 | tee -a "$OUT/gpu_session.txt"
