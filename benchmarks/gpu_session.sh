@@ -59,7 +59,7 @@ session() {
             part $1 150 $PS --family kandinsky --dtype bfloat16 --modes sequential --sides unclip \
                 --steps decoder=20 --keep $K ;;
         karlo_offload)  # issue 52: at most 4 GB with model offload; fp16, Karlo's published dtype
-            part $1 200 $PS --family karlo --dtype float16 --modes none model --keep /tmp/published/karlo ;;
+            part $1 200 $PS --family karlo --dtype float16 --modes model none --keep /tmp/published/karlo ;;
         eval500)  # issue 53: 500 prompts at the defaults (--compile auto compiles: 500 >= 64) against eager
             rm -rf /tmp/eval_off /tmp/eval_auto
             part eval500_off 90 python3 -m unclip eval shapes --num 500 --device $DEVICE --compile off --out /tmp/eval_off
