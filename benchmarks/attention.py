@@ -26,7 +26,7 @@ from diffusers.models.attention_processor import (AttnAddedKVProcessor, AttnAdde
                                                   AttnProcessor2_0)
 
 sys.path.insert(0, str(Path(__file__).parent))
-from batch_gain import draw, first_inputs, repeated, requests  # noqa: E402  its prompts and replays
+from batch_gain import alternating, first_inputs, repeated, requests  # noqa: E402  its prompts and replays
 
 from unclip.pipelines.registry import load_pipeline  # noqa: E402
 from unclip.runtime.devices import cpu_name  # noqa: E402
@@ -110,14 +110,8 @@ def training(pipe, inputs: dict, rows: int) -> list[dict]:
 
 @torch.no_grad()
 def whole(pipe, n: int) -> list[dict]:
-    pairs, out = requests(n), []
-    for kind in ("plain", "sdpa", "plain", "sdpa"):
-        use(pipe, kind)
-        for batch in (1, 8):
-            s = draw(pipe, pairs, batch)
-            print(f"| {kind} | {batch} | {s:.3f} |", flush=True)
-            out.append({"attention": kind, "batch": batch, "s_per_image": s})
-    return out
+    rows = alternating(pipe, requests(n), {kind: lambda p, kind=kind: use(p, kind) for kind in ("plain", "sdpa")}, 2)
+    return [{"attention": r["setting"], "batch": r["batch"], "s_per_image": r["s_per_image"]} for r in rows]
 
 
 def main() -> None:

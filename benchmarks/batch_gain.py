@@ -114,6 +114,21 @@ def draw(pipe, pairs: list, batch: int) -> float:
     return (time.perf_counter() - start) / len(pairs)
 
 
+def alternating(pipe, pairs: list, settings: dict, rounds: int, swap: bool = False) -> list[dict]:
+    """Draw `pairs` one request at a time and in batches of 8 under each of `settings` ({name:
+    function that applies it to `pipe`}), in turn, `rounds` times (`swap`: the order reversed every
+    other round, since the second setting of a round tends to run slower); a row each."""
+    out, names = [], list(settings)
+    for r in range(rounds):
+        for name in (names[::-1] if swap and r % 2 else names):
+            settings[name](pipe)
+            for batch in (1, 8):
+                s = draw(pipe, pairs, batch)
+                print(f"| {name} | {batch} | {s:.3f} |", flush=True)
+                out.append({"setting": name, "batch": batch, "s_per_image": s})
+    return out
+
+
 @torch.no_grad()
 def per_row(pipe, prompt: str, label: str = "", flops: dict | None = None) -> tuple[dict, dict]:
     """({network: {rows: ms per row}}, {network: GFLOP a row}) for each sampled network, replaying the
