@@ -9,7 +9,7 @@
 #
 # The machine has python3 with torch, transformers, accelerate and peft, but no diffusers or gradio
 # and no network, and takes at most 64 MiB of working tree (the shipped models are 93 MB; their fp16
-# copy 49 MB, gradio's wheels 36 MB more: so `unclip serve` is not checked there, gpu_check's
+# copy 49 MB, gradio's wheel alone 31 MB more, and its needs: so `unclip serve` is not checked there, gpu_check's
 # serve row says so, and issue 54's GPU load figures stay unmeasured). Here:
 #   bash benchmarks/device_pack.sh pack      # fp16 shapes model + the wheels in .device
 # then one call (timeout_s 600, carry [".device"]), DEADLINE = what the session's device time
