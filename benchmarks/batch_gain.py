@@ -117,7 +117,7 @@ def draw(pipe, pairs: list, batch: int) -> float:
 def alternating(pipe, pairs: list, settings: dict, rounds: int, swap: bool = False) -> list[dict]:
     """Draw `pairs` one request at a time and in batches of 8 under each of `settings` ({name:
     function that applies it to `pipe`}), in turn, `rounds` times (`swap`: the order reversed every
-    other round, since the second setting of a round tends to run slower); a row each."""
+    other round, where run-to-run spread is as large as the difference); a row each."""
     out, names = [], list(settings)
     for r in range(rounds):
         for name in (names[::-1] if swap and r % 2 else names):
