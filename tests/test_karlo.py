@@ -237,6 +237,9 @@ def test_text_folder_edits_with_an_added_image_tower(karlo, karlo_variations, tm
 def test_samplers_are_a_setting_of_our_models_only(karlo, tmp_path, capsys):
     assert main(["generate", PROMPT, "--model", str(karlo[0]), "--sampler", "decoder=dpm++", "--out", str(tmp_path)]) == 2
     assert "--sampler decoder=NAME is not a setting of this Karlo model" in capsys.readouterr().err
+    # eval prior asks the pipeline whether its prior samples alone against its own CLIP
+    assert main(["eval", "prior", "--model", str(karlo[0]), "--num", "2"]) == 2
+    assert "this Karlo model cannot sample its prior alone" in capsys.readouterr().err
 
 
 def test_generate_needs_the_prior(karlo_variations, tmp_path, capsys):

@@ -26,21 +26,18 @@ def cmd_eval(args) -> None:
         figures = retrieval_accuracy(ClipEncoder.from_pretrained(args.model), num=args.num or 500)
         print_report(f"CLIP text-to-image top-1 retrieval among 100 ({args.model})", figures)
     elif args.what == "prior":
-        from unclip.pipelines.dalle2.pipeline import DalleTwoPipeline
-        from unclip.pipelines.registry import pipeline_class, resolve_model
         from unclip.tasks.evaluate.prior_eval import evaluate_prior
 
-        path = resolve_model(args.model)
-        if pipeline_class(path) is not DalleTwoPipeline:
-            raise ValueError(f"eval prior compares a prior with the true embeddings of its own CLIP's image "
-                             f"tower on the shapes world; {path} is not an unclip model folder")
         prior = args.prior or "diffusion"
         if prior not in ("diffusion", "ar", "eclipse"):
             raise ValueError(f"eval prior scores a prior's samples: --prior diffusion, ar or eclipse, not {prior}")
         pipe = load(args, images=args.num or 500)
+        if not pipe.capabilities.prior_samples:
+            raise ValueError(f"eval prior compares a prior's samples with the true embeddings of its own CLIP's "
+                             f"image tower on the shapes world; this {pipe.title} cannot sample its prior alone")
         pipe.check_settings(prior=prior)
         figures = evaluate_prior(pipe, num=args.num or 500, prior=prior)
-        print_report(f"prior: predicted vs true CLIP image embeddings ({path})", figures)
+        print_report(f"prior: predicted vs true CLIP image embeddings ({args.model or 'default model'})", figures)
     elif args.what == "inpaint":
         from unclip.tasks.evaluate.inpaint_eval import evaluate_inpaint
         from unclip.validate import count, sampling

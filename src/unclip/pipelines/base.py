@@ -38,6 +38,7 @@ class Capabilities:
     inpainting: bool = False  # inpaint(image, mask_image, prompt): repaint a region in place
     priors: tuple[str, ...] = ()  # validate.PRIORS it has; () for a system without a CLIP latent
     reranking: bool = False  # draws candidates and keeps the best by a CLIP (`rerank=`)
+    prior_samples: bool = False  # text_condition / prior_net: its priors sampled alone (`eval prior`)
     settings: frozenset[str] = field(default_factory=frozenset)
 
 

@@ -149,7 +149,9 @@ class DalleTwoPipeline(Pipeline):
         clip, dec = self.clip is not None, self.decoder is not None
         return Capabilities(text_to_image=clip and dec and bool(priors), reads_images=clip, inversion=clip and dec,
                             inpainting=clip and dec,
-                            priors=tuple(priors), reranking=self.judge is not None, settings=CALL_SETTINGS)
+                            priors=tuple(priors), reranking=self.judge is not None,
+                            prior_samples=clip and any(getattr(self, p) is not None for p in PRIOR_PARTS.values()),
+                            settings=CALL_SETTINGS)
 
     @torch.no_grad()
     def text_condition(self, prompts: list[str]) -> tuple[dict, dict]:
