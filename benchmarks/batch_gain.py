@@ -3,13 +3,16 @@ in batches, the seconds of each network per image. A server that batches cannot 
 this once its model is busy all the time (serve_load.py prints how busy it was).
 
     python benchmarks/batch_gain.py [--requests 24] [--batch 8] [--dtype auto] [--rounds 2] [--compiled]
+                                    [--device cuda]
 
 It ends with each sampled network's milliseconds per row at 2 to 64 rows a call (one call's
 inputs repeated): batching can only gain what a network saves per row in larger calls. Beside
 them, the GFLOP/s each reaches (torch's FLOP counter) against a 2048 x 2048 matrix product's in
 the same dtype: how close to what this CPU can do the networks already run. --compiled then
 compiles the networks as `--compile on` does (printing how long that took, with inductor's cache
-empty or warm) and measures it all again.
+empty or warm) and measures it all again. On a GPU (`--device cuda`: what a server that batches
+could gain there, where `unclip serve` itself cannot be taken) the times wait for the device, and
+the per-network split is left out (hooks that wait for the device would time their launches only).
 """
 
 import argparse
@@ -53,14 +56,24 @@ def timers(pipe) -> tuple[dict, list]:
 ROWS = (2, 4, 8, 16, 32, 64)
 
 
-def matmul_gflops(dtype: torch.dtype, n: int = 2048, seconds: float = 2.0) -> float:
-    """What this CPU's torch reaches on a large matrix product in `dtype`: the ceiling for networks."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+def wait(device: torch.device) -> None:
+    """Until `device` has done what was queued: a GPU runs ahead of the Python that feeds it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_gflops(dtype: torch.dtype, n: int = 2048, seconds: float = 2.0, device: str = "cpu") -> float:
+    """What this device's torch reaches on a large matrix product in `dtype`: the ceiling for networks."""
+    a, b = (torch.randn(n, n, dtype=dtype, device=device) for _ in range(2))
     a @ b
+    wait(a.device)
     start, calls = time.perf_counter(), 0
     while time.perf_counter() - start < seconds:
         a @ b
         calls += 1
+        if calls % 16 == 0:
+            wait(a.device)
+    wait(a.device)
     return 2 * n ** 3 * calls / (time.perf_counter() - start) / 1e9
 
 
@@ -111,6 +124,7 @@ def draw(pipe, pairs: list, batch: int) -> float:
     for i in range(0, len(pairs), batch):
         chunk = pairs[i:i + batch]
         pipe([q for q, _ in chunk], generator=[torch.Generator().manual_seed(s) for _, s in chunk], output_type="uint8")
+    wait(pipe.device)
     return (time.perf_counter() - start) / len(pairs)
 
 
@@ -147,11 +161,13 @@ def per_row(pipe, prompt: str, label: str = "", flops: dict | None = None) -> tu
         for rows in ROWS:
             if (call := repeated(seen[name], rows)) is None:
                 continue
-            net(*call[0], **call[1])  # warm-up: oneDNN picks its kernels for this shape
+            net(*call[0], **call[1])  # warm-up: oneDNN (cuDNN) picks its kernels for this shape
+            wait(pipe.device)
             start, calls = time.perf_counter(), 0
             while time.perf_counter() - start < 1.5:
                 net(*call[0], **call[1])
                 calls += 1
+                wait(pipe.device)
             curves[name][rows] = 1000 * (time.perf_counter() - start) / calls / rows
         print(f"{name}{label}: ms per row at " + ", ".join(f"{r} rows {ms:.2f}" for r, ms in curves[name].items())
               + f"; {flops[name]:.2f} GFLOP a row, so GFLOP/s "
@@ -185,17 +201,20 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--dtype", default="auto")
     p.add_argument("--rounds", type=int, default=2, help="each way this many times, alternating")
+    p.add_argument("--device", default="cpu", help="cpu, or cuda[:N] (no per-network split there)")
     p.add_argument("--compiled", action="store_true",
                    help="then all of it again with the networks compiled as --compile on compiles them")
     args = p.parse_args()
-    pipe = load_pipeline(None, torch_dtype=args.dtype, device="cpu", compile="off")
-    print(f"CPU: {cpu_name()}; torch {torch.__version__}, {torch.get_num_threads()} threads; the shipped model "
-          f"at its defaults in {str(pipe.dtype).removeprefix('torch.')}")
+    pipe = load_pipeline(None, torch_dtype=args.dtype, device=args.device, compile="off")
+    where = torch.cuda.get_device_name(pipe.device) if pipe.device.type == "cuda" else \
+        f"CPU: {cpu_name()}; {torch.get_num_threads()} threads"
+    print(f"{where}; torch {torch.__version__}; the shipped model at its defaults in "
+          f"{str(pipe.dtype).removeprefix('torch.')}")
     pairs = requests(args.requests)
-    tally, hooks = timers(pipe)
+    tally, hooks = timers(pipe) if pipe.device.type == "cpu" else (None, [])
     pipe([pairs[0][0]], generator=[torch.Generator().manual_seed(0)], output_type="uint8")  # warm-up
     runs, speedup = both_ways(pipe, pairs, args.batch, args.rounds, tally)
-    ceiling = matmul_gflops(pipe.dtype)
+    ceiling = matmul_gflops(pipe.dtype, device=args.device)
     print(f"a 2048 x 2048 matrix product in {str(pipe.dtype).removeprefix('torch.')}: {ceiling:.0f} GFLOP/s")
     curves, flops = per_row(pipe, pairs[0][0])
     result = {"runs": runs, "speedup": speedup, "ms_per_row": curves, "gflop_per_row": flops,

@@ -10,7 +10,8 @@
 # The machine has python3 with torch, transformers, accelerate and peft, but no diffusers or gradio
 # and no network, and takes at most 64 MiB of working tree (the shipped models are 93 MB; their fp16
 # copy 49 MB, gradio's wheel alone 31 MB more, and its needs: so `unclip serve` is not checked there, gpu_check's
-# serve row says so, and issue 54's GPU load figures stay unmeasured). Here:
+# serve row says so, and issue 54's GPU load figures stay unmeasured; the batch_gain part measures what
+# batching gains inside the pipeline there, the ceiling of a batching server's gain). Here:
 #   bash benchmarks/device_pack.sh pack      # fp16 shapes model + the wheels in .device
 # then one call (timeout_s 600, carry [".device"]), DEADLINE = what the session's device time
 # leaves after the machine's start (1-2 min) and the transfers, at most 570:
@@ -20,8 +21,8 @@
 set -o pipefail
 OUT=${OUT:-runs/gpu_session}
 DEADLINE=${DEADLINE:-570}
-PARTS=(check_new kandinsky_sequential karlo_offload eval500 vs_diffusers_fp16 kandinsky_fp16 stable_unclip
-       finetune check_seen)
+PARTS=(check_new kandinsky_sequential karlo_offload eval500 vs_diffusers_fp16 batch_gain kandinsky_fp16
+       stable_unclip finetune check_seen)
 DEVICE=${DEVICE:-cuda}  # cpu: a dry run of the parts and the deadline here (slow; use a small DEADLINE)
 export PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
@@ -67,6 +68,8 @@ session() {
         vs_diffusers_fp16)  # issue 53: fp16 at least 1.5x diffusers on the 21 M model; eager, compiled, CUDA graphs
             part $1 150 python3 benchmarks/vs_diffusers.py --device $DEVICE --dtype float16 \
                 --variants diffusers float16 float16+compile float16+graphs ;;
+        batch_gain)  # issue 54: what batching 8 requests gains inside the pipeline (serve itself cannot travel)
+            part $1 120 python3 benchmarks/batch_gain.py --device $DEVICE --requests 24 --rounds 2 ;;
         kandinsky_fp16)  # issue 52: eager at least 1.0x diffusers in fp16 too
             part $1 200 $PS --family kandinsky --dtype float16 --modes none --keep /tmp/published/kandinsky16 ;;
         stable_unclip)
