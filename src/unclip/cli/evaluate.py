@@ -34,7 +34,7 @@ def cmd_eval(args) -> None:
         pipe = load(args, images=args.num or 500)
         if not pipe.capabilities.prior_samples:
             raise ValueError(f"eval prior compares a prior's samples with the true embeddings of its own CLIP's "
-                             f"image tower on the shapes world; this {pipe.title} cannot sample its prior alone")
+                             f"image tower on the shapes world; this {pipe.title} has no prior that samples alone")
         pipe.check_settings(prior=prior)
         figures = evaluate_prior(pipe, num=args.num or 500, prior=prior)
         print_report(f"prior: predicted vs true CLIP image embeddings ({args.model or 'default model'})", figures)
