@@ -239,7 +239,7 @@ def test_samplers_are_a_setting_of_our_models_only(karlo, tmp_path, capsys):
     assert "--sampler decoder=NAME is not a setting of this Karlo model" in capsys.readouterr().err
     # eval prior asks the pipeline whether its prior samples alone against its own CLIP
     assert main(["eval", "prior", "--model", str(karlo[0]), "--num", "2"]) == 2
-    assert "this Karlo model has no prior that samples alone" in capsys.readouterr().err
+    assert "this Karlo model does not sample its prior apart" in capsys.readouterr().err
 
 
 def test_generate_needs_the_prior(karlo_variations, tmp_path, capsys):

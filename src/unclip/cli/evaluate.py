@@ -34,7 +34,8 @@ def cmd_eval(args) -> None:
         pipe = load(args, images=args.num or 500)
         if not pipe.capabilities.prior_samples:
             raise ValueError(f"eval prior compares a prior's samples with the true embeddings of its own CLIP's "
-                             f"image tower on the shapes world; this {pipe.title} has no prior that samples alone")
+                             f"image tower on the shapes world; this {pipe.title} does not sample its prior apart from its "
+                             f"pipeline (capabilities.prior_samples)")
         pipe.check_settings(prior=prior)
         figures = evaluate_prior(pipe, num=args.num or 500, prior=prior)
         print_report(f"prior: predicted vs true CLIP image embeddings ({args.model or 'default model'})", figures)
