@@ -24,6 +24,7 @@ DEADLINE=${DEADLINE:-570}
 PARTS=(check_new kandinsky_sequential karlo_offload eval500 vs_diffusers_fp16 batch_gain kandinsky_fp16
        stable_unclip finetune check_seen)
 DEVICE=${DEVICE:-cuda}  # cpu: a dry run of the parts and the deadline here (slow; use a small DEADLINE)
+LIMIT_CAP=${LIMIT_CAP:-0}  # >0: no part runs longer (a dry run that shows every part starting, e.g. 30)
 export PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
 session() {
@@ -44,9 +45,10 @@ session() {
         local name=$1 limit=$2 start=$SECONDS left=$((DEADLINE - SECONDS - 5)); shift 2
         if ((left < 20)); then SKIPPED+=("$name"); echo "== $name: skipped, ${left} s left"; return; fi
         ((limit > left)) && limit=$left
+        ((LIMIT_CAP > 0 && limit > LIMIT_CAP)) && limit=$LIMIT_CAP
         echo "== $name (limit ${limit} s): $*"
         timeout "$limit" "$@"
-        echo "== $name: exit $? after $((SECONDS - start)) s"
+        printf "\n== %s: exit %s after %s s\n" "$name" $? $((SECONDS - start))  # on a line of its own after a progress bar
     }
     K=/tmp/published/kandinsky
     PS="python3 benchmarks/published_sizes.py --device $DEVICE"

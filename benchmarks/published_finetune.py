@@ -17,13 +17,15 @@ import argparse
 import json
 import os
 import re
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from published_sizes import run_child
+
 FULL_BYTES_PER_PARAM = 18
 
 
@@ -48,23 +50,23 @@ def main() -> None:
     env = dict(os.environ, **({"CUDA_VISIBLE_DEVICES": ""} if args.device == "cpu" else {}))
     print(f"machine: CPU {cpu_name()}, {os.cpu_count()} cores; device {args.device}; batch 1; "
           f"{args.steps} steps, the last timed", flush=True)
-    rows = []
+    rows, failed = [], False
     for rank in [args.rank] + ([0] if args.full else []):
         with tempfile.TemporaryDirectory() as out:
             cmd = [sys.executable, "-m", "unclip", "train", "decoder", "--config", str(config), *init,
                    f"--lora.rank={rank}", f"--train.steps={args.steps}", "--train.batch_size=1",
                    "--train.log_every=1", f"--train.checkpoint_every={10 * args.steps}", "--train.sample_every=0",
-                   "--train.warmup_steps=0", "--data.num_workers=0", f"--train.out_dir={out}"]
+                   "--train.warmup_steps=0", "--data.num_workers=0", f"--train.out_dir={Path(out) / 'run'}"]
             start = time.perf_counter()
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-            _, status, usage = os.wait4(proc.pid, 0)
-            text = proc.stdout.read()
-            if os.waitstatus_to_exitcode(status) != 0:
+            code, usage, text, err = run_child(cmd, env)
+            text += err
+            if code != 0:
                 print(f"rank {rank}: FAILED\n{text[-2000:]}")
+                failed = True
                 continue
             found = re.search(r"([\d,]+) trainable parameters .*the (?:network|component) has ([\d,]+)", text)
             trainable, total = (int(found.group(i).replace(",", "")) for i in (1, 2))
-            log = [json.loads(line) for line in (Path(out) / "log.jsonl").read_text().splitlines() if line.strip()]
+            log = [json.loads(line) for line in (Path(out) / "run" / "log.jsonl").read_text().splitlines() if line.strip()]
             rates = [r[k] for r in log for k in r if "per_s" in k or k == "rate"]
             row = dict(family=args.family, rank=rank, trainable=trainable, network=total,
                        s_per_step=1 / rates[-1] if rates else None, peak_rss_gb=usage.ru_maxrss * 1024 / 1e9,
@@ -80,6 +82,8 @@ def main() -> None:
         print(f"full fine-tuning by arithmetic: {total / 1e6:.0f}M parameters x {FULL_BYTES_PER_PARAM} B = "
               f"{total * FULL_BYTES_PER_PARAM / 1e9:.1f} GB before activations")
     print(json.dumps(rows))
+    if failed:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

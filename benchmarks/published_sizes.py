@@ -183,15 +183,23 @@ def worker(job: dict) -> dict:
     return res
 
 
+def run_child(cmd: list[str], env: dict | None = None) -> tuple[int, object, str, str]:
+    """Run `cmd` to its end: (exit code, its resource usage as the kernel counted it, stdout, stderr).
+    Its output goes to files, not pipes: a pipe left unread while waiting for the child fills
+    (64 KB: a few minutes of progress bars) and stalls it."""
+    with tempfile.TemporaryDirectory() as tmp, open(f"{tmp}/out", "w+") as out, open(f"{tmp}/err", "w+") as err:
+        p = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, env=env)
+        _, status, usage = os.wait4(p.pid, 0)
+        out.seek(0), err.seek(0)
+        return os.waitstatus_to_exitcode(status), usage, out.read(), err.read()
+
+
 def run_worker(job: dict) -> dict:
     """The worker in a fresh process; its peak RSS as the kernel counted it."""
     start = time.perf_counter()
-    p = subprocess.Popen([sys.executable, __file__, "--worker", json.dumps(job)], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(p.pid, 0)
-    out, err = p.stdout.read(), p.stderr.read()
+    code, usage, out, err = run_child([sys.executable, __file__, "--worker", json.dumps(job)])
     wall = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
+    if code != 0:
         return dict(job, error=(err or out)[-1500:])
     res = json.loads(out.strip().splitlines()[-1])
     res.update(process_s=wall, process_peak_rss_gb=usage.ru_maxrss * 1024 / 1e9)
@@ -206,10 +214,8 @@ def generate_process(family: str, folders: dict, steps: dict, dtype: str, device
            str(folders["prior"]), "--dtype", dtype, "--device", device, "--compile", "off", "--out", str(out), "--overwrite",
            "--steps", *[f"{k}={v}" for k, v in steps.items()]]
     start = time.perf_counter()
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(p.pid, 0)
-    err = p.stderr.read()
-    if os.waitstatus_to_exitcode(status) != 0:
+    code, usage, _, err = run_child(cmd)
+    if code != 0:
         return dict(side="unclip generate", error=err[-1500:])
     return dict(side="unclip generate", mode="none", process_s=time.perf_counter() - start,
                 process_peak_rss_gb=usage.ru_maxrss * 1024 / 1e9)
@@ -228,10 +234,8 @@ def build(family: str, root: Path, dtype: str, device: str = "cpu") -> dict:
             f"t = time.perf_counter(); w = write_family({family!r}, {str(root)!r}, torch.{dtype}, device={device!r})\n"
             "print(json.dumps(dict(seconds=time.perf_counter() - t, folders={k: str(v) for k, v in w.folders.items()},"
             " weight_gb={k: v / 1e9 for k, v in w.weight_bytes.items()})))")
-    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(p.pid, 0)
-    out, err = p.stdout.read(), p.stderr.read()
-    if os.waitstatus_to_exitcode(status) != 0:
+    status, usage, out, err = run_child([sys.executable, "-c", code])
+    if status != 0:
         raise SystemExit(f"building {family} failed:\n{err[-3000:]}")
     made = dict(json.loads(out.strip().splitlines()[-1]), family=family, dtype=dtype,
                 build_peak_rss_gb=usage.ru_maxrss * 1024 / 1e9)
