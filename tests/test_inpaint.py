@@ -117,8 +117,8 @@ def test_the_repainted_region_follows_the_caption():
 def test_probe_pca_decodes_each_k_from_one_noise(tiny_model, tmp_path, monkeypatch):
     from unclip.tasks import probe
 
-    monkeypatch.setenv("UNCLIP_CACHE", str(tmp_path / "cache"))
-    pipe = load_pipeline(tiny_model)
+    monkeypatch.setenv("UNCLIP_CACHE", str(tmp_path / "cache"))  # its own cache: the suite's dtype pin is not here
+    pipe = load_pipeline(tiny_model, torch_dtype=torch.float32)  # so every machine computes the same
     images = [shapes.render(it.scene, 16) for it in shapes.eval_split(30)]
     pca = probe.cached_fit(pipe, images, "test")
     assert pca["components"].shape[1] == 16 and (pca["variance"][:-1] >= pca["variance"][1:]).all()
@@ -133,10 +133,10 @@ def test_probe_pca_decodes_each_k_from_one_noise(tiny_model, tmp_path, monkeypat
     Image.fromarray(images[0]).save(tmp_path / "a.png")
     out = tmp_path / "probe"
     assert main(["probe", "pca", str(tmp_path / "a.png"), "--model", str(tiny_model), "--dims", "1", "4",
-                 "--steps", "3", "--fit-images", str(tmp_path), "--out", str(out)]) == 2  # one image: too few
+                 "--steps", "3", "--fit-images", str(tmp_path), "--dtype", "float32", "--out", str(out)]) == 2  # one image: too few
     for i, im in enumerate(images[:4]):
         Image.fromarray(im).save(tmp_path / f"fit{i}.png")
     assert main(["probe", "pca", str(tmp_path / "a.png"), "--model", str(tiny_model), "--dims", "1", "4",
-                 "--steps", "3", "--fit-images", str(tmp_path), "--out", str(out)]) == 0
+                 "--steps", "3", "--fit-images", str(tmp_path), "--dtype", "float32", "--out", str(out)]) == 0
     lines = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
     assert [r["dims"] for r in lines] == [1, 4] and (out / "strip.png").is_file()
